@@ -296,6 +296,12 @@ impl Frame {
         }
     }
 
+    /// The opcode of the frame.
+    pub fn opcode(&self) -> OpCode {
+        // Built by this type from a valid opcode, so the low nibble always parses.
+        OpCode::from_u8(self.bytes[0] & 0x0f).unwrap_or(OpCode::Binary)
+    }
+
     /// The whole frame, ready to write.
     pub fn as_bytes(&self) -> &Bytes {
         &self.bytes

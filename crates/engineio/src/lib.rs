@@ -1,0 +1,70 @@
+//! Engine.IO v4 server (`PROTOCOL.md` §1): sessions over WebSocket and HTTP long-polling,
+//! the upgrade between them, the heartbeat, and a per-session outbound queue.
+//!
+//! The crate binds nothing. It is given HTTP requests (with the peer's address) by the
+//! caller's accept loop, or whole TCP connections through [`serve_connection`], and it
+//! calls up into the layer above through [`EngineHandler`].
+//!
+//! # Layout
+//!
+//! - [`config`]: [`Config`] and [`Cors`], with documented defaults.
+//! - [`handler`]: [`EngineHandler`], implemented by the Socket.IO layer, and
+//!   [`CloseReason`].
+//! - [`socket`]: [`Socket`], one session: its outbound queue (allocated only while
+//!   non-empty, bounded in bytes) and heartbeat state.
+//! - [`engine`]: [`Engine`], the sharded session table and request routing.
+//! - `transport::polling` and `transport::websocket`: the two transports; the
+//!   WebSocket one takes the raw `TcpStream` back from hyper, keeps no read buffer while
+//!   idle, and drains the queue into one vectored write per wakeup.
+//! - `heartbeat`: one sweeper task for all sessions, no timer per connection.
+//! - [`stats`]: [`EngineStats`], atomic counters read by the server's metrics.
+//! - [`serve`]: [`serve_connection`], hyper's HTTP/1.1 with upgrades on an accepted stream.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use engineio::{CloseReason, Config, Engine, EngineHandler, Socket};
+//!
+//! /// Echoes every message back.
+//! struct Echo;
+//!
+//! impl EngineHandler for Echo {
+//!     type Data = ();
+//!     fn on_open(&self, _socket: &Arc<Socket<()>>) {}
+//!     fn on_message(&self, socket: &Arc<Socket<()>>, text: Bytes) {
+//!         let _ = socket.send_text(&text);
+//!     }
+//!     fn on_binary(&self, socket: &Arc<Socket<()>>, data: Bytes) {
+//!         let _ = socket.send_binary(&data);
+//!     }
+//!     fn on_close(&self, _socket: &Arc<Socket<()>>, _reason: CloseReason) {}
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let engine = Engine::new(Config::default(), Echo);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! loop {
+//!     let (stream, remote) = listener.accept().await?;
+//!     tokio::spawn(engineio::serve_connection(engine.clone(), stream, remote));
+//! }
+//! # }
+//! ```
+
+pub mod config;
+pub mod engine;
+pub mod handler;
+mod heartbeat;
+pub mod serve;
+pub mod socket;
+pub mod stats;
+mod transport;
+
+pub use config::{Config, Cors};
+pub use engine::Engine;
+pub use engineio_proto::{Sid, Transport};
+pub use handler::{CloseReason, EngineHandler};
+pub use serve::serve_connection;
+pub use socket::{SendError, Socket};
+pub use stats::EngineStats;

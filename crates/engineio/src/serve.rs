@@ -1,0 +1,55 @@
+//! Serving whole TCP connections: HTTP/1.1 by hyper, with upgrades.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::{Engine, EngineHandler};
+
+/// Serves one accepted TCP connection: requests for the engine's path go to the
+/// engine, anything else gets 404. Returns when the connection closes or has been
+/// upgraded to a WebSocket (which then lives on in its own task).
+pub async fn serve_connection<H: EngineHandler>(
+    engine: Arc<Engine<H>>,
+    stream: TcpStream,
+    remote: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| {
+        let engine = engine.clone();
+        async move {
+            if engine.matches(req.uri().path()) {
+                Ok::<_, Infallible>(engine.handle(req, remote).await)
+            } else {
+                let mut res = Response::new(Full::new(Bytes::from_static(b"Not Found")));
+                *res.status_mut() = StatusCode::NOT_FOUND;
+                Ok(res)
+            }
+        }
+    });
+    // The TokioIo<TcpStream> type matters: the WebSocket transport downcasts the upgraded
+    // connection back to it to take the raw socket.
+    let conn = http1_builder().serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.with_upgrades().await {
+        tracing::debug!(%remote, error = %e, "http connection ended with an error");
+    }
+}
+
+/// The HTTP/1.1 settings every Engine.IO connection uses.
+pub fn http1_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .keep_alive(true);
+    builder
+}

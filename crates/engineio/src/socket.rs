@@ -1,0 +1,275 @@
+//! One Engine.IO session and its outbound queue.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Weak;
+
+use engineio_proto::{Sid, Transport};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use ws::{Frame, OpCode};
+
+use crate::CloseReason;
+
+/// Why a packet could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The session has ended.
+    #[error("session closed")]
+    Closed,
+    /// The session's outbound queue is over its byte budget: the client does not read
+    /// fast enough. The caller decides: drop the packet (volatile) or close the session.
+    #[error("outbound queue full")]
+    QueueFull,
+}
+
+/// What the engine calls to close a session on behalf of [`Socket::close`].
+pub(crate) trait Closer<D>: Send + Sync {
+    fn close_sid(&self, sid: Sid, reason: CloseReason);
+}
+
+/// The HTTP request that opened the session.
+#[derive(Debug)]
+pub(crate) struct Opening {
+    pub(crate) uri: http::Uri,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) remote: SocketAddr,
+}
+
+/// One Engine.IO session, shared by its transport tasks, the heartbeat sweeper and the
+/// layer above.
+pub struct Socket<D> {
+    sid: Sid,
+    opening: Box<Opening>,
+    /// Heartbeat, in milliseconds since the engine started: when the next ping is due,
+    /// and when an unanswered ping times out (0 while no ping is outstanding).
+    pub(crate) next_ping: AtomicU64,
+    pub(crate) pong_deadline: AtomicU64,
+    /// parking_lot mutex: held for a few instructions at a time, never across `.await`.
+    pub(crate) outbox: Mutex<Outbox>,
+    /// Wakes whichever transport task drains the outbox (the WebSocket writer or the
+    /// pending polling GET); at most one waits at a time.
+    pub(crate) notify: Notify,
+    max_buffered: usize,
+    closer: Weak<dyn Closer<D>>,
+    data: D,
+}
+
+/// The session's mutable state, behind one lock.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    /// Frames not yet handed to a transport. `VecDeque::new` does not allocate, and a
+    /// drained queue is swapped for a new one, so an idle session holds no buffer.
+    queue: VecDeque<Frame>,
+    /// Bytes in `queue`.
+    bytes: usize,
+    pub(crate) closed: Option<CloseReason>,
+    pub(crate) transport: Transport,
+    /// A WebSocket is attached for an upgrade (polling sessions only).
+    pub(crate) probing: bool,
+    /// The probe was answered (`3probe` sent): polls are released at once.
+    pub(crate) upgrading: bool,
+    /// A polling GET is pending.
+    pub(crate) get_active: bool,
+    /// A polling POST is being read.
+    pub(crate) post_active: bool,
+}
+
+impl Outbox {
+    /// Takes every queued frame.
+    pub(crate) fn take(&mut self) -> VecDeque<Frame> {
+        self.bytes = 0;
+        std::mem::take(&mut self.queue)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+impl<D> std::fmt::Debug for Socket<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("sid", &self.sid)
+            .field("remote", &self.opening.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D> Socket<D> {
+    pub(crate) fn new(
+        sid: Sid,
+        transport: Transport,
+        opening: Opening,
+        max_buffered: usize,
+        next_ping: u64,
+        closer: Weak<dyn Closer<D>>,
+        data: D,
+    ) -> Socket<D> {
+        Socket {
+            sid,
+            opening: Box::new(opening),
+            next_ping: AtomicU64::new(next_ping),
+            pong_deadline: AtomicU64::new(0),
+            outbox: Mutex::new(Outbox {
+                queue: VecDeque::new(),
+                bytes: 0,
+                closed: None,
+                transport,
+                probing: false,
+                upgrading: false,
+                get_active: false,
+                post_active: false,
+            }),
+            notify: Notify::new(),
+            max_buffered,
+            closer,
+            data,
+        }
+    }
+
+    /// The session id.
+    pub fn sid(&self) -> Sid {
+        self.sid
+    }
+
+    /// The peer's address, as accepted.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.opening.remote
+    }
+
+    /// The URI of the request that opened the session (path and query).
+    pub fn uri(&self) -> &http::Uri {
+        &self.opening.uri
+    }
+
+    /// The headers of the request that opened the session.
+    pub fn headers(&self) -> &http::HeaderMap {
+        &self.opening.headers
+    }
+
+    /// The transport in use now.
+    pub fn transport(&self) -> Transport {
+        self.outbox.lock().transport
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.outbox.lock().closed.is_some()
+    }
+
+    /// The handler's per-session state.
+    pub fn data(&self) -> &D {
+        &self.data
+    }
+
+    /// Queues a text message (an Engine.IO `4` packet).
+    ///
+    /// # Errors
+    ///
+    /// As [`Socket::send`].
+    pub fn send_text(&self, text: &[u8]) -> Result<(), SendError> {
+        self.send(message_frame(text))
+    }
+
+    /// Queues a binary message.
+    ///
+    /// # Errors
+    ///
+    /// As [`Socket::send`].
+    pub fn send_binary(&self, data: &[u8]) -> Result<(), SendError> {
+        self.send(Frame::server(OpCode::Binary, data))
+    }
+
+    /// Queues a pre-encoded frame: a text frame holding an Engine.IO text packet
+    /// (`4...`), or a binary frame holding a binary message. The same frame may be queued
+    /// on any number of sessions: this is how a broadcast is encoded once.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once the session ended; [`SendError::QueueFull`] when the
+    /// frame would take the queue over its byte budget (nothing is queued then).
+    pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+        self.send_all(std::iter::once(frame))
+    }
+
+    /// Queues several frames at once, with nothing from another sender between them
+    /// (a Socket.IO packet with binary attachments). All or none are queued.
+    ///
+    /// # Errors
+    ///
+    /// As [`Socket::send`].
+    pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> Result<(), SendError> {
+        let was_empty;
+        {
+            let mut outbox = self.outbox.lock();
+            if outbox.closed.is_some() {
+                return Err(SendError::Closed);
+            }
+            was_empty = outbox.queue.is_empty();
+            let before = outbox.queue.len();
+            let mut added = 0;
+            for frame in frames {
+                added += frame.len();
+                outbox.queue.push_back(frame);
+            }
+            // An empty queue takes anything, so one large packet can always go out.
+            if outbox.bytes > 0 && outbox.bytes + added > self.max_buffered {
+                outbox.queue.truncate(before);
+                return Err(SendError::QueueFull);
+            }
+            outbox.bytes += added;
+        }
+        // Drop the lock before waking the writer, so it does not wake into a held lock.
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a control frame (ping, pong, noop) regardless of the byte budget.
+    pub(crate) fn push_control(&self, frame: Frame) -> bool {
+        let was_empty;
+        {
+            let mut outbox = self.outbox.lock();
+            if outbox.closed.is_some() {
+                return false;
+            }
+            was_empty = outbox.queue.is_empty();
+            outbox.bytes += frame.len();
+            outbox.queue.push_back(frame);
+        }
+        if was_empty {
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    /// Ends the session from the server side. Packets already queued are still
+    /// delivered; then the client is told the session is closed.
+    pub fn close(&self) {
+        self.close_with(CloseReason::ServerClose);
+    }
+
+    /// Ends the session with `reason`.
+    pub fn close_with(&self, reason: CloseReason) {
+        if let Some(closer) = self.closer.upgrade() {
+            closer.close_sid(self.sid, reason);
+        }
+    }
+}
+
+/// An Engine.IO message packet (`4` + text) in a WebSocket text frame.
+pub fn message_frame(text: &[u8]) -> Frame {
+    Frame::server_parts(OpCode::Text, &[b"4", text])
+}
+
+/// Milliseconds on the engine's clock.
+pub(crate) fn load(v: &AtomicU64) -> u64 {
+    v.load(Ordering::Relaxed)
+}
+
+pub(crate) fn store(v: &AtomicU64, x: u64) {
+    v.store(x, Ordering::Relaxed);
+}

@@ -1,0 +1,534 @@
+//! The WebSocket transport (`PROTOCOL.md` §1.6, §1.7).
+//!
+//! After hyper's upgrade the raw `TcpStream` is taken back and hyper's leftover read
+//! buffer dropped at once. One task per connection then waits for readiness: reads go
+//! into a scratch buffer per worker thread, and bytes are kept per connection only while
+//! a frame is incomplete; writes drain the whole outbound queue in vectored writes.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use engineio_proto::{ErrorCode, Packet, Transport};
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use ws::{CloseCode, Decoder, Frame, Message, OpCode, ProtocolError, Role};
+
+use crate::engine::{error_response, HttpResponse};
+use crate::{CloseReason, Engine, EngineHandler, EngineStats, Socket};
+
+/// Size of the per-thread read buffer.
+const SCRATCH_LEN: usize = 64 * 1024;
+/// Bytes read per wakeup before writes get a turn.
+const READ_BUDGET: usize = 256 * 1024;
+/// Frames per vectored write.
+const MAX_IOV: usize = 128;
+/// How long a closing connection waits for the peer's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
+}
+
+/// Validates an upgrade request, answers 101, and runs the connection once hyper hands
+/// it over: a new session (`existing` is `None`) or the upgrade of a polling session.
+pub(crate) fn upgrade<H: EngineHandler, B>(
+    engine: &Arc<Engine<H>>,
+    mut req: Request<B>,
+    remote: SocketAddr,
+    existing: Option<Arc<Socket<H::Data>>>,
+) -> HttpResponse {
+    let h = req.headers();
+    let check = ws::handshake::Request {
+        upgrade: h.get(header::UPGRADE).map(|v| v.as_bytes()),
+        connection: h.get(header::CONNECTION).map(|v| v.as_bytes()),
+        version: h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()),
+        key: h.get(header::SEC_WEBSOCKET_KEY).map(|v| v.as_bytes()),
+    };
+    let accept = match check.accept() {
+        Ok(accept) => accept,
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "websocket handshake refused");
+            return error_response(ErrorCode::BadRequest);
+        }
+    };
+    if let Some(socket) = &existing {
+        let mut outbox = socket.outbox.lock();
+        // One probe at a time, and only from polling (§1.7: a WebSocket for an upgraded
+        // session is refused).
+        if outbox.transport != Transport::Polling || outbox.probing || outbox.closed.is_some() {
+            return error_response(ErrorCode::BadRequest);
+        }
+        outbox.probing = true;
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _body) = req.into_parts();
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "websocket upgrade failed");
+                if let Some(socket) = &existing {
+                    socket.outbox.lock().probing = false;
+                }
+                return;
+            }
+        };
+        let (stream, inbuf) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                // Keep bytes the client sent right after its request, then drop hyper's
+                // read buffer at once: kept alive it costs 3.5 to 5 KiB per connection.
+                let inbuf =
+                    (!parts.read_buf.is_empty()).then(|| BytesMut::from(&parts.read_buf[..]));
+                (parts.io.into_inner(), inbuf)
+            }
+            Err(_) => {
+                tracing::error!(%remote, "upgraded connection is not a TcpStream");
+                return;
+            }
+        };
+        let conn = Conn {
+            stream,
+            decoder: Decoder::new(Role::Server, engine.config.max_payload),
+            inbuf,
+        };
+        match existing {
+            None => {
+                let socket = engine.open(Transport::Websocket, parts.uri, parts.headers, remote);
+                let open = engine.open_packet(&socket, false);
+                socket.push_control(Frame::server(OpCode::Text, &open));
+                engine.handler.on_open(&socket);
+                run(&engine, &socket, conn).await;
+            }
+            Some(socket) => upgrade_from_polling(&engine, socket, conn).await,
+        }
+    });
+    let mut res = Response::new(Full::default());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
+    h.insert(
+        header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+/// One WebSocket connection's I/O state. While idle it holds the socket, the decoder
+/// (no buffer) and no read buffer.
+struct Conn {
+    stream: TcpStream,
+    decoder: Decoder,
+    /// Bytes of an incomplete frame; `None` between frames.
+    inbuf: Option<BytesMut>,
+}
+
+/// What reading produced.
+enum Read {
+    /// The socket has no more bytes for now.
+    Drained,
+    /// The read budget is spent; more may be waiting.
+    Budget,
+    /// The peer closed the TCP connection.
+    Eof,
+}
+
+impl Conn {
+    /// Reads what the socket has, up to the budget, into the incomplete-frame buffer.
+    fn fill(&mut self, budget: &mut usize) -> io::Result<Read> {
+        loop {
+            if *budget == 0 {
+                return Ok(Read::Budget);
+            }
+            let n = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let n = self.stream.try_read(&mut scratch)?;
+                if n > 0 {
+                    self.inbuf
+                        .get_or_insert_with(|| BytesMut::with_capacity(n))
+                        .extend_from_slice(&scratch[..n]);
+                }
+                Ok::<_, io::Error>(n)
+            });
+            match n {
+                Ok(0) => return Ok(Read::Eof),
+                Ok(n) => {
+                    *budget = budget.saturating_sub(n);
+                    if self.inbuf.as_ref().is_some_and(|b| b.len() >= SCRATCH_LEN) {
+                        return Ok(Read::Budget);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Read::Drained),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next complete message in the buffer, if any.
+    fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
+        let Some(buf) = self.inbuf.as_mut() else {
+            return Ok(None);
+        };
+        let result = self.decoder.decode(buf);
+        if buf.is_empty() {
+            // Between frames: hold no buffer.
+            self.inbuf = None;
+        }
+        result
+    }
+
+    /// Writes a close frame, then waits briefly for the peer's close frame or EOF.
+    async fn finish(mut self, frame: Frame) {
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            if self.stream.write_all(frame.as_bytes()).await.is_err() {
+                return;
+            }
+            let mut budget = usize::MAX;
+            loop {
+                if self.stream.readable().await.is_err() {
+                    return;
+                }
+                match self.fill(&mut budget) {
+                    Ok(Read::Eof) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                loop {
+                    match self.next_message() {
+                        Ok(Some(Message::Close(_))) | Err(_) => return,
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                    }
+                }
+                self.inbuf = None;
+            }
+        })
+        .await;
+    }
+}
+
+/// Frames taken from the outbound queue and not yet fully written.
+struct Batch {
+    frames: VecDeque<Frame>,
+    /// Bytes of the first frame already written.
+    offset: usize,
+}
+
+impl Batch {
+    /// Writes as much as the socket takes, many frames per system call. Returns true
+    /// when everything was written.
+    fn write_to<H: EngineHandler>(
+        &mut self,
+        stream: &TcpStream,
+        engine: &Engine<H>,
+    ) -> io::Result<bool> {
+        let mut bytes = 0u64;
+        let mut packets = 0u64;
+        let result = loop {
+            if self.frames.is_empty() {
+                break Ok(true);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, frame) in self.frames.iter().take(MAX_IOV).enumerate() {
+                let from = if i == 0 { self.offset } else { 0 };
+                slices[i] = IoSlice::new(&frame.as_bytes()[from..]);
+                n += 1;
+            }
+            match stream.try_write_vectored(&slices[..n]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(mut written) => {
+                    bytes += written as u64;
+                    while let Some(front) = self.frames.front() {
+                        let left = front.len() - self.offset;
+                        if written >= left {
+                            written -= left;
+                            self.offset = 0;
+                            self.frames.pop_front();
+                            packets += 1;
+                        } else {
+                            self.offset += written;
+                            break;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                Err(e) => break Err(e),
+            }
+        };
+        EngineStats::add(&engine.stats.bytes_out, bytes);
+        EngineStats::add(&engine.stats.packets_out, packets);
+        result
+    }
+}
+
+/// What to do after a message.
+enum Flow {
+    Continue,
+    /// End the session with this reason; send this close frame (or one derived from
+    /// the reason).
+    Close(CloseReason, Option<Frame>),
+}
+
+fn on_message<H: EngineHandler>(
+    engine: &Engine<H>,
+    socket: &Arc<Socket<H::Data>>,
+    message: Message,
+) -> Flow {
+    let packet = match message {
+        Message::Text(text) => match Packet::decode_text(text) {
+            Ok(packet) => packet,
+            Err(_) => return Flow::Close(CloseReason::ParseError, None),
+        },
+        Message::Binary(data) => Packet::Binary(data),
+        Message::Ping(payload) => {
+            socket.push_control(Frame::server(OpCode::Pong, &payload));
+            return Flow::Continue;
+        }
+        Message::Pong(_) => return Flow::Continue,
+        Message::Close(frame) => {
+            let code = frame.map_or(CloseCode::NORMAL, |f| f.code);
+            return Flow::Close(CloseReason::TransportClose, Some(Frame::close(code, "")));
+        }
+    };
+    match engine.on_packet(socket, packet) {
+        Ok(()) => Flow::Continue,
+        Err(reason) => Flow::Close(reason, None),
+    }
+}
+
+fn close_frame_for(reason: CloseReason) -> Frame {
+    match reason {
+        CloseReason::PayloadTooLarge => Frame::close(CloseCode::TOO_BIG, "payload too large"),
+        CloseReason::ServerShutdown => Frame::close(CloseCode::GOING_AWAY, "server shutting down"),
+        CloseReason::ParseError => Frame::close(CloseCode::NORMAL, "parse error"),
+        CloseReason::PingTimeout => Frame::close(CloseCode::NORMAL, "ping timeout"),
+        _ => Frame::close(CloseCode::NORMAL, ""),
+    }
+}
+
+fn reason_for(error: &ProtocolError) -> CloseReason {
+    match error {
+        ProtocolError::MessageTooBig { .. } => CloseReason::PayloadTooLarge,
+        _ => CloseReason::TransportError,
+    }
+}
+
+/// Serves a session on its WebSocket until it ends.
+async fn run<H: EngineHandler>(
+    engine: &Arc<Engine<H>>,
+    socket: &Arc<Socket<H::Data>>,
+    mut conn: Conn,
+) {
+    let mut batch: Option<Batch> = None;
+    let mut close_frame: Option<Frame> = None;
+    let mut closing = false;
+    // Messages may already sit in hyper's leftover bytes.
+    let mut pending_read = conn.inbuf.is_some();
+    loop {
+        if batch.is_none() {
+            let (frames, closed) = {
+                let mut outbox = socket.outbox.lock();
+                (outbox.take(), outbox.closed)
+            };
+            if !frames.is_empty() {
+                batch = Some(Batch { frames, offset: 0 });
+            } else if let Some(reason) = closed {
+                let frame = close_frame
+                    .take()
+                    .unwrap_or_else(|| close_frame_for(reason));
+                conn.finish(frame).await;
+                return;
+            }
+        }
+        if let Some(b) = batch.as_mut() {
+            match b.write_to(&conn.stream, engine) {
+                Ok(true) => {
+                    batch = None;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(sid = %socket.sid(), error = %e, "websocket write failed");
+                    engine.close(socket, CloseReason::TransportError);
+                    return;
+                }
+            }
+        }
+        if pending_read && !closing {
+            pending_read = false;
+            match read_and_dispatch(engine, socket, &mut conn) {
+                Ok(more) => pending_read = more,
+                Err((reason, frame)) => {
+                    closing = true;
+                    close_frame = frame;
+                    if reason == CloseReason::TransportClose && close_frame.is_none() {
+                        // TCP is gone: nothing more can be written.
+                        engine.close(socket, reason);
+                        return;
+                    }
+                    engine.close(socket, reason);
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            biased;
+            r = conn.stream.readable(), if !closing => {
+                if r.is_err() {
+                    engine.close(socket, CloseReason::TransportError);
+                    return;
+                }
+                pending_read = true;
+            }
+            _ = socket.notify.notified(), if batch.is_none() => {}
+            r = conn.stream.writable(), if batch.is_some() => {
+                if r.is_err() {
+                    engine.close(socket, CloseReason::TransportError);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads and handles what is available. `Ok(true)` when the budget ran out with more
+/// bytes possibly waiting; `Err` when the session must end.
+fn read_and_dispatch<H: EngineHandler>(
+    engine: &Engine<H>,
+    socket: &Arc<Socket<H::Data>>,
+    conn: &mut Conn,
+) -> Result<bool, (CloseReason, Option<Frame>)> {
+    let mut budget = READ_BUDGET;
+    let read = match conn.fill(&mut budget) {
+        Ok(read) => read,
+        Err(_) => return Err((CloseReason::TransportError, None)),
+    };
+    loop {
+        match conn.next_message() {
+            Ok(Some(message)) => match on_message(engine, socket, message) {
+                Flow::Continue => {}
+                Flow::Close(reason, frame) => return Err((reason, frame)),
+            },
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(sid = %socket.sid(), error = %e, "websocket protocol error");
+                let frame = Frame::close(e.close_code(), "");
+                return Err((reason_for(&e), Some(frame)));
+            }
+        }
+    }
+    match read {
+        Read::Drained => Ok(false),
+        Read::Budget => Ok(true),
+        Read::Eof => Err((CloseReason::TransportClose, None)),
+    }
+}
+
+/// The probe of §1.7 on a new WebSocket for a polling session; on `5` the session
+/// moves to this WebSocket.
+async fn upgrade_from_polling<H: EngineHandler>(
+    engine: &Arc<Engine<H>>,
+    socket: Arc<Socket<H::Data>>,
+    mut conn: Conn,
+) {
+    let outcome = tokio::time::timeout(
+        engine.config.upgrade_timeout,
+        probe(engine, &socket, &mut conn),
+    )
+    .await;
+    match outcome {
+        Ok(Ok(())) => {
+            EngineStats::add(&engine.stats.upgrades, 1);
+            engine
+                .stats
+                .websocket_sessions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // A GET still pending must answer now (with a noop) and stop waiting, so
+            // that only the WebSocket writer waits on the session from here on.
+            socket.notify.notify_waiters();
+            run(engine, &socket, conn).await;
+        }
+        Ok(Err(frame)) => {
+            reset_probe(&socket);
+            conn.finish(frame).await;
+        }
+        Err(_elapsed) => {
+            reset_probe(&socket);
+            conn.finish(Frame::close(CloseCode::NORMAL, "upgrade timeout"))
+                .await;
+        }
+    }
+}
+
+fn reset_probe<D>(socket: &Socket<D>) {
+    let mut outbox = socket.outbox.lock();
+    outbox.probing = false;
+    outbox.upgrading = false;
+}
+
+/// Runs the probe. `Err` carries the close frame for the probing socket.
+async fn probe<H: EngineHandler>(
+    engine: &Arc<Engine<H>>,
+    socket: &Arc<Socket<H::Data>>,
+    conn: &mut Conn,
+) -> Result<(), Frame> {
+    let aborted = || Frame::close(CloseCode::NORMAL, "upgrade aborted");
+    loop {
+        while let Some(message) = conn
+            .next_message()
+            .map_err(|e| Frame::close(e.close_code(), ""))?
+        {
+            match message {
+                Message::Text(text) if &text[..] == b"2probe" => {
+                    conn.stream
+                        .write_all(engine.frames.pong_probe.as_bytes())
+                        .await
+                        .map_err(|_| aborted())?;
+                    socket.outbox.lock().upgrading = true;
+                    // The noop releases a pending poll; if no poll takes it, it goes
+                    // out on this WebSocket after the switch (what the suites expect).
+                    socket.push_control(engine.frames.noop.clone());
+                }
+                Message::Text(text) if &text[..] == b"5" => {
+                    let mut outbox = socket.outbox.lock();
+                    if !outbox.upgrading || outbox.closed.is_some() {
+                        return Err(aborted());
+                    }
+                    outbox.transport = Transport::Websocket;
+                    outbox.upgrading = false;
+                    outbox.probing = false;
+                    return Ok(());
+                }
+                Message::Ping(payload) => {
+                    let pong = Frame::server(OpCode::Pong, &payload);
+                    conn.stream
+                        .write_all(pong.as_bytes())
+                        .await
+                        .map_err(|_| aborted())?;
+                }
+                Message::Pong(_) => {}
+                _ => return Err(aborted()),
+            }
+        }
+        if socket.is_closed() {
+            return Err(aborted());
+        }
+        conn.stream.readable().await.map_err(|_| aborted())?;
+        let mut budget = READ_BUDGET;
+        match conn.fill(&mut budget) {
+            Ok(Read::Eof) | Err(_) => return Err(aborted()),
+            Ok(_) => {}
+        }
+    }
+}
