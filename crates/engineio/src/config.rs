@@ -29,6 +29,10 @@ pub struct Config {
     pub close_grace: Duration,
     /// CORS for the polling transport. Defaults to none (no CORS headers).
     pub cors: Option<Cors>,
+    /// Whether a WebSocket writer drains its whole queue in vectored writes (true) or
+    /// makes one system call per frame (false, only to measure what coalescing buys).
+    /// Defaults to true.
+    pub coalesce_writes: bool,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             max_buffered_bytes: 4 << 20,
             close_grace: Duration::from_secs(5),
             cors: None,
+            coalesce_writes: true,
         }
     }
 }

@@ -247,9 +247,7 @@ impl<H: EngineHandler> Engine<H> {
     pub(crate) fn open(
         self: &Arc<Self>,
         transport: Transport,
-        uri: http::Uri,
-        headers: http::HeaderMap,
-        remote: SocketAddr,
+        opening: Opening,
     ) -> Arc<Socket<H::Data>> {
         let sid = loop {
             let sid = Sid::from_random(rand::random());
@@ -261,11 +259,7 @@ impl<H: EngineHandler> Engine<H> {
         let socket = Arc::new(Socket::new(
             sid,
             transport,
-            Opening {
-                uri,
-                headers,
-                remote,
-            },
+            opening,
             self.config.max_buffered_bytes,
             self.now_ms() + self.config.ping_interval.as_millis() as u64,
             closer,
@@ -339,7 +333,7 @@ impl<H: EngineHandler> Engine<H> {
         }
         tracing::debug!(sid = %socket.sid(), %reason, "session closed");
         self.handler.on_close(socket, reason);
-        socket.notify.notify_one();
+        socket.wake();
     }
 
     /// Takes a closed session out of the table (after its last GET, or at its deadline).

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Weak;
 
 use engineio_proto::{Sid, Transport};
+use std::task::Waker;
+
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 use ws::{Frame, OpCode};
 
 use crate::CloseReason;
@@ -29,12 +30,51 @@ pub(crate) trait Closer<D>: Send + Sync {
     fn close_sid(&self, sid: Sid, reason: CloseReason);
 }
 
-/// The HTTP request that opened the session.
+/// The HTTP request that opened the session, copied compactly.
+///
+/// hyper's header values and URI are slices of its 8 KiB read buffer: keeping them
+/// would keep that whole buffer alive for the life of the session. One owned string
+/// holds the path and query, then one `name:value` line per header (names lower case).
 #[derive(Debug)]
 pub(crate) struct Opening {
-    pub(crate) uri: http::Uri,
-    pub(crate) headers: http::HeaderMap,
+    head: Box<str>,
     pub(crate) remote: SocketAddr,
+}
+
+impl Opening {
+    pub(crate) fn new(uri: &http::Uri, headers: &http::HeaderMap, remote: SocketAddr) -> Opening {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut head = String::with_capacity(
+            path.len()
+                + headers
+                    .iter()
+                    .map(|(n, v)| n.as_str().len() + v.len() + 2)
+                    .sum::<usize>(),
+        );
+        head.push_str(path);
+        for (name, value) in headers {
+            // Values that are not UTF-8 are kept lossily; none of ours needs them.
+            head.push('\n');
+            head.push_str(name.as_str());
+            head.push(':');
+            head.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        Opening {
+            head: head.into_boxed_str(),
+            remote,
+        }
+    }
+
+    fn uri(&self) -> &str {
+        self.head.split('\n').next().unwrap_or("/")
+    }
+
+    fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.head
+            .split('\n')
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+    }
 }
 
 /// One Engine.IO session, shared by its transport tasks, the heartbeat sweeper and the
@@ -48,9 +88,6 @@ pub struct Socket<D> {
     pub(crate) pong_deadline: AtomicU64,
     /// parking_lot mutex: held for a few instructions at a time, never across `.await`.
     pub(crate) outbox: Mutex<Outbox>,
-    /// Wakes whichever transport task drains the outbox (the WebSocket writer or the
-    /// pending polling GET); at most one waits at a time.
-    pub(crate) notify: Notify,
     max_buffered: usize,
     closer: Weak<dyn Closer<D>>,
     data: D,
@@ -74,6 +111,10 @@ pub(crate) struct Outbox {
     pub(crate) get_active: bool,
     /// A polling POST is being read.
     pub(crate) post_active: bool,
+    /// The task that drains the queue (the WebSocket connection or the pending polling
+    /// GET; never both), registered while it waits. A waker slot instead of a `Notify`
+    /// keeps the connection task small: it is set under the lock senders take anyway.
+    pub(crate) waker: Option<Waker>,
 }
 
 impl Outbox {
@@ -85,6 +126,13 @@ impl Outbox {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// Registers the task that waits for the queue.
+    pub(crate) fn register(&mut self, waker: &Waker) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
+        }
     }
 }
 
@@ -121,8 +169,8 @@ impl<D> Socket<D> {
                 upgrading: false,
                 get_active: false,
                 post_active: false,
+                waker: None,
             }),
-            notify: Notify::new(),
             max_buffered,
             closer,
             data,
@@ -139,14 +187,25 @@ impl<D> Socket<D> {
         self.opening.remote
     }
 
-    /// The URI of the request that opened the session (path and query).
-    pub fn uri(&self) -> &http::Uri {
-        &self.opening.uri
+    /// The path and query of the request that opened the session.
+    pub fn uri(&self) -> &str {
+        self.opening.uri()
     }
 
-    /// The headers of the request that opened the session.
-    pub fn headers(&self) -> &http::HeaderMap {
-        &self.opening.headers
+    /// The query string of the request that opened the session, without `?`.
+    pub fn query(&self) -> &str {
+        self.uri().split_once('?').map_or("", |(_, q)| q)
+    }
+
+    /// The headers of the request that opened the session: lower-case names and values,
+    /// in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.opening.headers()
+    }
+
+    /// The first value of header `name` (lower case) in the opening request.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// The transport in use now.
@@ -201,13 +260,13 @@ impl<D> Socket<D> {
     ///
     /// As [`Socket::send`].
     pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> Result<(), SendError> {
-        let was_empty;
+        let waker;
         {
             let mut outbox = self.outbox.lock();
             if outbox.closed.is_some() {
                 return Err(SendError::Closed);
             }
-            was_empty = outbox.queue.is_empty();
+            let was_empty = outbox.queue.is_empty();
             let before = outbox.queue.len();
             let mut added = 0;
             for frame in frames {
@@ -220,30 +279,44 @@ impl<D> Socket<D> {
                 return Err(SendError::QueueFull);
             }
             outbox.bytes += added;
+            // Only the first packet of a batch wakes the drainer; it takes them all.
+            waker = if was_empty { outbox.waker.take() } else { None };
         }
-        // Drop the lock before waking the writer, so it does not wake into a held lock.
-        if was_empty {
-            self.notify.notify_one();
+        // Wake after the lock is released, so the drainer does not wake into it.
+        if let Some(w) = waker {
+            w.wake();
         }
         Ok(())
     }
 
     /// Queues a control frame (ping, pong, noop) regardless of the byte budget.
     pub(crate) fn push_control(&self, frame: Frame) -> bool {
-        let was_empty;
+        let waker;
         {
             let mut outbox = self.outbox.lock();
             if outbox.closed.is_some() {
                 return false;
             }
-            was_empty = outbox.queue.is_empty();
+            waker = if outbox.queue.is_empty() {
+                outbox.waker.take()
+            } else {
+                None
+            };
             outbox.bytes += frame.len();
             outbox.queue.push_back(frame);
         }
-        if was_empty {
-            self.notify.notify_one();
+        if let Some(w) = waker {
+            w.wake();
         }
         true
+    }
+
+    /// Wakes the task waiting on the session, if any (state changed: closed, upgraded).
+    pub(crate) fn wake(&self) {
+        let waker = self.outbox.lock().waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Ends the session from the server side. Packets already queued are still

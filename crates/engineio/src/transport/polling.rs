@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use engineio_proto::{payload, ErrorCode, Transport};
@@ -12,6 +13,7 @@ use hyper::body::Body;
 use ws::OpCode;
 
 use crate::engine::{error_response, text_response, HttpResponse};
+use crate::socket::Opening;
 use crate::{CloseReason, Engine, EngineHandler, EngineStats, Socket};
 
 const PAYLOAD_TYPE: &str = "text/plain; charset=UTF-8";
@@ -22,8 +24,9 @@ pub(crate) fn handshake<H: EngineHandler, B>(
     req: Request<B>,
     remote: SocketAddr,
 ) -> HttpResponse {
-    let (parts, _body) = req.into_parts();
-    let socket = engine.open(Transport::Polling, parts.uri, parts.headers, remote);
+    let opening = Opening::new(req.uri(), req.headers(), remote);
+    drop(req);
+    let socket = engine.open(Transport::Polling, opening);
     let open = engine.open_packet(&socket, true);
     engine.handler.on_open(&socket);
     EngineStats::add(&engine.stats.packets_out, 1);
@@ -72,56 +75,59 @@ pub(crate) async fn get<H: EngineHandler>(
         socket: &*socket,
         get: true,
     };
-    loop {
-        // Created before the state is read: a wakeup that lands in between is kept.
-        let notified = socket.notify.notified();
+    // Waits until there is something to answer with; the state is read and the waker
+    // registered under one lock, so no wakeup is lost in between.
+    let ready = std::future::poll_fn(|cx| {
+        let mut outbox = socket.outbox.lock();
+        if !outbox.is_empty()
+            || outbox.closed.is_some()
+            || outbox.upgrading
+            || outbox.transport != Transport::Polling
         {
-            let mut outbox = socket.outbox.lock();
-            let closed = outbox.closed;
-            if !outbox.is_empty() || closed.is_some() || outbox.upgrading {
-                let frames = outbox.take();
-                drop(outbox);
-                let mut body = BytesMut::new();
-                let mut packets = 0u64;
-                for frame in &frames {
-                    match frame.opcode() {
-                        OpCode::Text => payload::push_text(&mut body, &frame.payload()),
-                        OpCode::Binary => payload::push_binary(&mut body, &frame.payload()),
-                        _ => continue,
-                    }
-                    packets += 1;
-                }
-                if let Some(reason) = closed {
-                    // The session's last answer. A client-side close gets a noop.
-                    let last: &[u8] = if reason == CloseReason::ClientClose {
-                        b"6"
-                    } else {
-                        b"1"
-                    };
-                    payload::push_text(&mut body, last);
-                    packets += 1;
-                    engine.forget(socket.sid());
-                } else if body.is_empty() {
-                    // Upgrading and nothing queued: release the poll with a noop.
-                    payload::push_text(&mut body, b"6");
-                    packets += 1;
-                }
-                EngineStats::add(&engine.stats.packets_out, packets);
-                EngineStats::add(&engine.stats.bytes_out, body.len() as u64);
-                return payload_response(body.freeze());
-            }
-            if outbox.transport != Transport::Polling {
-                // Upgraded while this GET waited.
-                return payload_response(Bytes::from_static(b"6"));
-            }
+            let frames = outbox.take();
+            return Poll::Ready((frames, outbox.closed, outbox.transport));
         }
-        tokio::select! {
-            _ = notified => {}
-            _ = engine.shutdown.cancelled() => {
-                return payload_response(Bytes::from_static(b"1"));
-            }
+        outbox.register(cx.waker());
+        Poll::Pending
+    });
+    let (frames, closed, transport) = tokio::select! {
+        ready = ready => ready,
+        _ = engine.shutdown.cancelled() => {
+            return payload_response(Bytes::from_static(b"1"));
         }
+    };
+    if transport != Transport::Polling {
+        // Upgraded while this GET waited.
+        return payload_response(Bytes::from_static(b"6"));
     }
+    let mut body = BytesMut::new();
+    let mut packets = 0u64;
+    for frame in &frames {
+        match frame.opcode() {
+            OpCode::Text => payload::push_text(&mut body, &frame.payload()),
+            OpCode::Binary => payload::push_binary(&mut body, &frame.payload()),
+            _ => continue,
+        }
+        packets += 1;
+    }
+    if let Some(reason) = closed {
+        // The session's last answer. A client-side close gets a noop.
+        let last: &[u8] = if reason == CloseReason::ClientClose {
+            b"6"
+        } else {
+            b"1"
+        };
+        payload::push_text(&mut body, last);
+        packets += 1;
+        engine.forget(socket.sid());
+    } else if body.is_empty() {
+        // Upgrading and nothing queued: release the poll with a noop.
+        payload::push_text(&mut body, b"6");
+        packets += 1;
+    }
+    EngineStats::add(&engine.stats.packets_out, packets);
+    EngineStats::add(&engine.stats.bytes_out, body.len() as u64);
+    payload_response(body.freeze())
 }
 
 /// A POST: decodes the payload and applies its packets in order.

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -22,6 +23,7 @@ use tokio::net::TcpStream;
 use ws::{CloseCode, Decoder, Frame, Message, OpCode, ProtocolError, Role};
 
 use crate::engine::{error_response, HttpResponse};
+use crate::socket::Opening;
 use crate::{CloseReason, Engine, EngineHandler, EngineStats, Socket};
 
 /// Size of the per-thread read buffer.
@@ -69,7 +71,11 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
         outbox.probing = true;
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let (parts, _body) = req.into_parts();
+    // Copied now, so the task below holds no part of hyper's request.
+    let opening = existing
+        .is_none()
+        .then(|| Opening::new(req.uri(), req.headers(), remote));
+    drop(req);
     let engine = engine.clone();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -95,20 +101,26 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
                 return;
             }
         };
-        let conn = Conn {
+        let mut conn = Conn {
             stream,
             decoder: Decoder::new(Role::Server, engine.config.max_payload),
             inbuf,
         };
-        match existing {
-            None => {
-                let socket = engine.open(Transport::Websocket, parts.uri, parts.headers, remote);
+        match (existing, opening) {
+            (Some(socket), _) => {
+                // Boxed: the probe's state is needed once, not for the life of the task.
+                if Box::pin(upgrade_from_polling(&engine, &socket, &mut conn)).await {
+                    run(&engine, &socket, conn).await;
+                }
+            }
+            (None, Some(opening)) => {
+                let socket = engine.open(Transport::Websocket, opening);
                 let open = engine.open_packet(&socket, false);
                 socket.push_control(Frame::server(OpCode::Text, &open));
                 engine.handler.on_open(&socket);
                 run(&engine, &socket, conn).await;
             }
-            Some(socket) => upgrade_from_polling(&engine, socket, conn).await,
+            (None, None) => {}
         }
     });
     let mut res = Response::new(Full::default());
@@ -189,7 +201,7 @@ impl Conn {
     }
 
     /// Writes a close frame, then waits briefly for the peer's close frame or EOF.
-    async fn finish(mut self, frame: Frame) {
+    async fn finish(&mut self, frame: Frame) {
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
             if self.stream.write_all(frame.as_bytes()).await.is_err() {
                 return;
@@ -240,7 +252,12 @@ impl Batch {
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
-            for (i, frame) in self.frames.iter().take(MAX_IOV).enumerate() {
+            let per_call = if engine.config.coalesce_writes {
+                MAX_IOV
+            } else {
+                1
+            };
+            for (i, frame) in self.frames.iter().take(per_call).enumerate() {
                 let from = if i == 0 { self.offset } else { 0 };
                 slices[i] = IoSlice::new(&frame.as_bytes()[from..]);
                 n += 1;
@@ -325,6 +342,11 @@ fn reason_for(error: &ProtocolError) -> CloseReason {
 }
 
 /// Serves a session on its WebSocket until it ends.
+///
+/// One hand-written poll loop rather than `select!` over readiness futures: the socket's
+/// own read and write wakers (`poll_read_ready`, `poll_write_ready`) and the outbox's
+/// waker slot need no waiter nodes inside the task, so an idle connection's task stays
+/// a few hundred bytes.
 async fn run<H: EngineHandler>(
     engine: &Arc<Engine<H>>,
     socket: &Arc<Socket<H::Data>>,
@@ -333,72 +355,79 @@ async fn run<H: EngineHandler>(
     let mut batch: Option<Batch> = None;
     let mut close_frame: Option<Frame> = None;
     let mut closing = false;
-    // Messages may already sit in hyper's leftover bytes.
-    let mut pending_read = conn.inbuf.is_some();
-    loop {
-        if batch.is_none() {
-            let (frames, closed) = {
+    let mut leftover = conn.inbuf.is_some();
+    let end = std::future::poll_fn(|cx| {
+        loop {
+            // 1. Take what is queued, or wait for the next packet.
+            if batch.is_none() {
                 let mut outbox = socket.outbox.lock();
-                (outbox.take(), outbox.closed)
-            };
-            if !frames.is_empty() {
-                batch = Some(Batch { frames, offset: 0 });
-            } else if let Some(reason) = closed {
-                let frame = close_frame
-                    .take()
-                    .unwrap_or_else(|| close_frame_for(reason));
-                conn.finish(frame).await;
-                return;
-            }
-        }
-        if let Some(b) = batch.as_mut() {
-            match b.write_to(&conn.stream, engine) {
-                Ok(true) => {
-                    batch = None;
-                    continue;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::debug!(sid = %socket.sid(), error = %e, "websocket write failed");
-                    engine.close(socket, CloseReason::TransportError);
-                    return;
+                let frames = outbox.take();
+                if !frames.is_empty() {
+                    batch = Some(Batch { frames, offset: 0 });
+                } else if let Some(reason) = outbox.closed {
+                    let frame = close_frame.take().unwrap_or_else(|| close_frame_for(reason));
+                    return Poll::Ready(Some(frame));
+                } else {
+                    outbox.register(cx.waker());
                 }
             }
-        }
-        if pending_read && !closing {
-            pending_read = false;
-            match read_and_dispatch(engine, socket, &mut conn) {
-                Ok(more) => pending_read = more,
-                Err((reason, frame)) => {
-                    closing = true;
-                    close_frame = frame;
-                    if reason == CloseReason::TransportClose && close_frame.is_none() {
-                        // TCP is gone: nothing more can be written.
-                        engine.close(socket, reason);
-                        return;
+            // 2. Write it, as far as the socket takes it.
+            if let Some(b) = batch.as_mut() {
+                match conn.stream.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => match b.write_to(&conn.stream, engine) {
+                        Ok(true) => {
+                            batch = None;
+                            continue;
+                        }
+                        // Would block: readiness is cleared, the next poll registers.
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::debug!(sid = %socket.sid(), error = %e, "websocket write failed");
+                            engine.close(socket, CloseReason::TransportError);
+                            return Poll::Ready(None);
+                        }
+                    },
+                    Poll::Ready(Err(_)) => {
+                        engine.close(socket, CloseReason::TransportError);
+                        return Poll::Ready(None);
                     }
-                    engine.close(socket, reason);
+                    Poll::Pending => {}
                 }
             }
-            continue;
+            // 3. Read and handle what arrived (nothing more once closing). Bytes hyper
+            // read past the upgrade request are handled first, without waiting.
+            if !closing {
+                let ready = std::mem::take(&mut leftover)
+                    || matches!(conn.stream.poll_read_ready(cx), Poll::Ready(_));
+                if ready {
+                    match read_and_dispatch(engine, socket, &mut conn) {
+                        Ok(false) => continue,
+                        Ok(true) => {
+                            // Read budget spent: let other tasks run, then come back.
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                        Err((reason, frame)) => {
+                            closing = true;
+                            conn.inbuf = None;
+                            close_frame = frame;
+                            engine.close(socket, reason);
+                            if reason == CloseReason::TransportClose && close_frame.is_none() {
+                                // TCP is gone: nothing more can be written.
+                                return Poll::Ready(None);
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
+            return Poll::Pending;
         }
-        tokio::select! {
-            biased;
-            r = conn.stream.readable(), if !closing => {
-                if r.is_err() {
-                    engine.close(socket, CloseReason::TransportError);
-                    return;
-                }
-                pending_read = true;
-            }
-            _ = socket.notify.notified(), if batch.is_none() => {}
-            r = conn.stream.writable(), if batch.is_some() => {
-                if r.is_err() {
-                    engine.close(socket, CloseReason::TransportError);
-                    return;
-                }
-            }
-        }
+    })
+    .await;
+    if let Some(frame) = end {
+        // Boxed: the linger state would otherwise sit in every idle task.
+        Box::pin(conn.finish(frame)).await;
     }
 }
 
@@ -435,18 +464,16 @@ fn read_and_dispatch<H: EngineHandler>(
     }
 }
 
-/// The probe of §1.7 on a new WebSocket for a polling session; on `5` the session
-/// moves to this WebSocket.
+/// The probe of §1.7 on a new WebSocket for a polling session. Returns true when the
+/// session moved to this WebSocket (the caller then runs it); otherwise the probing
+/// socket has been closed.
 async fn upgrade_from_polling<H: EngineHandler>(
     engine: &Arc<Engine<H>>,
-    socket: Arc<Socket<H::Data>>,
-    mut conn: Conn,
-) {
-    let outcome = tokio::time::timeout(
-        engine.config.upgrade_timeout,
-        probe(engine, &socket, &mut conn),
-    )
-    .await;
+    socket: &Arc<Socket<H::Data>>,
+    conn: &mut Conn,
+) -> bool {
+    let outcome =
+        tokio::time::timeout(engine.config.upgrade_timeout, probe(engine, socket, conn)).await;
     match outcome {
         Ok(Ok(())) => {
             EngineStats::add(&engine.stats.upgrades, 1);
@@ -455,18 +482,20 @@ async fn upgrade_from_polling<H: EngineHandler>(
                 .websocket_sessions
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // A GET still pending must answer now (with a noop) and stop waiting, so
-            // that only the WebSocket writer waits on the session from here on.
-            socket.notify.notify_waiters();
-            run(engine, &socket, conn).await;
+            // that only the WebSocket connection waits on the session from here on.
+            socket.wake();
+            true
         }
         Ok(Err(frame)) => {
-            reset_probe(&socket);
+            reset_probe(socket);
             conn.finish(frame).await;
+            false
         }
         Err(_elapsed) => {
-            reset_probe(&socket);
+            reset_probe(socket);
             conn.finish(Frame::close(CloseCode::NORMAL, "upgrade timeout"))
                 .await;
+            false
         }
     }
 }

@@ -1,0 +1,191 @@
+//! An Engine.IO v4 client over WebSocket, on the project's own codec.
+
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use engineio_proto::Packet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use ws::{Decoder, Frame, Message, OpCode, Role};
+
+use crate::Target;
+
+/// Why a connection failed or ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// TCP connect failed.
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    /// The upgrade or the open packet was wrong.
+    #[error("handshake: {0}")]
+    Handshake(String),
+    /// Reading or writing failed.
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    /// The server broke the WebSocket protocol.
+    #[error("protocol: {0}")]
+    Protocol(#[from] ws::ProtocolError),
+    /// The server closed the connection or the session.
+    #[error("closed by the server")]
+    Closed,
+}
+
+impl ClientError {
+    /// A short label for counting failures by reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ClientError::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused => "refused",
+            ClientError::Connect(e) if e.kind() == io::ErrorKind::AddrNotAvailable => "no_port",
+            ClientError::Connect(_) => "connect",
+            ClientError::Handshake(_) => "handshake",
+            ClientError::Io(_) => "io",
+            ClientError::Protocol(_) => "protocol",
+            ClientError::Closed => "closed",
+        }
+    }
+}
+
+/// One Engine.IO session over WebSocket.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: Decoder,
+    /// The session id from the open packet.
+    pub sid: String,
+}
+
+impl Conn {
+    /// Connects (connection number `i` picks the source address), upgrades, and waits
+    /// for the open packet.
+    ///
+    /// # Errors
+    ///
+    /// A [`ClientError`] saying which step failed.
+    pub async fn connect(target: &Target, i: usize) -> Result<Conn, ClientError> {
+        let socket = match target.addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(ClientError::Connect)?;
+        if let Some(source) = target.source(i) {
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .map_err(ClientError::Connect)?;
+        }
+        let stream = socket
+            .connect(target.addr)
+            .await
+            .map_err(ClientError::Connect)?;
+        stream.set_nodelay(true)?;
+        let key = ws::handshake::client_key(rand::random());
+        let path = format!("{}?EIO=4&transport=websocket", target.path);
+        let request = ws::handshake::client_request(&target.addr.to_string(), &path, &key);
+        let mut conn = Conn {
+            stream,
+            buf: BytesMut::with_capacity(512),
+            decoder: Decoder::new(Role::Client, 64 << 20),
+            sid: String::new(),
+        };
+        conn.stream.write_all(request.as_bytes()).await?;
+        let head = loop {
+            match ws::handshake::parse_response(&conn.buf) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(e) => return Err(ClientError::Handshake(e.to_string())),
+            }
+            if conn.stream.read_buf(&mut conn.buf).await? == 0 {
+                return Err(ClientError::Handshake("closed before the response".into()));
+            }
+        };
+        head.check_upgrade(&key)
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let _ = conn.buf.split_to(head.len);
+        match conn.recv_packet().await? {
+            Packet::Open(json) => {
+                let text = String::from_utf8_lossy(&json);
+                conn.sid = text
+                    .split("\"sid\":\"")
+                    .nth(1)
+                    .and_then(|s| s.split('"').next())
+                    .unwrap_or_default()
+                    .to_owned();
+                Ok(conn)
+            }
+            other => Err(ClientError::Handshake(format!(
+                "expected the open packet, got {other:?}"
+            ))),
+        }
+    }
+
+    /// The next Engine.IO packet; WebSocket pings are answered on the way.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] on a close frame or EOF, or the I/O or protocol error.
+    pub async fn recv_packet(&mut self) -> Result<Packet, ClientError> {
+        loop {
+            while let Some(message) = self.decoder.decode(&mut self.buf)? {
+                match message {
+                    Message::Text(text) => {
+                        return Packet::decode_text(text)
+                            .map_err(|e| ClientError::Handshake(e.to_string()))
+                    }
+                    Message::Binary(data) => return Ok(Packet::Binary(data)),
+                    Message::Ping(p) => {
+                        let pong = Frame::client(OpCode::Pong, &p, rand::random());
+                        self.stream.write_all(pong.as_bytes()).await?;
+                    }
+                    Message::Pong(_) => {}
+                    Message::Close(_) => return Err(ClientError::Closed),
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(16 * 1024);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+
+    /// The next message, text or binary; Engine.IO pings are answered and noops skipped.
+    ///
+    /// # Errors
+    ///
+    /// As [`Conn::recv_packet`]; a `close` packet is [`ClientError::Closed`].
+    pub async fn recv_message(&mut self) -> Result<Bytes, ClientError> {
+        loop {
+            match self.recv_packet().await? {
+                Packet::Message(m) | Packet::Binary(m) => return Ok(m),
+                Packet::Ping(_) => self.send_raw(b"3").await?,
+                Packet::Close => return Err(ClientError::Closed),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends an Engine.IO text message (`4` + text).
+    ///
+    /// # Errors
+    ///
+    /// The write error.
+    pub async fn send_message(&mut self, text: &[u8]) -> Result<(), ClientError> {
+        let mut packet = Vec::with_capacity(text.len() + 1);
+        packet.push(b'4');
+        packet.extend_from_slice(text);
+        self.send_raw(&packet).await
+    }
+
+    /// Sends a raw Engine.IO text packet (`3`, `4...`).
+    ///
+    /// # Errors
+    ///
+    /// The write error.
+    pub async fn send_raw(&mut self, packet: &[u8]) -> Result<(), ClientError> {
+        let frame = Frame::client(OpCode::Text, packet, rand::random());
+        self.stream.write_all(frame.as_bytes()).await?;
+        Ok(())
+    }
+}

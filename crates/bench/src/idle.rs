@@ -1,0 +1,200 @@
+//! `idle`: open N connections at a bounded rate, hold them, and measure what each costs
+//! the server.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+
+use crate::client::Conn;
+use crate::proc::{rss_bytes, CpuMeter};
+use crate::report::{latency_json, Failures, Report};
+use crate::Target;
+
+/// Options of the idle run.
+#[derive(Debug, Clone)]
+pub struct IdleOptions {
+    /// Connections to open.
+    pub connections: usize,
+    /// New connections per second at most.
+    pub rate: u32,
+    /// Handshakes in flight at most.
+    pub concurrency: usize,
+    /// How long to hold the connections once all are open.
+    pub hold: Duration,
+    /// Wait after the last handshake before reading the server's memory.
+    pub settle: Duration,
+    /// The server's process id, to read its memory and CPU.
+    pub server_pid: Option<u32>,
+}
+
+/// What opening the connections took.
+pub struct Opened {
+    /// Connections whose handshake succeeded.
+    pub connected: usize,
+    /// Handshake latency in microseconds (TCP connect to open packet).
+    pub latency: Histogram<u64>,
+    /// Failures by reason.
+    pub failures: Failures,
+    /// Time from the first connect to the last handshake.
+    pub elapsed: Duration,
+    /// The connection tasks, each running `then` after its handshake.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Opens `n` connections at most `rate` per second and `concurrency` at a time. Each
+/// runs `then(index, conn)` in its own task as soon as its handshake completes, so it
+/// answers pings from the start. Returns once every handshake has succeeded or failed.
+pub async fn open_many<F, Fut>(
+    target: &Target,
+    n: usize,
+    rate: u32,
+    concurrency: usize,
+    then: F,
+) -> Opened
+where
+    F: Fn(usize, Conn) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let semaphore = Arc::new(Semaphore::new(concurrency.max(1)));
+    let (done_tx, mut done_rx) =
+        tokio::sync::mpsc::unbounded_channel::<Result<u64, &'static str>>();
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    // Paced in 10 ms slices: the timer has millisecond granularity.
+    let per_slice = (rate as usize / 100).max(1);
+    for i in 0..n {
+        if i > 0 && i % per_slice == 0 {
+            let due = start + Duration::from_millis((i / per_slice) as u64 * 10);
+            tokio::time::sleep_until(due).await;
+        }
+        let Ok(permit) = semaphore.clone().acquire_owned().await else {
+            break;
+        };
+        let target = target.clone();
+        let done = done_tx.clone();
+        let then = then.clone();
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let result =
+                tokio::time::timeout(Duration::from_secs(30), Conn::connect(&target, i)).await;
+            drop(permit);
+            match result {
+                Ok(Ok(conn)) => {
+                    let _ = done.send(Ok(t0.elapsed().as_micros() as u64));
+                    drop(done);
+                    then(i, conn).await;
+                }
+                Ok(Err(e)) => {
+                    let _ = done.send(Err(e.reason()));
+                }
+                Err(_) => {
+                    let _ = done.send(Err("timeout"));
+                }
+            }
+        }));
+    }
+    drop(done_tx);
+    let mut latency = new_histogram();
+    let mut failures = Failures::new();
+    let mut connected = 0;
+    for _ in 0..tasks.len() {
+        match done_rx.recv().await {
+            Some(Ok(us)) => {
+                connected += 1;
+                let _ = latency.record(us);
+            }
+            Some(Err(reason)) => *failures.entry(reason).or_default() += 1,
+            None => break,
+        }
+    }
+    Opened {
+        connected,
+        latency,
+        failures,
+        elapsed: start.elapsed(),
+        tasks,
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 100 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("constant bounds are valid")
+}
+
+/// Runs the idle scenario and reports.
+pub async fn run(target: &Target, opts: &IdleOptions) -> Report {
+    let server_cpu = opts.server_pid.map(CpuMeter::start);
+    let client_cpu = CpuMeter::start(std::process::id());
+    let rss_before = opts.server_pid.and_then(rss_bytes);
+    // Hold: every connection answers pings until told to stop.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let hold = {
+        let dropped = dropped.clone();
+        move |_i: usize, mut conn: Conn| {
+            let mut stop = stop_rx.clone();
+            let dropped = dropped.clone();
+            async move {
+                let held = async {
+                    loop {
+                        if conn.recv_message().await.is_err() {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = held => {}
+                }
+            }
+        }
+    };
+    let opened = open_many(target, opts.connections, opts.rate, opts.concurrency, hold).await;
+    let connected = opened.connected;
+    tokio::time::sleep(opts.settle).await;
+    let rss_after = opts.server_pid.and_then(rss_bytes);
+    tokio::time::sleep(opts.hold.saturating_sub(opts.settle)).await;
+    let _ = stop_tx.send(true);
+    for task in opened.tasks {
+        let _ = task.await;
+    }
+
+    let mut r = Report::new("idle");
+    r.set("target", json!(target.addr.to_string()));
+    r.set("connections", json!(opts.connections));
+    r.set("connected", json!(connected));
+    r.set("failures", json!(opened.failures));
+    r.set("dropped_while_held", json!(dropped.load(Ordering::Relaxed)));
+    r.set(
+        "connect_rate_per_s",
+        json!((connected as f64 / opened.elapsed.as_secs_f64().max(1e-9)).round()),
+    );
+    r.set("handshake_latency", latency_json(&opened.latency));
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        r.set("server_rss_before_bytes", json!(before));
+        r.set("server_rss_after_bytes", json!(after));
+        if connected > 0 {
+            r.set(
+                "server_rss_per_connection_bytes",
+                json!((after.saturating_sub(before)) / connected as u64),
+            );
+        }
+    }
+    if let Some(cpu) = server_cpu {
+        r.set(
+            "server_cpu_cores",
+            json!((cpu.cores() * 100.0).round() / 100.0),
+        );
+    }
+    r.set(
+        "client_cpu_cores",
+        json!((client_cpu.cores() * 100.0).round() / 100.0),
+    );
+    r
+}

@@ -1,0 +1,55 @@
+//! Herald's load generator. It shares only the `ws` codec and the `-proto` crates with
+//! the server: a client that shared server logic would hide the bugs both have.
+//!
+//! # Layout
+//!
+//! - [`client`]: an Engine.IO v4 client over WebSocket: connect (from a chosen source
+//!   address), handshake, packets in and out, pings answered.
+//! - [`proc`]: what `/proc` says about a process: resident memory and CPU time.
+//! - [`idle`]: open N connections at a bounded rate and hold them; handshake latency and
+//!   server memory per connection.
+//! - [`burst`]: N receivers, one trigger; deliveries per second of one pre-encoded frame.
+//! - [`report`]: the JSON line and the human summary.
+
+pub mod burst;
+pub mod client;
+pub mod idle;
+pub mod proc;
+pub mod report;
+
+use std::net::{IpAddr, SocketAddr};
+
+/// Where and how to connect: the target, the Engine.IO path, and the loopback source
+/// addresses to spread connections over (about 28k ports per address pair).
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Engine.IO path, e.g. `/engine.io/`.
+    pub path: String,
+    /// Source addresses, used round-robin; empty means the system's choice.
+    pub sources: Vec<IpAddr>,
+}
+
+impl Target {
+    /// The source address of connection number `i`.
+    pub fn source(&self, i: usize) -> Option<IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[i % self.sources.len()])
+    }
+
+    /// Refuses anything outside 127.0.0.0/8 (and ::1): load is only ever sent to this
+    /// machine.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the address that is not loopback.
+    pub fn check_loopback(&self) -> Result<(), String> {
+        if !self.addr.ip().is_loopback() {
+            return Err(format!("{} is not a loopback address", self.addr.ip()));
+        }
+        if let Some(s) = self.sources.iter().find(|s| !s.is_loopback()) {
+            return Err(format!("source {s} is not a loopback address"));
+        }
+        Ok(())
+    }
+}
