@@ -221,9 +221,11 @@ impl<H: EngineHandler> Engine<H> {
 
     /// The session `sid` if it is alive. A session whose pong is overdue is closed here
     /// rather than at the sweeper's next tick, so its timeout is exact.
+    ///
+    /// A closed polling session that lingers for its last GET is returned as it is.
     fn live(&self, sid: Sid) -> Option<Arc<Socket<H::Data>>> {
         let socket = self.get(sid)?;
-        if self.pong_overdue(&socket, self.now_ms()) {
+        if !socket.is_closed() && self.pong_overdue(&socket, self.now_ms()) {
             self.close(&socket, CloseReason::PingTimeout);
             return None;
         }
@@ -372,6 +374,10 @@ impl<H: EngineHandler> Engine<H> {
         packet: Packet,
     ) -> Result<(), CloseReason> {
         EngineStats::add(&self.stats.packets_in, 1);
+        if socket.is_closed() {
+            // The handler saw on_close: nothing may follow it.
+            return Err(CloseReason::TransportClose);
+        }
         match packet {
             Packet::Message(text) => {
                 EngineStats::add(&self.stats.bytes_in, text.len() as u64);

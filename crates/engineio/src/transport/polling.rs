@@ -142,6 +142,10 @@ where
 {
     {
         let mut outbox = socket.outbox.lock();
+        if outbox.closed.is_some() {
+            // Lingering for its last GET only.
+            return error_response(ErrorCode::UnknownSid);
+        }
         if outbox.transport != Transport::Polling {
             return error_response(ErrorCode::BadRequest);
         }
