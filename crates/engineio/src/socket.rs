@@ -346,3 +346,141 @@ pub(crate) fn load(v: &AtomicU64) -> u64 {
 pub(crate) fn store(v: &AtomicU64, x: u64) {
     v.store(x, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct NoEngine;
+
+    impl Closer<()> for NoEngine {
+        fn close_sid(&self, _sid: Sid, _reason: CloseReason) {}
+    }
+
+    fn socket(max_buffered: usize) -> Socket<()> {
+        let closer: Weak<dyn Closer<()>> = Weak::<NoEngine>::new();
+        let opening = Opening::new(
+            &"/engine.io/?EIO=4&transport=websocket&x=1".parse().unwrap(),
+            &http::HeaderMap::new(),
+            "127.0.0.1:9".parse().unwrap(),
+        );
+        Socket::new(
+            Sid::from_random([1; 15]),
+            Transport::Websocket,
+            opening,
+            max_buffered,
+            0,
+            closer,
+            (),
+        )
+    }
+
+    #[derive(Default)]
+    struct CountWakes(AtomicUsize);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// An idle socket's queue holds no allocation, and a drained one gives it back.
+    #[test]
+    fn idle_queue_holds_no_buffer() {
+        let s = socket(1000);
+        assert_eq!(s.outbox.lock().queue.capacity(), 0);
+        s.send_text(b"hi").unwrap();
+        let taken = s.outbox.lock().take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(s.outbox.lock().queue.capacity(), 0);
+        assert_eq!(s.outbox.lock().bytes, 0);
+    }
+
+    /// The byte budget refuses a packet that would exceed it, but an empty queue takes
+    /// any one packet.
+    #[test]
+    fn byte_budget() {
+        let s = socket(100);
+        let big = vec![b'x'; 500];
+        s.send_text(&big).unwrap();
+        assert_eq!(s.send_text(b"more"), Err(SendError::QueueFull));
+        s.outbox.lock().take();
+        for _ in 0..10 {
+            s.send_text(b"12345").unwrap();
+        }
+        assert_eq!(s.send_text(&[b'y'; 40]), Err(SendError::QueueFull));
+        assert_eq!(s.outbox.lock().queue.len(), 10);
+    }
+
+    /// A batch is queued whole or not at all.
+    #[test]
+    fn batches_are_atomic() {
+        let s = socket(50);
+        s.send_text(b"first").unwrap();
+        let frames = (0..5).map(|_| message_frame(b"0123456789"));
+        assert_eq!(s.send_all(frames), Err(SendError::QueueFull));
+        assert_eq!(s.outbox.lock().queue.len(), 1);
+        let frames = (0..3).map(|_| message_frame(b"ab"));
+        s.send_all(frames).unwrap();
+        assert_eq!(s.outbox.lock().queue.len(), 4);
+    }
+
+    /// The registered waker is woken once for the first packet of a batch, not for every
+    /// packet, and again after the queue was drained.
+    #[test]
+    fn wakes_once_per_batch() {
+        let s = socket(1 << 20);
+        let counter = Arc::new(CountWakes::default());
+        let waker = Waker::from(counter.clone());
+        s.outbox.lock().register(&waker);
+        for _ in 0..5 {
+            s.send_text(b"x").unwrap();
+        }
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        s.outbox.lock().take();
+        s.outbox.lock().register(&waker);
+        s.send_text(b"y").unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+    }
+
+    /// A closed session refuses everything.
+    #[test]
+    fn closed_refuses() {
+        let s = socket(1000);
+        s.outbox.lock().closed = Some(CloseReason::ServerClose);
+        assert_eq!(s.send_text(b"x"), Err(SendError::Closed));
+        assert!(!s.push_control(message_frame(b"2")));
+        assert!(s.is_closed());
+    }
+
+    /// The opening request is kept as path, query and headers.
+    #[test]
+    fn opening_request() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("origin", "http://example.test".parse().unwrap());
+        headers.insert("x-token", "a:b".parse().unwrap());
+        let closer: Weak<dyn Closer<()>> = Weak::<NoEngine>::new();
+        let s = Socket::new(
+            Sid::from_random([2; 15]),
+            Transport::Polling,
+            Opening::new(
+                &"/engine.io/?EIO=4&t=1".parse().unwrap(),
+                &headers,
+                "127.0.0.1:9".parse().unwrap(),
+            ),
+            100,
+            0,
+            closer,
+            (),
+        );
+        assert_eq!(s.uri(), "/engine.io/?EIO=4&t=1");
+        assert_eq!(s.query(), "EIO=4&t=1");
+        assert_eq!(s.header("origin"), Some("http://example.test"));
+        assert_eq!(s.header("x-token"), Some("a:b"));
+        assert_eq!(s.header("cookie"), None);
+        assert_eq!(s.headers().count(), 2);
+    }
+}
