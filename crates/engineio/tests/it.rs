@@ -1,0 +1,351 @@
+//! The engine in-process, over real sockets: close reasons reported to the handler,
+//! CORS, and the outbound byte budget.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engineio::{CloseReason, Config, Cors, Engine, EngineHandler, SendError, Socket};
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What the handler saw, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Event {
+    Open(String),
+    Message(String),
+    Close(String, CloseReason),
+}
+
+/// Records events; echoes messages unless told to stay quiet.
+struct Recorder {
+    events: mpsc::UnboundedSender<Event>,
+    sockets: Mutex<Vec<Arc<Socket<()>>>>,
+}
+
+impl EngineHandler for Recorder {
+    type Data = ();
+
+    fn on_open(&self, socket: &Arc<Socket<()>>) {
+        self.sockets.lock().push(socket.clone());
+        let _ = self.events.send(Event::Open(socket.sid().to_string()));
+    }
+
+    fn on_message(&self, socket: &Arc<Socket<()>>, text: Bytes) {
+        let text = String::from_utf8(text.to_vec()).unwrap();
+        let _ = self.events.send(Event::Message(text.clone()));
+        if text == "close me" {
+            socket.close();
+        }
+    }
+
+    fn on_binary(&self, _socket: &Arc<Socket<()>>, _data: Bytes) {}
+
+    fn on_close(&self, socket: &Arc<Socket<()>>, reason: CloseReason) {
+        let _ = self
+            .events
+            .send(Event::Close(socket.sid().to_string(), reason));
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    engine: Arc<Engine<Recorder>>,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Server {
+    async fn start(config: Config) -> Server {
+        let (tx, events) = mpsc::unbounded_channel();
+        let engine = Engine::new(
+            config,
+            Recorder {
+                events: tx,
+                sockets: Mutex::new(Vec::new()),
+            },
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let e = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, remote) = listener.accept().await.unwrap();
+                tokio::spawn(engineio::serve_connection(e.clone(), stream, remote));
+            }
+        });
+        Server {
+            addr,
+            engine,
+            events,
+        }
+    }
+
+    async fn next(&mut self) -> Event {
+        tokio::time::timeout(Duration::from_secs(5), self.events.recv())
+            .await
+            .expect("no event within 5 s")
+            .expect("channel open")
+    }
+
+    async fn close_reason(&mut self) -> CloseReason {
+        loop {
+            if let Event::Close(_, reason) = self.next().await {
+                return reason;
+            }
+        }
+    }
+
+    async fn ws(
+        &self,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
+        let url = format!("ws://{}/engine.io/?EIO=4&transport=websocket", self.addr);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let open = ws.next().await.unwrap().unwrap();
+        assert!(open.to_text().unwrap().starts_with("0{"));
+        ws
+    }
+
+    /// A raw HTTP/1.1 request; returns status, headers (lower-case names) and body.
+    async fn http(&self, request: &str) -> (u16, Vec<(String, String)>, String) {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+            .await
+            .expect("response within 5 s")
+            .unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        (status, headers, body.to_owned())
+    }
+}
+
+fn config() -> Config {
+    Config {
+        ping_interval: Duration::from_millis(300),
+        ping_timeout: Duration::from_millis(200),
+        max_payload: 1000,
+        ..Config::default()
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Each way a WebSocket session ends reaches the handler with its reason, once.
+#[tokio::test]
+async fn close_reasons_over_websocket() {
+    let mut server = Server::start(config()).await;
+
+    let mut ws = server.ws().await;
+    ws.send(Message::text("1")).await.unwrap();
+    assert_eq!(server.close_reason().await, CloseReason::ClientClose);
+
+    let mut ws = server.ws().await;
+    ws.send(Message::text("not a packet")).await.unwrap();
+    assert_eq!(server.close_reason().await, CloseReason::ParseError);
+
+    let mut ws = server.ws().await;
+    ws.send(Message::text(format!("4{}", "x".repeat(2000))))
+        .await
+        .unwrap();
+    assert_eq!(server.close_reason().await, CloseReason::PayloadTooLarge);
+
+    let ws = server.ws().await;
+    drop(ws);
+    assert_eq!(server.close_reason().await, CloseReason::TransportClose);
+
+    // Never answers pings.
+    let _silent = server.ws().await;
+    assert_eq!(server.close_reason().await, CloseReason::PingTimeout);
+
+    let mut ws = server.ws().await;
+    ws.send(Message::text("4close me")).await.unwrap();
+    assert_eq!(server.close_reason().await, CloseReason::ServerClose);
+    // The server's close reaches the client as a close frame.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => {}
+        }
+    }
+
+    assert!(server.engine.is_empty(), "closed sessions left the table");
+    // Nothing was reported twice.
+    assert!(server.events.try_recv().is_err());
+}
+
+/// A session that answers pings stays open across several intervals.
+#[tokio::test]
+async fn pongs_keep_a_session_alive() {
+    let mut server = Server::start(config()).await;
+    let mut ws = server.ws().await;
+    let opened = server.next().await;
+    assert!(matches!(opened, Event::Open(_)));
+    let until = tokio::time::Instant::now() + Duration::from_millis(1200);
+    let mut pings = 0;
+    while tokio::time::Instant::now() < until {
+        if let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
+            assert_eq!(m.to_text().unwrap(), "2");
+            ws.send(Message::text("3")).await.unwrap();
+            pings += 1;
+        }
+    }
+    assert!(pings >= 3, "{pings} pings in 1.2 s at a 300 ms interval");
+    ws.send(Message::text("4still here")).await.unwrap();
+    assert_eq!(server.next().await, Event::Message("still here".into()));
+    assert_eq!(server.engine.len(), 1);
+}
+
+/// CORS: preflight, an allowed origin echoed with credentials, another origin refused
+/// its header.
+#[tokio::test]
+async fn cors() {
+    let server = Server::start(Config {
+        cors: Some(Cors {
+            origins: vec!["https://app.example".into()],
+            credentials: true,
+        }),
+        ..config()
+    })
+    .await;
+    let (status, headers, _) = server
+        .http(
+            "OPTIONS /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\
+             Origin: https://app.example\r\nAccess-Control-Request-Headers: x-custom\r\n\
+             Connection: close\r\n\r\n",
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        header(&headers, "access-control-allow-headers"),
+        Some("x-custom")
+    );
+    assert_eq!(
+        header(&headers, "access-control-allow-credentials"),
+        Some("true")
+    );
+    assert!(header(&headers, "access-control-allow-methods")
+        .unwrap()
+        .contains("POST"));
+
+    let (status, headers, body) = server
+        .http(
+            "GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\
+             Origin: https://app.example\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("0{"));
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some("https://app.example")
+    );
+
+    let (status, headers, _) = server
+        .http(
+            "GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\
+             Origin: https://evil.example\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+}
+
+/// Without CORS configured, no CORS header is sent.
+#[tokio::test]
+async fn no_cors_by_default() {
+    let server = Server::start(config()).await;
+    let (status, headers, _) = server
+        .http(
+            "GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\
+             Origin: https://app.example\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+}
+
+/// A client that stops reading fills its byte budget: sends are refused with
+/// `QueueFull` while another session on the same server is unaffected.
+#[tokio::test]
+async fn slow_consumer_hits_the_byte_budget() {
+    let mut server = Server::start(Config {
+        ping_interval: Duration::from_secs(60),
+        ping_timeout: Duration::from_secs(60),
+        max_buffered_bytes: 64 * 1024,
+        ..Config::default()
+    })
+    .await;
+    // Connect raw, upgrade, then never read again.
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(
+        b"GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let Event::Open(slow_sid) = server.next().await else {
+        panic!("expected open")
+    };
+    let mut fast = server.ws().await;
+    let Event::Open(_) = server.next().await else {
+        panic!("expected open")
+    };
+    let slow_socket = server
+        .engine
+        .get(engineio::Sid::parse(&slow_sid).unwrap())
+        .unwrap();
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut refused = None;
+    for i in 0..100_000 {
+        match slow_socket.send_text(&chunk) {
+            Ok(()) => {}
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        if i % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let (after, error) = refused.expect("the budget was never hit");
+    assert_eq!(error, SendError::QueueFull);
+    // At least the budget's worth (4 x 16 KiB) is accepted; the socket buffers may
+    // absorb more before the queue fills.
+    assert!(after >= 4, "refused after {after} packets");
+    fast.send(Message::text("4ping me")).await.unwrap();
+    assert_eq!(server.next().await, Event::Message("ping me".into()));
+    drop(slow);
+}
