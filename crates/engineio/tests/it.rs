@@ -1,6 +1,8 @@
 //! The engine in-process, over real sockets: close reasons reported to the handler,
 //! CORS, and the outbound byte budget.
 
+#![allow(clippy::unwrap_used)] // test helpers unwrap what the test itself set up
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
