@@ -72,9 +72,10 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Copied now, so the task below holds no part of hyper's request.
-    let opening = existing
-        .is_none()
-        .then(|| Opening::new(req.uri(), req.headers(), remote));
+    let target = match existing {
+        Some(socket) => Target::Upgrade(socket),
+        None => Target::New(Opening::new(req.uri(), req.headers(), remote)),
+    };
     drop(req);
     let engine = engine.clone();
     tokio::spawn(async move {
@@ -82,9 +83,7 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
             Ok(upgraded) => upgraded,
             Err(e) => {
                 tracing::debug!(%remote, error = %e, "websocket upgrade failed");
-                if let Some(socket) = &existing {
-                    socket.outbox.lock().probing = false;
-                }
+                target.abandon();
                 return;
             }
         };
@@ -98,6 +97,7 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
             }
             Err(_) => {
                 tracing::error!(%remote, "upgraded connection is not a TcpStream");
+                target.abandon();
                 return;
             }
         };
@@ -106,21 +106,20 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
             decoder: Decoder::new(Role::Server, engine.config.max_payload),
             inbuf,
         };
-        match (existing, opening) {
-            (Some(socket), _) => {
+        match target {
+            Target::Upgrade(socket) => {
                 // Boxed: the probe's state is needed once, not for the life of the task.
                 if Box::pin(upgrade_from_polling(&engine, &socket, &mut conn)).await {
                     run(&engine, &socket, conn).await;
                 }
             }
-            (None, Some(opening)) => {
+            Target::New(opening) => {
                 let socket = engine.open(Transport::Websocket, opening);
                 let open = engine.open_packet(&socket, false);
                 socket.push_control(Frame::server(OpCode::Text, &open));
                 engine.handler.on_open(&socket);
                 run(&engine, &socket, conn).await;
             }
-            (None, None) => {}
         }
     });
     let mut res = Response::new(Full::default());
@@ -135,6 +134,23 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     res
+}
+
+/// What an upgraded connection is for.
+enum Target<D> {
+    /// A new session, opened by this request.
+    New(Opening),
+    /// The upgrade of this polling session.
+    Upgrade(Arc<Socket<D>>),
+}
+
+impl<D> Target<D> {
+    /// The connection never became usable: let the session accept another probe.
+    fn abandon(self) {
+        if let Target::Upgrade(socket) = self {
+            socket.outbox.lock().probing = false;
+        }
+    }
 }
 
 /// One WebSocket connection's I/O state. While idle it holds the socket, the decoder
