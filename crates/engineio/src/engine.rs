@@ -162,7 +162,14 @@ impl<H: EngineHandler> Engine<H> {
                 .and_then(|v| v.to_str().ok());
             c.allow_origin(origin)
         });
+        let upgrade = is_upgrade(&req);
         let mut res = self.route(req, remote).await;
+        if upgrade && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // A refused upgrade ends the connection, as the Node server does: the client
+            // has no use for an HTTP connection it meant to turn into a WebSocket.
+            res.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
         if let (Some(origin), Some(cors)) = (allow_origin, self.config.cors.as_ref()) {
             if res.status() != StatusCode::SWITCHING_PROTOCOLS {
                 add_cors(&mut res, &origin, cors.credentials);
