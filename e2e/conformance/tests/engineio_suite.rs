@@ -2,6 +2,8 @@
 //! `test-suite/`), written for this project, over real sockets against the real
 //! `conformance` binary (ping interval 300 ms, ping timeout 200 ms, max payload 1,000,000).
 
+#![allow(clippy::unwrap_used)] // helpers unwrap what the test set up
+
 mod support;
 
 use std::time::Duration;
