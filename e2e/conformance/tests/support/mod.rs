@@ -94,9 +94,19 @@ impl Server {
     pub async fn raw(&self, head: &[u8], body: &[u8]) -> Response {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
         stream.write_all(head).await.unwrap();
-        stream.write_all(body).await.unwrap();
+        // The server may answer (413) and close before the body is all sent.
+        let _ = stream.write_all(body).await;
         let mut raw = Vec::new();
-        within(stream.read_to_end(&mut raw)).await.unwrap();
+        let mut chunk = [0u8; 4096];
+        within(async {
+            loop {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => raw.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
         Response::parse(&raw)
     }
 
