@@ -311,6 +311,41 @@ pub(crate) fn event_name(json: &Bytes) -> Option<Str> {
     }
 }
 
+/// The raw arguments of an event array: the text after the name, without the closing
+/// bracket, e.g. `,1,"2"` for `["name",1,"2"]` (empty when there are none). The array
+/// was validated when the packet was decoded.
+pub fn event_args(json: &Bytes) -> Option<Bytes> {
+    let b = &json[..];
+    let open = b.iter().position(|c| !c.is_ascii_whitespace())?;
+    let start = open
+        + 1
+        + b[open + 1..]
+            .iter()
+            .position(|c| !c.is_ascii_whitespace())?;
+    // The end of the name: a string (skipping escapes) or a number.
+    let mut i = start;
+    if b[start] == b'"' {
+        i += 1;
+        loop {
+            match *b.get(i)? {
+                b'\\' => i += 2,
+                b'"' => break,
+                _ => i += 1,
+            }
+        }
+        i += 1;
+    } else {
+        while b
+            .get(i)
+            .is_some_and(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
+        {
+            i += 1;
+        }
+    }
+    let close = b.iter().rposition(|&c| c == b']')?;
+    (i <= close).then(|| json.slice(i..close))
+}
+
 /// Checks that every placeholder names an attachment (`0 <= num < count`).
 fn check_placeholders(json: &[u8], count: usize) -> Result<(), DecodeError> {
     let value: serde_json::Value =
@@ -605,6 +640,23 @@ mod tests {
         // Numbers are accepted as event names.
         let (p, _) = decode("2[42,\"x\"]").unwrap();
         assert_eq!(p.event_name().unwrap(), "42");
+    }
+
+    /// The arguments after an event's name, as raw text.
+    #[test]
+    fn event_arguments() {
+        for (json, args) in [
+            (r#"["a",1,"2",{"3":[false]}]"#, r#",1,"2",{"3":[false]}"#),
+            (r#"["a"]"#, ""),
+            (r#"[ "q\"x" , 5 ]"#, r#" , 5 "#),
+            (r#"[12,true]"#, ",true"),
+        ] {
+            assert_eq!(
+                event_args(&Bytes::from(json)).unwrap(),
+                Bytes::from(args),
+                "{json}"
+            );
+        }
     }
 
     /// Event names: shared with the input when plain, decoded when escaped.

@@ -125,6 +125,31 @@ pub(crate) fn event_name(data: &Bytes) -> Option<Str> {
     Some(name)
 }
 
+/// The raw arguments of an event's `data` array: the bytes of the elements after the
+/// name, and how many there are.
+pub fn event_args(data: &Bytes) -> Option<(Bytes, usize)> {
+    let mut r = Reader { buf: data, pos: 0 };
+    let n = r.array_len().ok()??;
+    if n == 0 {
+        return None;
+    }
+    r.skip(0).ok()?;
+    Some((data.slice(r.pos..), n - 1))
+}
+
+/// Appends a msgpack array header for `n` elements.
+pub fn write_array_len(dst: &mut BytesMut, n: usize) {
+    if n < 16 {
+        dst.put_u8(0x90 | n as u8);
+    } else if n <= 0xffff {
+        dst.put_u8(0xdc);
+        dst.put_u16(n as u16);
+    } else {
+        dst.put_u8(0xdd);
+        dst.put_u32(n as u32);
+    }
+}
+
 /// Appends a msgpack string.
 pub fn write_str(dst: &mut BytesMut, s: &str) {
     let n = s.len();
@@ -478,6 +503,14 @@ mod tests {
         let p = decode(wire).unwrap();
         assert_eq!(p.nsp, "/admin");
         assert!(matches!(p.data, Data::Msgpack(_)));
+    }
+
+    /// The arguments after an event's name are found without decoding them.
+    #[test]
+    fn event_arguments() {
+        let data = hex(&format!("93 {} 01 c4 02 0a0b", mstr("ev")));
+        let (args, n) = event_args(&data).unwrap();
+        assert_eq!((&args[..], n), (&hex("01 c4 02 0a0b")[..], 2));
     }
 
     /// Encoding follows the Node server's key order and round-trips.

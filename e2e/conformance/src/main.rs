@@ -1,9 +1,16 @@
-//! The conformance server: what the official Engine.IO protocol test suite expects on
-//! `/engine.io/` (an echo of every message, text and binary; ping interval 300 ms, ping
-//! timeout 200 ms, max payload 1,000,000 bytes).
+//! The conformance server: what the official protocol test suites expect.
+//!
+//! - `/engine.io/`: an Engine.IO echo of every message, text and binary
+//!   (socketio/engine.io-protocol).
+//! - `/socket.io/`: namespaces `/` and `/custom` emit `auth` with the CONNECT payload; `/`
+//!   answers `message` with `message-back` (same arguments) and acks `message-with-ack`
+//!   with its arguments; other namespaces are refused with `Invalid namespace`; connect
+//!   timeout 1,000 ms (socketio/socket.io-protocol).
+//!
+//! Both: ping interval 300 ms, ping timeout 200 ms, max payload 1,000,000 bytes.
 //!
 //! ```text
-//! conformance [--port P]      # or PORT=P; binds 127.0.0.1:P (0 picks a free port)
+//! conformance [--port P] [--parser default|msgpack]   # or PORT=P; binds 127.0.0.1:P
 //! ```
 //!
 //! Prints `PID <pid>` and then `LISTENING <port>` on stdout once it accepts connections.
@@ -42,22 +49,70 @@ impl EngineHandler for Echo {
     fn on_close(&self, _socket: &Arc<Socket<()>>, _reason: CloseReason) {}
 }
 
-fn port_from_args() -> Result<u16, String> {
+fn args() -> Result<(u16, socketio::Parser), String> {
     let mut args = std::env::args().skip(1);
     let mut port = std::env::var("PORT").ok();
+    let mut parser = socketio::Parser::Default;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => port = Some(args.next().ok_or("--port needs a value")?),
+            "--parser" => {
+                parser = match args.next().as_deref() {
+                    Some("default") => socketio::Parser::Default,
+                    Some("msgpack") => socketio::Parser::Msgpack,
+                    other => {
+                        return Err(format!("--parser takes default or msgpack, not {other:?}"))
+                    }
+                }
+            }
             "-h" | "--help" => {
-                println!("usage: conformance [--port P]   (or PORT=P)");
+                println!("usage: conformance [--port P] [--parser default|msgpack]   (or PORT=P)");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    match port {
-        None => Ok(3000),
-        Some(p) => p.parse().map_err(|_| format!("invalid port {p:?}")),
+    let port = match port {
+        None => 3000,
+        Some(p) => p.parse().map_err(|_| format!("invalid port {p:?}"))?,
+    };
+    Ok((port, parser))
+}
+
+/// The Socket.IO server the socket.io-protocol suite expects.
+fn socketio_server(parser: socketio::Parser) -> socketio::Server {
+    let config = socketio::Config {
+        engine: Config {
+            path: "/socket.io/".to_owned(),
+            ..timings()
+        },
+        connect_timeout: Duration::from_millis(1000),
+        parser,
+        ..socketio::Config::default()
+    };
+    socketio::Server::builder()
+        .ns("/", |socket, req| {
+            let _ = socket.emit("auth", (req.auth_json(),));
+            socket.on("message", |socket, ev| {
+                let _ = socket.emit("message-back", ev.raw_args());
+            });
+            socket.on("message-with-ack", |_socket, ev| {
+                let _ = ev.ack(ev.raw_args());
+            });
+        })
+        .ns("/custom", |socket, req| {
+            let _ = socket.emit("auth", (req.auth_json(),));
+        })
+        .build(config)
+}
+
+/// Ping interval 300 ms, ping timeout 200 ms, max payload 1,000,000 bytes.
+fn timings() -> Config {
+    Config {
+        ping_interval: Duration::from_millis(300),
+        ping_timeout: Duration::from_millis(200),
+        max_payload: 1_000_000,
+        ..Config::default()
     }
 }
 
@@ -70,8 +125,8 @@ fn raise_fd_limit() -> u64 {
 }
 
 fn main() {
-    let port = match port_from_args() {
-        Ok(port) => port,
+    let (port, parser) = match args() {
+        Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("conformance: {e}");
             std::process::exit(64);
@@ -95,21 +150,21 @@ fn main() {
             std::process::exit(70);
         }
     };
-    if let Err(e) = runtime.block_on(serve(port, fd_limit)) {
+    if let Err(e) = runtime.block_on(serve(port, parser, fd_limit)) {
         eprintln!("conformance: {e}");
         std::process::exit(1);
     }
 }
 
-async fn serve(port: u16, fd_limit: u64) -> std::io::Result<()> {
-    let config = Config {
-        path: "/engine.io/".to_owned(),
-        ping_interval: Duration::from_millis(300),
-        ping_timeout: Duration::from_millis(200),
-        max_payload: 1_000_000,
-        ..Config::default()
-    };
-    let engine = Engine::new(config, Echo);
+async fn serve(port: u16, parser: socketio::Parser, fd_limit: u64) -> std::io::Result<()> {
+    let engine = Engine::new(
+        Config {
+            path: "/engine.io/".to_owned(),
+            ..timings()
+        },
+        Echo,
+    );
+    let sio = socketio_server(parser);
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     let bound = listener.local_addr()?.port();
     tracing::info!(
@@ -133,6 +188,35 @@ async fn serve(port: u16, fd_limit: u64) -> std::io::Result<()> {
                 continue;
             }
         };
-        tokio::spawn(engineio::serve_connection(engine.clone(), stream, remote));
+        let (engine, sio) = (engine.clone(), sio.clone());
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (engine, sio) = (engine.clone(), sio.clone());
+                    async move {
+                        let path = req.uri().path();
+                        let res = if engine.matches(path) {
+                            engine.handle(req, remote).await
+                        } else if sio.engine().matches(path) {
+                            sio.engine().handle(req, remote).await
+                        } else {
+                            let mut res = hyper::Response::new(http_body_util::Full::new(
+                                Bytes::from_static(b"Not Found"),
+                            ));
+                            *res.status_mut() = hyper::StatusCode::NOT_FOUND;
+                            res
+                        };
+                        Ok::<_, std::convert::Infallible>(res)
+                    }
+                });
+            // TokioIo<TcpStream>: the WebSocket transport takes the raw socket back.
+            let conn = engineio::serve::http1_builder()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
     }
 }

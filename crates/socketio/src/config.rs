@@ -1,0 +1,41 @@
+//! Socket.IO server options.
+
+use std::time::Duration;
+
+/// Which packet parser the server speaks. Nothing in the handshake negotiates it: clients
+/// must be configured the same way (`PROTOCOL.md` §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parser {
+    /// The default parser (`socket.io-parser`): JSON text, binary as attachments.
+    #[default]
+    Default,
+    /// The msgpack parser (`socket.io-msgpack-parser`).
+    Msgpack,
+}
+
+/// Options of a [`Server`](crate::Server).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Engine.IO options. The path defaults to `/socket.io/` here.
+    pub engine: engineio::Config,
+    /// Time a connection has to join a namespace before it is closed. Defaults to 45 s.
+    pub connect_timeout: Duration,
+    /// The packet parser. Defaults to [`Parser::Default`].
+    pub parser: Parser,
+    /// Bounds on binary attachments (default parser).
+    pub limits: socketio_proto::Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            engine: engineio::Config {
+                path: "/socket.io/".to_owned(),
+                ..engineio::Config::default()
+            },
+            connect_timeout: Duration::from_secs(45),
+            parser: Parser::Default,
+            limits: socketio_proto::Limits::default(),
+        }
+    }
+}

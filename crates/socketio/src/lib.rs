@@ -1,0 +1,66 @@
+//! Socket.IO v5 server library (`PROTOCOL.md` §2, §3) on Herald's Engine.IO layer.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`Config`] and [`Parser`].
+//! - [`server`]: [`Server`] and its [`Builder`]: namespaces (static and dynamic), the
+//!   connect timeout, and the dispatch of packets from the engine.
+//! - [`namespace`]: [`Namespace`]: its sockets and its rooms, in sharded maps.
+//! - [`socket`]: [`Socket`]: event handlers, emits, acks in both directions, rooms,
+//!   disconnect.
+//! - [`event`]: [`Event`], what a handler receives, with typed access to its arguments,
+//!   and [`AckResponse`].
+//! - [`broadcast`]: [`BroadcastOperator`]: `to`, `except`, `volatile`, `timeout`; one
+//!   encoding per broadcast, the same frames for every recipient.
+//! - [`args`]: [`Args`], the arguments of an emit (tuples of serializable values, or
+//!   [`RawArgs`] passed on as they came).
+//! - [`error`]: [`Error`], [`AckError`], [`ConnectError`], [`DisconnectReason`].
+//!
+//! Handlers are plain closures called in the order packets arrive, on the connection's
+//! task: a packet sent right after CONNECT always finds the handlers the connect handler
+//! installed. Work that waits belongs in a task the handler spawns.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use socketio::{Config, Server};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = Server::builder()
+//!     .ns("/", |socket, _req| {
+//!         socket.on("chat", |socket, ev| {
+//!             let (text,): (String,) = match ev.args() {
+//!                 Ok(args) => args,
+//!                 Err(_) => return,
+//!             };
+//!             let _ = socket.broadcast().emit("chat", (text,));
+//!             let _ = ev.ack(("delivered",));
+//!         });
+//!     })
+//!     .build(Config::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! loop {
+//!     let (stream, remote) = listener.accept().await?;
+//!     tokio::spawn(server.clone().serve_connection(stream, remote));
+//! }
+//! # }
+//! ```
+
+pub mod args;
+pub mod broadcast;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod namespace;
+pub mod server;
+pub mod socket;
+
+pub use args::{Args, RawArgs};
+pub use broadcast::BroadcastOperator;
+pub use config::{Config, Parser};
+pub use error::{AckError, ConnectError, DisconnectReason, Error};
+pub use event::{AckResponse, ConnectRequest, Event};
+pub use namespace::Namespace;
+pub use server::{Builder, Server};
+pub use socket::{Socket, SocketRef};
+pub use socketio_proto::Str;

@@ -1,0 +1,400 @@
+//! The server: namespaces, the connect flow, and the dispatch of packets.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use engineio::{CloseReason, Engine, EngineHandler};
+use parking_lot::Mutex;
+use socketio_proto::{json, msgpack, DecodeError, Packet, PacketType, Str};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::args::{encode, Body};
+use crate::namespace::{ConnectHandler, Middleware};
+use crate::socket::{Conn, ConnState};
+use crate::{Config, ConnectError, ConnectRequest, Namespace, Parser, Socket, SocketRef};
+
+struct NsSpec {
+    matcher: Matcher,
+    middlewares: Vec<Middleware>,
+    on_connect: ConnectHandler,
+}
+
+enum Matcher {
+    Name(String),
+    Dynamic(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+/// Sets up a [`Server`]: its namespaces and their handlers.
+#[derive(Default)]
+pub struct Builder {
+    specs: Vec<NsSpec>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("namespaces", &self.specs.len())
+            .finish()
+    }
+}
+
+impl Builder {
+    /// Adds the namespace `name`; `on_connect` runs for each socket that joins it, before
+    /// any of its packets is handled (install event handlers there).
+    pub fn ns(
+        mut self,
+        name: &str,
+        on_connect: impl Fn(&SocketRef, &ConnectRequest) + Send + Sync + 'static,
+    ) -> Self {
+        let name = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("/{name}")
+        };
+        self.specs.push(NsSpec {
+            matcher: Matcher::Name(name),
+            middlewares: Vec::new(),
+            on_connect: Arc::new(on_connect),
+        });
+        self
+    }
+
+    /// Adds the namespaces whose names `matcher` accepts, each created on its first
+    /// connect.
+    pub fn dynamic_ns(
+        mut self,
+        matcher: impl Fn(&str) -> bool + Send + Sync + 'static,
+        on_connect: impl Fn(&SocketRef, &ConnectRequest) + Send + Sync + 'static,
+    ) -> Self {
+        self.specs.push(NsSpec {
+            matcher: Matcher::Dynamic(Arc::new(matcher)),
+            middlewares: Vec::new(),
+            on_connect: Arc::new(on_connect),
+        });
+        self
+    }
+
+    /// Adds a connect middleware to the namespace added last: it sees the client's auth
+    /// payload and connection, and may refuse with a [`ConnectError`].
+    ///
+    /// # Panics
+    ///
+    /// When no namespace was added yet.
+    pub fn middleware(
+        mut self,
+        f: impl Fn(&ConnectRequest) -> Result<(), ConnectError> + Send + Sync + 'static,
+    ) -> Self {
+        self.specs
+            .last_mut()
+            .expect("add a namespace before its middleware")
+            .middlewares
+            .push(Arc::new(f));
+        self
+    }
+
+    /// Builds the server and starts its engine and timers on the current Tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub fn build(self, config: Config) -> Server {
+        let inner = Arc::new(Inner {
+            namespaces: DashMap::new(),
+            specs: self.specs,
+            pending: Mutex::new(VecDeque::new()),
+            config,
+        });
+        for spec in &inner.specs {
+            if let Matcher::Name(name) = &spec.matcher {
+                let ns = Namespace::new(
+                    Str::from(name.clone()),
+                    inner.config.parser,
+                    spec.middlewares.clone(),
+                    spec.on_connect.clone(),
+                );
+                inner
+                    .namespaces
+                    .insert(Str::from(name.clone()), Arc::new(ns));
+            }
+        }
+        let engine = Engine::new(
+            inner.config.engine.clone(),
+            Handler {
+                inner: inner.clone(),
+            },
+        );
+        tokio::spawn(connect_timeouts(Arc::downgrade(&inner)));
+        Server { inner, engine }
+    }
+}
+
+pub(crate) struct Inner {
+    config: Config,
+    namespaces: DashMap<Str, Arc<Namespace>>,
+    specs: Vec<NsSpec>,
+    /// Connections not yet in a namespace, by connect deadline. One timer for all of
+    /// them; the deadline is the same for every connection, so the queue stays sorted.
+    pending: Mutex<VecDeque<(Instant, Weak<Conn>)>>,
+}
+
+impl Inner {
+    fn namespace(&self, name: &Str) -> Option<Arc<Namespace>> {
+        if let Some(ns) = self.namespaces.get(name) {
+            return Some(ns.value().clone());
+        }
+        let spec = self.specs.iter().find(|s| match &s.matcher {
+            Matcher::Dynamic(accepts) => accepts(name.as_str()),
+            Matcher::Name(_) => false,
+        })?;
+        let ns = self
+            .namespaces
+            .entry(name.clone())
+            .or_insert_with(|| {
+                Arc::new(Namespace::new(
+                    name.clone(),
+                    self.config.parser,
+                    spec.middlewares.clone(),
+                    spec.on_connect.clone(),
+                ))
+            })
+            .clone();
+        Some(ns)
+    }
+}
+
+/// A Socket.IO server. Cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+    engine: Arc<Engine<Handler>>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("namespaces", &self.inner.namespaces.len())
+            .field("connections", &self.engine.len())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Starts setting up a server.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The Engine.IO engine, for serving requests ([`Engine::handle`]).
+    pub fn engine(&self) -> &Arc<Engine<Handler>> {
+        &self.engine
+    }
+
+    /// Serves one accepted TCP connection (HTTP/1.1, upgrades included).
+    pub async fn serve_connection(self, stream: TcpStream, remote: SocketAddr) {
+        engineio::serve_connection(self.engine, stream, remote).await;
+    }
+
+    /// The namespace `name`, if it exists (dynamic ones once a client joined).
+    pub fn of(&self, name: &str) -> Option<Arc<Namespace>> {
+        let name = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("/{name}")
+        };
+        self.inner
+            .namespaces
+            .get(&Str::from(name))
+            .map(|n| n.value().clone())
+    }
+
+    /// Closes every connection (reason "server shutting down").
+    pub fn close(&self) {
+        self.engine.close_all(CloseReason::ServerShutdown);
+    }
+}
+
+/// The engine handler: decodes Socket.IO packets and dispatches them.
+pub struct Handler {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handler").finish_non_exhaustive()
+    }
+}
+
+impl EngineHandler for Handler {
+    type Data = ConnState;
+
+    fn on_open(&self, conn: &Arc<Conn>) {
+        let deadline = Instant::now() + self.inner.config.connect_timeout;
+        self.inner
+            .pending
+            .lock()
+            .push_back((deadline, Arc::downgrade(conn)));
+    }
+
+    fn on_message(&self, conn: &Arc<Conn>, text: Bytes) {
+        let result = match self.inner.config.parser {
+            Parser::Default => {
+                let mut decoder = conn.data().decoder.lock();
+                decoder
+                    .get_or_insert_with(|| json::Decoder::new(self.inner.config.limits))
+                    .text(text)
+            }
+            // The msgpack parser sends binary messages only.
+            Parser::Msgpack => Err(DecodeError::UnknownType),
+        };
+        self.decoded(conn, result);
+    }
+
+    fn on_binary(&self, conn: &Arc<Conn>, data: Bytes) {
+        let result = match self.inner.config.parser {
+            Parser::Default => {
+                let mut decoder = conn.data().decoder.lock();
+                decoder
+                    .get_or_insert_with(|| json::Decoder::new(self.inner.config.limits))
+                    .binary(data)
+            }
+            Parser::Msgpack => msgpack::decode(data).map(Some),
+        };
+        self.decoded(conn, result);
+    }
+
+    fn on_close(&self, conn: &Arc<Conn>, reason: CloseReason) {
+        let sockets: Vec<SocketRef> = std::mem::take(&mut *conn.data().sockets.lock());
+        for socket in sockets {
+            socket.leave_namespace(reason.into());
+        }
+        conn.data().decoder.lock().take();
+    }
+}
+
+impl Handler {
+    fn decoded(&self, conn: &Arc<Conn>, result: Result<Option<Packet>, DecodeError>) {
+        match result {
+            Ok(Some(packet)) => self.on_packet(conn, packet),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(sid = %conn.sid(), error = %e, "invalid socket.io packet");
+                conn.close_with(CloseReason::ParseError);
+            }
+        }
+    }
+
+    fn on_packet(&self, conn: &Arc<Conn>, packet: Packet) {
+        let socket = conn.data().socket(&packet.nsp);
+        match (packet.kind, socket) {
+            (PacketType::Connect, None) => self.connect(conn, packet),
+            (PacketType::Event | PacketType::BinaryEvent, Some(socket)) => socket.dispatch(packet),
+            (PacketType::Ack | PacketType::BinaryAck, Some(socket)) => socket.on_ack(packet),
+            (PacketType::Disconnect, Some(socket)) => {
+                socket.leave_namespace(crate::DisconnectReason::ClientNamespaceDisconnect);
+            }
+            // A second CONNECT, a CONNECT_ERROR from a client, or a packet for a
+            // namespace not joined: the Node server closes the connection (§2.4).
+            _ => conn.close_with(CloseReason::ParseError),
+        }
+    }
+
+    fn connect(&self, conn: &Arc<Conn>, packet: Packet) {
+        let parser = self.inner.config.parser;
+        let Some(ns) = self.inner.namespace(&packet.nsp) else {
+            self.refuse(conn, &packet.nsp, &ConnectError::new("Invalid namespace"));
+            return;
+        };
+        let request = ConnectRequest {
+            auth: packet.data,
+            conn: conn.clone(),
+        };
+        for middleware in &ns.middlewares {
+            if let Err(e) = middleware(&request) {
+                self.refuse(conn, &packet.nsp, &e);
+                return;
+            }
+        }
+        let socket = Arc::new(Socket::new(ns.clone(), conn.clone(), parser));
+        let reply = serde_json::json!({ "sid": socket.id().as_str() });
+        // The reply is queued first, then the socket becomes reachable (a broadcast
+        // cannot overtake the reply), then the connect handler installs the event
+        // handlers; all before the connection's next packet is read.
+        match encode(
+            parser,
+            PacketType::Connect,
+            ns.name(),
+            None,
+            Body::Value(&reply),
+        ) {
+            Ok(frames) => {
+                if conn.send_all(frames).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a CONNECT reply");
+                return;
+            }
+        }
+        conn.data()
+            .joined
+            .store(true, std::sync::atomic::Ordering::Release);
+        conn.data().sockets.lock().push(socket.clone());
+        ns.sockets.insert(socket.id(), socket.clone());
+        (ns.on_connect)(&socket, &request);
+    }
+
+    fn refuse(&self, conn: &Arc<Conn>, nsp: &Str, error: &ConnectError) {
+        let body = error.to_json();
+        if let Ok(frames) = encode(
+            self.inner.config.parser,
+            PacketType::ConnectError,
+            nsp.as_str(),
+            None,
+            Body::Value(&body),
+        ) {
+            let _ = conn.send_all(frames);
+        }
+    }
+}
+
+/// Closes connections that joined no namespace within the connect timeout.
+async fn connect_timeouts(inner: Weak<Inner>) {
+    let tick = match inner.upgrade() {
+        Some(i) => {
+            (i.config.connect_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
+        }
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let now = Instant::now();
+        loop {
+            let expired = {
+                let mut queue = inner.pending.lock();
+                match queue.front() {
+                    Some((deadline, _)) if *deadline <= now => queue.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((_, conn)) = expired else { break };
+            if let Some(conn) = conn.upgrade() {
+                if !conn
+                    .data()
+                    .joined
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    tracing::debug!(sid = %conn.sid(), "no namespace joined in time");
+                    conn.close();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! A socket: one client in one namespace.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engineio::{SendError, Sid};
+use parking_lot::{Mutex, RwLock};
+use socketio_proto::{json, Data, Packet, PacketType, Str};
+use tokio::sync::oneshot;
+use ws::Frame;
+
+use crate::args::{encode, Body};
+use crate::{
+    AckError, AckResponse, Args, BroadcastOperator, DisconnectReason, Error, Event, Namespace,
+    Parser,
+};
+
+/// A shared handle to a socket.
+pub type SocketRef = Arc<Socket>;
+
+/// The Engine.IO connection a socket rides on.
+pub type Conn = engineio::Socket<ConnState>;
+
+/// What the Socket.IO layer keeps per Engine.IO connection: its sockets (one per joined
+/// namespace) and the decoder of its packets.
+#[derive(Default)]
+pub struct ConnState {
+    /// parking_lot mutexes: held for a few instructions, never across `.await`, never
+    /// while a user handler runs.
+    pub(crate) sockets: Mutex<Vec<SocketRef>>,
+    pub(crate) decoder: Mutex<Option<json::Decoder>>,
+    /// A namespace was joined at least once (the connect timeout no longer applies).
+    pub(crate) joined: AtomicBool,
+}
+
+impl ConnState {
+    pub(crate) fn socket(&self, nsp: &Str) -> Option<SocketRef> {
+        self.sockets
+            .lock()
+            .iter()
+            .find(|s| s.nsp.name == *nsp)
+            .cloned()
+    }
+}
+
+type EventHandler = Arc<dyn Fn(&SocketRef, Event) + Send + Sync>;
+type DisconnectHandler = Arc<dyn Fn(&SocketRef, DisconnectReason) + Send + Sync>;
+
+/// One client connected to one namespace.
+pub struct Socket {
+    id: Sid,
+    pub(crate) nsp: Arc<Namespace>,
+    conn: Arc<Conn>,
+    parser: Parser,
+    handlers: RwLock<HashMap<Box<str>, EventHandler>>,
+    fallback: RwLock<Option<EventHandler>>,
+    on_disconnecting: Mutex<Vec<DisconnectHandler>>,
+    on_disconnect: Mutex<Vec<DisconnectHandler>>,
+    pub(crate) rooms: Mutex<HashSet<Str>>,
+    acks: Mutex<HashMap<u64, oneshot::Sender<AckResponse>>>,
+    next_ack: AtomicU64,
+    connected: AtomicBool,
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("nsp", &self.nsp.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Socket {
+    pub(crate) fn new(nsp: Arc<Namespace>, conn: Arc<Conn>, parser: Parser) -> Socket {
+        Socket {
+            id: Sid::from_random(rand::random()),
+            nsp,
+            conn,
+            parser,
+            handlers: RwLock::new(HashMap::new()),
+            fallback: RwLock::new(None),
+            on_disconnecting: Mutex::new(Vec::new()),
+            on_disconnect: Mutex::new(Vec::new()),
+            rooms: Mutex::new(HashSet::new()),
+            acks: Mutex::new(HashMap::new()),
+            next_ack: AtomicU64::new(0),
+            connected: AtomicBool::new(true),
+        }
+    }
+
+    /// The socket id (not the Engine.IO session id).
+    pub fn id(&self) -> Sid {
+        self.id
+    }
+
+    /// The namespace's name.
+    pub fn nsp(&self) -> &str {
+        self.nsp.name.as_str()
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.nsp
+    }
+
+    /// The Engine.IO connection: peer address, opening request, transport.
+    pub fn connection(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
+    /// Whether the socket is still in its namespace.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn parser(&self) -> Parser {
+        self.parser
+    }
+
+    /// Calls `handler` for each event named `event`.
+    pub fn on(&self, event: &str, handler: impl Fn(&SocketRef, Event) + Send + Sync + 'static) {
+        self.handlers
+            .write()
+            .insert(event.into(), Arc::new(handler));
+    }
+
+    /// Calls `handler` for events no [`Socket::on`] handler takes.
+    pub fn on_any(&self, handler: impl Fn(&SocketRef, Event) + Send + Sync + 'static) {
+        *self.fallback.write() = Some(Arc::new(handler));
+    }
+
+    /// Calls `handler` when the socket is about to leave, its rooms still known.
+    pub fn on_disconnecting(
+        &self,
+        handler: impl Fn(&SocketRef, DisconnectReason) + Send + Sync + 'static,
+    ) {
+        self.on_disconnecting.lock().push(Arc::new(handler));
+    }
+
+    /// Calls `handler` once the socket has left.
+    pub fn on_disconnect(
+        &self,
+        handler: impl Fn(&SocketRef, DisconnectReason) + Send + Sync + 'static,
+    ) {
+        self.on_disconnect.lock().push(Arc::new(handler));
+    }
+
+    /// Emits `event` with `args` to this socket.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Serialize`], [`Error::Disconnected`], [`Error::QueueFull`].
+    pub fn emit<A: Args>(&self, event: &str, args: A) -> Result<(), Error> {
+        let frames = encode(
+            self.parser,
+            PacketType::Event,
+            self.nsp(),
+            None,
+            Body::Event(event, &args),
+        )?;
+        self.send_frames(frames)
+    }
+
+    /// Emits `event` with `args` and waits up to `timeout` for the client's answer.
+    pub fn emit_with_ack<A: Args>(
+        self: &Arc<Self>,
+        event: &str,
+        args: A,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<AckResponse, AckError>> + Send + 'static {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let sent = encode(
+            self.parser,
+            PacketType::Event,
+            self.nsp(),
+            Some(id),
+            Body::Event(event, &args),
+        )
+        .and_then(|frames| {
+            self.acks.lock().insert(id, tx);
+            self.send_frames(frames)
+        });
+        let socket = self.clone();
+        async move {
+            sent?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(_)) => Err(AckError::Disconnected),
+                Err(_) => {
+                    socket.acks.lock().remove(&id);
+                    Err(AckError::Timeout)
+                }
+            }
+        }
+    }
+
+    /// Joins `room`.
+    pub fn join(self: &Arc<Self>, room: impl Into<Str>) {
+        let room = room.into();
+        if self.connected() && self.rooms.lock().insert(room.clone()) {
+            self.nsp.add_to_room(room, self);
+        }
+    }
+
+    /// Leaves `room`.
+    pub fn leave(&self, room: &Str) {
+        if self.rooms.lock().remove(room) {
+            self.nsp.remove_from_room(room, self.id);
+        }
+    }
+
+    /// Leaves every room.
+    pub fn leave_all(&self) {
+        let rooms: Vec<Str> = self.rooms.lock().drain().collect();
+        for room in rooms {
+            self.nsp.remove_from_room(&room, self.id);
+        }
+    }
+
+    /// The rooms the socket is in.
+    pub fn rooms(&self) -> Vec<Str> {
+        self.rooms.lock().iter().cloned().collect()
+    }
+
+    /// A broadcast to `room`, without this socket.
+    pub fn to(self: &Arc<Self>, room: impl Into<Str>) -> BroadcastOperator {
+        BroadcastOperator::new(self.nsp.clone())
+            .to(room)
+            .except_socket(self.id)
+    }
+
+    /// A broadcast to the whole namespace, without this socket.
+    pub fn broadcast(self: &Arc<Self>) -> BroadcastOperator {
+        BroadcastOperator::new(self.nsp.clone()).except_socket(self.id)
+    }
+
+    /// Disconnects the socket from its namespace (the client is told), keeping the
+    /// connection for its other namespaces.
+    pub fn disconnect(self: &Arc<Self>) {
+        if let Ok(frames) = encode(
+            self.parser,
+            PacketType::Disconnect,
+            self.nsp(),
+            None,
+            Body::None,
+        ) {
+            let _ = self.send_frames(frames);
+        }
+        self.leave_namespace(DisconnectReason::ServerNamespaceDisconnect);
+    }
+
+    /// Closes the whole connection.
+    pub fn close(&self) {
+        self.conn.close();
+    }
+
+    pub(crate) fn send_frames(&self, frames: Vec<Frame>) -> Result<(), Error> {
+        if !self.connected() {
+            return Err(Error::Disconnected);
+        }
+        self.conn.send_all(frames).map_err(|e| match e {
+            SendError::Closed => Error::Disconnected,
+            SendError::QueueFull => Error::QueueFull,
+        })
+    }
+
+    /// Runs the handler for an event from the client.
+    pub(crate) fn dispatch(self: &Arc<Self>, packet: Packet) {
+        let name = packet.event_name();
+        let handler = name
+            .as_ref()
+            .and_then(|n| self.handlers.read().get(n.as_str()).cloned())
+            .or_else(|| self.fallback.read().clone());
+        if let Some(handler) = handler {
+            handler(
+                self,
+                Event {
+                    packet,
+                    socket: self.clone(),
+                },
+            );
+        }
+    }
+
+    /// Hands an ack from the client to the emit waiting for it.
+    pub(crate) fn on_ack(&self, packet: Packet) {
+        let Some(id) = packet.id else { return };
+        let waiting = self.acks.lock().remove(&id);
+        if let Some(tx) = waiting {
+            let data = match packet.data {
+                Data::None => Data::Json(bytes::Bytes::from_static(b"[]")),
+                other => other,
+            };
+            let _ = tx.send(AckResponse { data });
+        }
+    }
+
+    /// Leaves the namespace: `disconnecting` handlers (rooms still known), rooms left,
+    /// pending acks failed, `disconnect` handlers. Runs once.
+    pub(crate) fn leave_namespace(self: &Arc<Self>, reason: DisconnectReason) {
+        if !self.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let disconnecting: Vec<DisconnectHandler> = self.on_disconnecting.lock().clone();
+        for h in disconnecting {
+            h(self, reason);
+        }
+        self.leave_all();
+        self.nsp.remove(self.id);
+        self.conn.data().sockets.lock().retain(|s| s.id != self.id);
+        // Dropping the senders fails the waiting emits with `Disconnected`.
+        self.acks.lock().clear();
+        let disconnect: Vec<DisconnectHandler> = std::mem::take(&mut *self.on_disconnect.lock());
+        for h in disconnect {
+            h(self, reason);
+        }
+        // Handlers may hold the socket: drop them so nothing keeps it alive.
+        self.handlers.write().clear();
+        *self.fallback.write() = None;
+        self.on_disconnecting.lock().clear();
+    }
+}
