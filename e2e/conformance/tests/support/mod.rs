@@ -23,6 +23,8 @@ pub struct Server {
     child: Child,
     /// The port it listens on.
     pub port: u16,
+    /// The path requests go to (`/engine.io/` or `/socket.io/`).
+    pub path: &'static str,
 }
 
 impl Drop for Server {
@@ -33,10 +35,17 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts the binary on a free port and waits for `LISTENING`.
+    /// Starts the binary on a free port and waits for `LISTENING`; requests go to
+    /// `/engine.io/`.
     pub fn start() -> Server {
+        Server::start_with(&[], "/engine.io/")
+    }
+
+    /// Starts the binary with extra arguments; requests go to `path`.
+    pub fn start_with(extra: &[&str], path: &'static str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_conformance"))
             .args(["--port", "0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start conformance");
@@ -50,7 +59,7 @@ impl Server {
             .expect("LISTENING line")
             .parse()
             .unwrap();
-        Server { child, port }
+        Server { child, port, path }
     }
 
     /// Whether the process is still running.
@@ -62,9 +71,10 @@ impl Server {
     pub async fn request(&self, method: &str, query: &str, body: &[u8]) -> Response {
         self.raw(
             format!(
-                "{method} /engine.io/?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                "{method} {}?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
                  Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\
                  Connection: close\r\n\r\n",
+                self.path,
                 body.len()
             )
             .as_bytes(),
@@ -122,7 +132,7 @@ impl Server {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
         let key = ws::handshake::client_key([9; 16]);
         let request =
-            ws::handshake::client_request("127.0.0.1", &format!("/engine.io/?{query}"), &key);
+            ws::handshake::client_request("127.0.0.1", &format!("{}?{query}", self.path), &key);
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut buf = BytesMut::new();
         let head = loop {
