@@ -1,0 +1,333 @@
+//! The library API in-process, over real sockets: rooms and broadcast operators, acks
+//! from the server, server-side disconnects, handler order, concurrent broadcasts.
+
+#![allow(clippy::unwrap_used)] // helpers unwrap what the test set up
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use socketio::{Config, DisconnectReason, Server};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn serve(server: Server) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, remote) = listener.accept().await.unwrap();
+            tokio::spawn(server.clone().serve_connection(stream, remote));
+        }
+    });
+    addr
+}
+
+/// A raw client connected to `/`; returns it and its socket id.
+async fn client(addr: SocketAddr) -> (Ws, String) {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    next_text(&mut ws).await; // open packet
+    ws.send(Message::text("40")).await.unwrap();
+    let reply = next_text(&mut ws).await;
+    let json: serde_json::Value = serde_json::from_str(reply.strip_prefix("40").unwrap()).unwrap();
+    (ws, json["sid"].as_str().unwrap().to_owned())
+}
+
+/// The next text frame that is not an Engine.IO ping (pings are answered).
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("open")
+            .unwrap();
+        match m {
+            Message::Text(t) if t.as_str() == "2" => ws.send(Message::text("3")).await.unwrap(),
+            Message::Text(t) => return t.to_string(),
+            _ => {}
+        }
+    }
+}
+
+/// Nothing arrives within 200 ms.
+async fn silent(ws: &mut Ws) {
+    let r = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
+    assert!(r.is_err(), "unexpected {r:?}");
+}
+
+fn config() -> Config {
+    Config::default()
+}
+
+/// `join`, `to`, `except` and the sender's exclusion from its own broadcast.
+#[tokio::test]
+async fn rooms_and_operators() {
+    let server = Server::builder()
+        .ns("/", |socket, _| {
+            socket.on("join", |socket, ev| {
+                let (room,): (String,) = ev.args().unwrap();
+                socket.join(room);
+                ev.ack(("ok",)).unwrap();
+            });
+            socket.on("to", |socket, ev| {
+                let (room, text): (String, String) = ev.args().unwrap();
+                socket.to(room).emit("msg", (text,)).unwrap();
+            });
+            socket.on("except", |socket, ev| {
+                let (room, text): (String, String) = ev.args().unwrap();
+                socket
+                    .broadcast()
+                    .except(room)
+                    .emit("msg", (text,))
+                    .unwrap();
+            });
+        })
+        .build(config());
+    let addr = serve(server.clone()).await;
+    let (mut a, _) = client(addr).await;
+    let (mut b, _) = client(addr).await;
+    let (mut c, _) = client(addr).await;
+    for ws in [&mut a, &mut b] {
+        ws.send(Message::text(r#"421["join","red"]"#))
+            .await
+            .unwrap();
+        assert_eq!(next_text(ws).await, r#"431["ok"]"#);
+    }
+    a.send(Message::text(r#"42["to","red","hi red"]"#))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut b).await, r#"42["msg","hi red"]"#);
+    silent(&mut a).await;
+    silent(&mut c).await;
+    c.send(Message::text(r#"42["except","red","not red"]"#))
+        .await
+        .unwrap();
+    silent(&mut a).await;
+    silent(&mut b).await;
+    let ns = server.of("/").unwrap();
+    assert_eq!(ns.rooms(), vec![("red".into(), 2)]);
+    assert_eq!(ns.to("red").emit("from-server", ()).unwrap(), 2);
+    assert_eq!(next_text(&mut a).await, r#"42["from-server"]"#);
+    assert_eq!(next_text(&mut b).await, r#"42["from-server"]"#);
+    silent(&mut c).await;
+}
+
+/// The server emits with an ack to one socket and to a room, and collects the answers;
+/// a socket that does not answer times out.
+#[tokio::test]
+async fn acks_from_the_server() {
+    let sockets = Arc::new(Mutex::new(Vec::new()));
+    let registry = sockets.clone();
+    let server = Server::builder()
+        .ns("/", move |socket, _| {
+            socket.join("all");
+            registry.lock().push(socket.clone());
+        })
+        .build(config());
+    let addr = serve(server.clone()).await;
+    let (mut a, _) = client(addr).await;
+    let (mut b, _) = client(addr).await;
+    let first = sockets.lock()[0].clone();
+    let waiting = first.emit_with_ack("question", ("x",), Duration::from_secs(2));
+    let asked = next_text(&mut a).await;
+    assert_eq!(asked, r#"420["question","x"]"#);
+    a.send(Message::text(r#"430["answer",42]"#)).await.unwrap();
+    let answer: (String, u32) = waiting.await.unwrap().args().unwrap();
+    assert_eq!(answer, ("answer".to_owned(), 42));
+
+    let ns = server.of("/").unwrap();
+    let op = ns.to("all").timeout(Duration::from_millis(300));
+    let collect = tokio::spawn(async move { op.emit_with_ack("poll", ()).await });
+    // a answers; b stays silent.
+    let q = next_text(&mut a).await;
+    let id: String = q
+        .trim_start_matches("42")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    a.send(Message::text(format!("43{id}[\"yes\"]")))
+        .await
+        .unwrap();
+    let _ = next_text(&mut b).await;
+    let results = collect.await.unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(results
+        .iter()
+        .any(|r| matches!(r, Err(socketio::AckError::Timeout))));
+}
+
+/// Server-side disconnect of one socket and of a room; `disconnecting` still sees the
+/// rooms, `disconnect` runs after, each with its reason.
+#[tokio::test]
+async fn server_side_disconnect() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    let server = Server::builder()
+        .ns("/", move |socket, _| {
+            socket.join("r");
+            let l1 = l.clone();
+            socket.on_disconnecting(move |s, reason| {
+                l1.lock()
+                    .push(format!("disconnecting rooms={} {reason}", s.rooms().len()));
+            });
+            let l2 = l.clone();
+            socket.on_disconnect(move |s, reason| {
+                l2.lock()
+                    .push(format!("disconnect rooms={} {reason}", s.rooms().len()));
+            });
+            socket.on("bye", |socket, _| socket.disconnect());
+        })
+        .build(config());
+    let addr = serve(server.clone()).await;
+    let (mut a, _) = client(addr).await;
+    a.send(Message::text(r#"42["bye"]"#)).await.unwrap();
+    assert_eq!(next_text(&mut a).await, "41");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        *log.lock(),
+        [
+            "disconnecting rooms=1 server namespace disconnect",
+            "disconnect rooms=0 server namespace disconnect"
+        ]
+    );
+    log.lock().clear();
+    let (mut b, _) = client(addr).await;
+    let (mut c, _) = client(addr).await;
+    server.of("/").unwrap().to("r").disconnect();
+    assert_eq!(next_text(&mut b).await, "41");
+    assert_eq!(next_text(&mut c).await, "41");
+    assert_eq!(server.of("/").unwrap().len(), 0);
+    // A client that closes its connection leaves with "transport close".
+    log.lock().clear();
+    let (d, _) = client(addr).await;
+    drop(d);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(log
+        .lock()
+        .iter()
+        .any(|l| l.ends_with(DisconnectReason::TransportClose.as_str())));
+}
+
+/// Broadcasts from several threads at once: every socket sees each thread's packets in
+/// the order that thread emitted them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_broadcasts_keep_per_sender_order() {
+    let server = Server::builder().ns("/", |_, _| {}).build(config());
+    let addr = serve(server.clone()).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(client(addr).await.0);
+    }
+    let ns = server.of("/").unwrap();
+    let per_thread = 300;
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let ns = ns.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    ns.broadcast().emit("n", (t, i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for ws in &mut clients {
+        let mut last = [-1i64; 3];
+        for _ in 0..3 * per_thread {
+            let text = next_text(ws).await;
+            let v: serde_json::Value = serde_json::from_str(&text[2..]).unwrap();
+            let (t, i) = (v[1].as_u64().unwrap() as usize, v[2].as_i64().unwrap());
+            assert_eq!(i, last[t] + 1, "thread {t} out of order");
+            last[t] = i;
+        }
+    }
+}
+
+/// Packets sent in the same write as the CONNECT find the handlers the connect handler
+/// installs (nothing is lost right after connecting).
+#[tokio::test]
+async fn packets_right_after_connect() {
+    let server = Server::builder()
+        .ns("/", |socket, _| {
+            socket.on("n", |socket, ev| {
+                let (i,): (u32,) = ev.args().unwrap();
+                socket.emit("back", (i,)).unwrap();
+            });
+        })
+        .build(config());
+    let addr = serve(server).await;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    next_text(&mut ws).await;
+    ws.feed(Message::text("40")).await.unwrap();
+    for i in 0..500 {
+        ws.feed(Message::text(format!(r#"42["n",{i}]"#)))
+            .await
+            .unwrap();
+    }
+    ws.flush().await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40{"));
+    for i in 0..500 {
+        assert_eq!(next_text(&mut ws).await, format!(r#"42["back",{i}]"#));
+    }
+}
+
+/// A connect middleware refuses with a message and data; a dynamic namespace is created
+/// on its first connect.
+#[tokio::test]
+async fn middleware_and_dynamic_namespaces() {
+    let server = Server::builder()
+        .ns("/private", |_, _| {})
+        .middleware(|req| {
+            let auth = req.auth_json();
+            if auth["token"] == "secret" {
+                Ok(())
+            } else {
+                Err(socketio::ConnectError::new("not authorized")
+                    .with_data(serde_json::json!({"code": 401})))
+            }
+        })
+        .dynamic_ns(
+            |name| name.starts_with("/room-"),
+            |socket, _| {
+                let _ = socket.emit("hello", (socket.nsp().to_owned(),));
+            },
+        )
+        .build(config());
+    let addr = serve(server.clone()).await;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    next_text(&mut ws).await;
+    ws.send(Message::text(r#"40/private,{"token":"wrong"}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"44/private,{"data":{"code":401},"message":"not authorized"}"#
+    );
+    ws.send(Message::text(r#"40/private,{"token":"secret"}"#))
+        .await
+        .unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40/private,{"));
+    ws.send(Message::text("40/room-42,")).await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40/room-42,{"));
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"42/room-42,["hello","/room-42"]"#
+    );
+    assert!(server.of("/room-42").is_some());
+    ws.send(Message::text("40/other,")).await.unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"44/other,{"message":"Invalid namespace"}"#
+    );
+}
