@@ -123,9 +123,11 @@ impl AckResponse {
 }
 
 /// A client asking to join a namespace: its auth payload and the connection it came on.
+/// Middlewares may attach typed data to it; the socket inherits that data.
 pub struct ConnectRequest {
     pub(crate) auth: Data,
     pub(crate) conn: Arc<Conn>,
+    pub(crate) data: parking_lot::Mutex<crate::socket::Extensions>,
 }
 
 impl fmt::Debug for ConnectRequest {
@@ -164,6 +166,16 @@ impl ConnectRequest {
     /// The Engine.IO connection (address, headers, query of the opening request).
     pub fn connection(&self) -> &Arc<Conn> {
         &self.conn
+    }
+
+    /// Attaches a typed value for the socket to be (verified claims, a user id, ...).
+    pub fn set_data<T: std::any::Any + Send + Sync>(&self, value: T) {
+        self.data.lock().insert(value);
+    }
+
+    /// A copy of a value a middleware attached.
+    pub fn data<T: std::any::Any + Clone + Send + Sync>(&self) -> Option<T> {
+        self.data.lock().get::<T>().cloned()
     }
 }
 

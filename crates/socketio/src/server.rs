@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::args::{encode, Body};
 use crate::namespace::{ConnectHandler, Middleware};
-use crate::socket::{Conn, ConnState};
+use crate::socket::{Conn, ConnState, Extensions};
 use crate::{Config, ConnectError, ConnectRequest, Namespace, Parser, Socket, SocketRef};
 
 struct NsSpec {
@@ -313,6 +313,7 @@ impl Handler {
         let request = ConnectRequest {
             auth: packet.data,
             conn: conn.clone(),
+            data: Mutex::new(Extensions::default()),
         };
         for middleware in &ns.middlewares {
             if let Err(e) = middleware(&request) {
@@ -320,7 +321,8 @@ impl Handler {
                 return;
             }
         }
-        let socket = Arc::new(Socket::new(ns.clone(), conn.clone(), parser));
+        let data = std::mem::take(&mut *request.data.lock());
+        let socket = Arc::new(Socket::new(ns.clone(), conn.clone(), parser, data));
         let reply = serde_json::json!({ "sid": socket.id().as_str() });
         // The reply is queued first, then the socket becomes reachable (a broadcast
         // cannot overtake the reply), then the connect handler installs the event

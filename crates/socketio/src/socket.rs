@@ -1,5 +1,6 @@
 //! A socket: one client in one namespace.
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
@@ -48,6 +49,34 @@ impl ConnState {
 }
 
 type EventHandler = Arc<dyn Fn(&SocketRef, Event) + Send + Sync>;
+
+/// Typed values attached to a socket (or to a connect request), at most one per type.
+/// A short list: sockets carry a few such values, and a scan beats hashing here.
+#[derive(Default)]
+pub(crate) struct Extensions(Vec<Box<dyn Any + Send + Sync>>);
+
+impl Extensions {
+    pub(crate) fn insert<T: Any + Send + Sync>(&mut self, value: T) {
+        if let Some(slot) = self.0.iter_mut().find(|v| v.is::<T>()) {
+            *slot = Box::new(value);
+        } else {
+            self.0.push(Box::new(value));
+        }
+    }
+
+    pub(crate) fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.0.iter().find_map(|v| v.downcast_ref::<T>())
+    }
+
+    pub(crate) fn get_mut<T: Any + Send + Sync>(&mut self) -> Option<&mut T> {
+        self.0.iter_mut().find_map(|v| v.downcast_mut::<T>())
+    }
+
+    pub(crate) fn remove<T: Any + Send + Sync>(&mut self) -> Option<T> {
+        let at = self.0.iter().position(|v| v.is::<T>())?;
+        self.0.swap_remove(at).downcast::<T>().ok().map(|b| *b)
+    }
+}
 type DisconnectHandler = Arc<dyn Fn(&SocketRef, DisconnectReason) + Send + Sync>;
 
 /// One client connected to one namespace.
@@ -64,6 +93,7 @@ pub struct Socket {
     acks: Mutex<HashMap<u64, oneshot::Sender<AckResponse>>>,
     next_ack: AtomicU64,
     connected: AtomicBool,
+    data: Mutex<Extensions>,
 }
 
 impl fmt::Debug for Socket {
@@ -76,7 +106,12 @@ impl fmt::Debug for Socket {
 }
 
 impl Socket {
-    pub(crate) fn new(nsp: Arc<Namespace>, conn: Arc<Conn>, parser: Parser) -> Socket {
+    pub(crate) fn new(
+        nsp: Arc<Namespace>,
+        conn: Arc<Conn>,
+        parser: Parser,
+        data: Extensions,
+    ) -> Socket {
         Socket {
             id: Sid::from_random(rand::random()),
             nsp,
@@ -90,7 +125,29 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(0),
             connected: AtomicBool::new(true),
+            data: Mutex::new(data),
         }
+    }
+
+    /// Attaches a typed value to the socket, replacing one of the same type.
+    pub fn set_data<T: Any + Send + Sync>(&self, value: T) {
+        self.data.lock().insert(value);
+    }
+
+    /// A copy of the socket's value of type `T` (set here or by a connect middleware).
+    pub fn data<T: Any + Clone + Send + Sync>(&self) -> Option<T> {
+        self.data.lock().get::<T>().cloned()
+    }
+
+    /// Runs `f` on the socket's value of type `T`, if any, under the socket's data lock
+    /// (keep `f` short; it must not call back into this socket's data).
+    pub fn with_data<T: Any + Send + Sync, R>(&self, f: impl FnOnce(Option<&mut T>) -> R) -> R {
+        f(self.data.lock().get_mut::<T>())
+    }
+
+    /// Takes the socket's value of type `T` off it.
+    pub fn take_data<T: Any + Send + Sync>(&self) -> Option<T> {
+        self.data.lock().remove::<T>()
     }
 
     /// The socket id (not the Engine.IO session id).

@@ -281,15 +281,24 @@ async fn packets_right_after_connect() {
     }
 }
 
-/// A connect middleware refuses with a message and data; a dynamic namespace is created
-/// on its first connect.
+/// A connect middleware refuses with a message and data, or attaches typed data the socket
+/// inherits; a dynamic namespace is created on its first connect.
 #[tokio::test]
 async fn middleware_and_dynamic_namespaces() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct User(String);
     let server = Server::builder()
-        .ns("/private", |_, _| {})
+        .ns("/private", |socket, _| {
+            // Data a middleware attached is on the socket; sockets take more.
+            let user: User = socket.data().unwrap();
+            socket.set_data(3u32);
+            socket.with_data(|n: Option<&mut u32>| *n.unwrap() += 1);
+            let _ = socket.emit("whoami", (user.0, socket.data::<u32>().unwrap()));
+        })
         .middleware(|req| {
             let auth = req.auth_json();
             if auth["token"] == "secret" {
+                req.set_data(User("alice".to_owned()));
                 Ok(())
             } else {
                 Err(socketio::ConnectError::new("not authorized")
@@ -318,6 +327,10 @@ async fn middleware_and_dynamic_namespaces() {
         .await
         .unwrap();
     assert!(next_text(&mut ws).await.starts_with("40/private,{"));
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"42/private,["whoami","alice",4]"#
+    );
     ws.send(Message::text("40/room-42,")).await.unwrap();
     assert!(next_text(&mut ws).await.starts_with("40/room-42,{"));
     assert_eq!(
