@@ -178,6 +178,26 @@ impl Conn {
         self.send_raw(&packet).await
     }
 
+    /// Connects as [`Conn::connect`], then joins the Socket.IO namespace `/` and waits for
+    /// the CONNECT reply.
+    ///
+    /// # Errors
+    ///
+    /// As [`Conn::connect`]; a refused or unexpected reply is a handshake error.
+    pub async fn connect_socketio(target: &Target, i: usize) -> Result<Conn, ClientError> {
+        let mut conn = Conn::connect(target, i).await?;
+        conn.send_message(b"0").await?;
+        let reply = conn.recv_message().await?;
+        if reply.first() == Some(&b'0') {
+            Ok(conn)
+        } else {
+            Err(ClientError::Handshake(format!(
+                "CONNECT refused: {}",
+                String::from_utf8_lossy(&reply)
+            )))
+        }
+    }
+
     /// Sends a raw Engine.IO text packet (`3`, `4...`).
     ///
     /// # Errors

@@ -60,6 +60,36 @@ where
     F: Fn(usize, Conn) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    open(target, n, rate, concurrency, false, then).await
+}
+
+/// As [`open_many`], each connection also joining the Socket.IO namespace `/`.
+pub async fn open_sockets<F, Fut>(
+    target: &Target,
+    n: usize,
+    rate: u32,
+    concurrency: usize,
+    then: F,
+) -> Opened
+where
+    F: Fn(usize, Conn) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    open(target, n, rate, concurrency, true, then).await
+}
+
+async fn open<F, Fut>(
+    target: &Target,
+    n: usize,
+    rate: u32,
+    concurrency: usize,
+    socketio: bool,
+    then: F,
+) -> Opened
+where
+    F: Fn(usize, Conn) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let semaphore = Arc::new(Semaphore::new(concurrency.max(1)));
     let (done_tx, mut done_rx) =
         tokio::sync::mpsc::unbounded_channel::<Result<u64, &'static str>>();
@@ -80,8 +110,14 @@ where
         let then = then.clone();
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
-            let result =
-                tokio::time::timeout(Duration::from_secs(30), Conn::connect(&target, i)).await;
+            let connect = async {
+                if socketio {
+                    Conn::connect_socketio(&target, i).await
+                } else {
+                    Conn::connect(&target, i).await
+                }
+            };
+            let result = tokio::time::timeout(Duration::from_secs(30), connect).await;
             drop(permit);
             match result {
                 Ok(Ok(conn)) => {

@@ -9,6 +9,8 @@
 //! - [`idle`]: open N connections at a bounded rate and hold them; handshake latency and
 //!   server memory per connection.
 //! - [`burst`]: N receivers, one trigger; deliveries per second of one pre-encoded frame.
+//! - [`sio_burst`]: Socket.IO receivers in a room of the bench app; broadcasts per second,
+//!   loss and order.
 //! - [`report`]: the JSON line and the human summary.
 
 pub mod burst;
@@ -16,6 +18,7 @@ pub mod client;
 pub mod idle;
 pub mod proc;
 pub mod report;
+pub mod sio_burst;
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -65,6 +65,25 @@ enum Mode {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Socket.IO receivers in one room of the bench app (`bench-server`, path
+    /// `/socket.io/`); a publisher sends COUNT broadcasts at once.
+    SioBurst {
+        /// Receivers in the room.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Connection rate while opening.
+        #[arg(long, default_value_t = 2000)]
+        rate: u32,
+        /// Broadcasts.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Padding bytes per message.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seconds before giving up.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
 }
 
 fn main() {
@@ -125,6 +144,23 @@ fn main() {
                     server_pid: cli.server_pid,
                 };
                 bench::burst::run(&target, &opts).await
+            }
+            Mode::SioBurst {
+                connections,
+                rate,
+                count,
+                size,
+                timeout,
+            } => {
+                let opts = bench::sio_burst::SioBurstOptions {
+                    connections: connections + 1,
+                    rate,
+                    count,
+                    size,
+                    timeout: Duration::from_secs(timeout),
+                    server_pid: cli.server_pid,
+                };
+                bench::sio_burst::run(&target, &opts).await
             }
         }
     });

@@ -1,0 +1,114 @@
+//! `bench-server`: the bench app on Herald, the same app the benchmarks run on every
+//! server under test, on namespace `/`:
+//!
+//! - `join` (room) with ack: the socket joins the room; ack `"ok"`;
+//! - `echo` (data) with ack: ack with the data;
+//! - `broadcast` (room, data): emit `msg` with the data to everyone in the room.
+//!
+//! ```text
+//! bench-server [--port P] [--encode-per-recipient]   # or PORT=P; binds 127.0.0.1
+//! ```
+//!
+//! Prints `PID <pid>` and `LISTENING <port>` when ready; exits on SIGTERM or SIGINT.
+//! `--encode-per-recipient` makes `broadcast` encode the packet again for every
+//! recipient, as a server without encode-once would (for the comparison in
+//! `docs/benchmarks.md`).
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use socketio::{Config, Server};
+
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let port: u16 = args
+        .iter()
+        .position(|a| a == "--port")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| std::env::var("PORT").ok())
+        .map_or(Ok(3000), |p| p.parse())
+        .unwrap_or_else(|_| {
+            eprintln!("bench-server: invalid port");
+            std::process::exit(64)
+        });
+    let per_recipient = args.iter().any(|a| a == "--encode-per-recipient");
+    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("bench-server: {e}");
+            std::process::exit(70)
+        });
+    runtime.block_on(async move {
+        let server = Server::builder()
+            .ns("/", move |socket, _| {
+                socket.on("join", |socket, ev| {
+                    if let Ok(room) = ev.data::<String>() {
+                        socket.join(room);
+                        let _ = ev.ack(("ok",));
+                    }
+                });
+                socket.on("echo", |_, ev| {
+                    let _ = ev.ack(ev.raw_args());
+                });
+                socket.on("broadcast", move |socket, ev| {
+                    let Ok(room) = ev.data::<String>() else { return };
+                    // The arguments after the room, passed on as they came.
+                    let data = match ev.args::<(String, serde_json::Value)>() {
+                        Ok((_, data)) => data,
+                        Err(_) => return,
+                    };
+                    let room_op = socket.namespace().to(room);
+                    if per_recipient {
+                        for target in room_op.sockets() {
+                            let _ = target.emit("msg", (&data,));
+                        }
+                    } else {
+                        let _ = room_op.emit("msg", (&data,));
+                    }
+                });
+            })
+            .build(Config {
+                engine: engineio::Config {
+                    path: "/socket.io/".to_owned(),
+                    max_buffered_bytes: 64 << 20,
+                    ..engineio::Config::default()
+                },
+                ..Config::default()
+            });
+        let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("bench-server: bind: {e}");
+                std::process::exit(1)
+            }
+        };
+        eprintln!("bench-server: open-file limit {fd_limit} (raised to the hard limit), encode per recipient: {per_recipient}");
+        println!("PID {}", std::process::id());
+        println!("LISTENING {}", listener.local_addr().map(|a| a.port()).unwrap_or(port));
+        let _ = std::io::stdout().flush();
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("bench-server: {e}");
+                std::process::exit(70)
+            }
+        };
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, remote)) => {
+                        tokio::spawn(server.clone().serve_connection(stream, remote));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                },
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+    });
+}
