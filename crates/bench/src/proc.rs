@@ -37,6 +37,11 @@ impl CpuMeter {
         }
     }
 
+    /// CPU seconds used since the start.
+    pub fn seconds(&self) -> f64 {
+        cpu_seconds(self.pid).unwrap_or(self.start_cpu) - self.start_cpu
+    }
+
     /// Average CPU since the start, in cores (1.0 = one core busy).
     pub fn cores(&self) -> f64 {
         let wall = self.start.elapsed().map_or(0.0, |d| d.as_secs_f64());

@@ -155,10 +155,20 @@ pub async fn run(target: &Target, opts: &SioBurstOptions) -> Report {
     report.set("first_to_last_ms", json!((span * 1e4).round() / 10.0));
     report.set("deliveries_per_s", json!((received as f64 / span).round()));
     if let Some(cpu) = server_cpu {
+        let seconds = cpu.seconds();
         report.set(
             "server_cpu_cores",
             json!((cpu.cores() * 100.0).round() / 100.0),
         );
+        report.set("server_cpu_ms", json!((seconds * 1e4).round() / 10.0));
+        if received > 0 {
+            // What the server spent per delivery and per broadcast, whatever limited
+            // the rate.
+            let per_delivery = seconds * 1e9 / received as f64;
+            let per_broadcast = seconds * 1e6 / sent.max(1) as f64;
+            report.set("server_cpu_ns_per_delivery", json!(per_delivery.round()));
+            report.set("server_cpu_us_per_broadcast", json!(per_broadcast.round()));
+        }
     }
     report.set(
         "client_cpu_cores",
