@@ -30,6 +30,8 @@ pub struct IdleOptions {
     pub settle: Duration,
     /// The server's process id, to read its memory and CPU.
     pub server_pid: Option<u32>,
+    /// Also join the Socket.IO namespace `/` on each connection.
+    pub socketio: bool,
 }
 
 /// What opening the connections took.
@@ -191,7 +193,15 @@ pub async fn run(target: &Target, opts: &IdleOptions) -> Report {
             }
         }
     };
-    let opened = open_many(target, opts.connections, opts.rate, opts.concurrency, hold).await;
+    let opened = open(
+        target,
+        opts.connections,
+        opts.rate,
+        opts.concurrency,
+        opts.socketio,
+        hold,
+    )
+    .await;
     let connected = opened.connected;
     tokio::time::sleep(opts.settle).await;
     let rss_after = opts.server_pid.and_then(rss_bytes);
@@ -201,7 +211,11 @@ pub async fn run(target: &Target, opts: &IdleOptions) -> Report {
         let _ = task.await;
     }
 
-    let mut r = Report::new("idle");
+    let mut r = Report::new(if opts.socketio {
+        "idle-socketio"
+    } else {
+        "idle"
+    });
     r.set("target", json!(target.addr.to_string()));
     r.set("connections", json!(opts.connections));
     r.set("connected", json!(connected));

@@ -45,6 +45,10 @@ enum Mode {
         /// Seconds to wait after the last handshake before reading server memory.
         #[arg(long, default_value_t = 3)]
         settle: u64,
+        /// Also join the Socket.IO namespace `/` on each connection (use with
+        /// `--path /socket.io/`).
+        #[arg(long)]
+        socketio: bool,
     },
     /// N receivers; one trigger makes the server queue one frame COUNT times on every
     /// session (needs eio-bench-server).
@@ -117,6 +121,7 @@ fn main() {
                 concurrency,
                 hold,
                 settle,
+                socketio,
             } => {
                 let opts = bench::idle::IdleOptions {
                     connections,
@@ -125,6 +130,7 @@ fn main() {
                     hold: Duration::from_secs(hold.max(settle)),
                     settle: Duration::from_secs(settle),
                     server_pid: cli.server_pid,
+                    socketio,
                 };
                 bench::idle::run(&target, &opts).await
             }

@@ -8,6 +8,7 @@ use dashmap::DashMap;
 use engineio::Sid;
 use socketio_proto::Str;
 
+use crate::socket::EventHandler;
 use crate::{BroadcastOperator, ConnectError, ConnectRequest, Parser, SocketRef};
 
 pub(crate) type Middleware = Arc<dyn Fn(&ConnectRequest) -> Result<(), ConnectError> + Send + Sync>;
@@ -22,6 +23,8 @@ pub struct Namespace {
     pub(crate) parser: Parser,
     pub(crate) middlewares: Vec<Middleware>,
     pub(crate) on_connect: ConnectHandler,
+    /// Event handlers every socket of the namespace shares; fixed when the server is built.
+    pub(crate) handlers: HashMap<Box<str>, EventHandler>,
     pub(crate) sockets: DashMap<Sid, SocketRef>,
     pub(crate) rooms: DashMap<Str, HashMap<Sid, SocketRef>>,
 }
@@ -42,12 +45,14 @@ impl Namespace {
         parser: Parser,
         middlewares: Vec<Middleware>,
         on_connect: ConnectHandler,
+        handlers: HashMap<Box<str>, EventHandler>,
     ) -> Namespace {
         Namespace {
             name,
             parser,
             middlewares,
             on_connect,
+            handlers,
             sockets: DashMap::new(),
             rooms: DashMap::new(),
         }

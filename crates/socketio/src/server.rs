@@ -1,6 +1,6 @@
 //! The server: namespaces, the connect flow, and the dispatch of packets.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -16,13 +16,14 @@ use tokio::time::Instant;
 
 use crate::args::{encode, Body};
 use crate::namespace::{ConnectHandler, Middleware};
-use crate::socket::{Conn, ConnState, Extensions};
+use crate::socket::{Conn, ConnState, EventHandler, Extensions};
 use crate::{Config, ConnectError, ConnectRequest, Namespace, Parser, Socket, SocketRef};
 
 struct NsSpec {
     matcher: Matcher,
     middlewares: Vec<Middleware>,
     on_connect: ConnectHandler,
+    handlers: HashMap<Box<str>, EventHandler>,
 }
 
 enum Matcher {
@@ -61,6 +62,7 @@ impl Builder {
             matcher: Matcher::Name(name),
             middlewares: Vec::new(),
             on_connect: Arc::new(on_connect),
+            handlers: HashMap::new(),
         });
         self
     }
@@ -76,6 +78,7 @@ impl Builder {
             matcher: Matcher::Dynamic(Arc::new(matcher)),
             middlewares: Vec::new(),
             on_connect: Arc::new(on_connect),
+            handlers: HashMap::new(),
         });
         self
     }
@@ -98,6 +101,26 @@ impl Builder {
         self
     }
 
+    /// Adds a handler for `event` to the namespace added last, shared by all its sockets:
+    /// it costs nothing per socket (a [`Socket::on`] handler of the same name, if any,
+    /// takes precedence).
+    ///
+    /// # Panics
+    ///
+    /// When no namespace was added yet.
+    pub fn on(
+        mut self,
+        event: &str,
+        handler: impl Fn(&SocketRef, crate::Event) + Send + Sync + 'static,
+    ) -> Self {
+        self.specs
+            .last_mut()
+            .expect("add a namespace before its handlers")
+            .handlers
+            .insert(event.into(), Arc::new(handler));
+        self
+    }
+
     /// Builds the server and starts its engine and timers on the current Tokio runtime.
     ///
     /// # Panics
@@ -117,6 +140,7 @@ impl Builder {
                     inner.config.parser,
                     spec.middlewares.clone(),
                     spec.on_connect.clone(),
+                    spec.handlers.clone(),
                 );
                 inner
                     .namespaces
@@ -161,6 +185,7 @@ impl Inner {
                     self.config.parser,
                     spec.middlewares.clone(),
                     spec.on_connect.clone(),
+                    spec.handlers.clone(),
                 ))
             })
             .clone();
@@ -347,7 +372,12 @@ impl Handler {
         conn.data()
             .joined
             .store(true, std::sync::atomic::Ordering::Release);
-        conn.data().sockets.lock().push(socket.clone());
+        {
+            let mut sockets = conn.data().sockets.lock();
+            // Most connections join one namespace: room for one, not the default four.
+            sockets.reserve_exact(1);
+            sockets.push(socket.clone());
+        }
         ns.sockets.insert(socket.id(), socket.clone());
         (ns.on_connect)(&socket, &request);
     }

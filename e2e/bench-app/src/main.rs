@@ -44,33 +44,30 @@ fn main() {
             std::process::exit(70)
         });
     runtime.block_on(async move {
+        // Namespace-level handlers: shared by every socket, nothing allocated per socket.
         let server = Server::builder()
-            .ns("/", move |socket, _| {
-                socket.on("join", |socket, ev| {
-                    if let Ok(room) = ev.data::<String>() {
-                        socket.join(room);
-                        let _ = ev.ack(("ok",));
+            .ns("/", |_, _| {})
+            .on("join", |socket, ev| {
+                if let Ok(room) = ev.data::<String>() {
+                    socket.join(room);
+                    let _ = ev.ack(("ok",));
+                }
+            })
+            .on("echo", |_, ev| {
+                let _ = ev.ack(ev.raw_args());
+            })
+            .on("broadcast", move |socket, ev| {
+                let Ok((room, data)) = ev.args::<(String, serde_json::Value)>() else {
+                    return;
+                };
+                let room_op = socket.namespace().to(room);
+                if per_recipient {
+                    for target in room_op.sockets() {
+                        let _ = target.emit("msg", (&data,));
                     }
-                });
-                socket.on("echo", |_, ev| {
-                    let _ = ev.ack(ev.raw_args());
-                });
-                socket.on("broadcast", move |socket, ev| {
-                    let Ok(room) = ev.data::<String>() else { return };
-                    // The arguments after the room, passed on as they came.
-                    let data = match ev.args::<(String, serde_json::Value)>() {
-                        Ok((_, data)) => data,
-                        Err(_) => return,
-                    };
-                    let room_op = socket.namespace().to(room);
-                    if per_recipient {
-                        for target in room_op.sockets() {
-                            let _ = target.emit("msg", (&data,));
-                        }
-                    } else {
-                        let _ = room_op.emit("msg", (&data,));
-                    }
-                });
+                } else {
+                    let _ = room_op.emit("msg", (&data,));
+                }
             })
             .build(Config {
                 engine: engineio::Config {

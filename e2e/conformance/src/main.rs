@@ -93,12 +93,12 @@ fn socketio_server(parser: socketio::Parser) -> socketio::Server {
     socketio::Server::builder()
         .ns("/", |socket, req| {
             let _ = socket.emit("auth", (req.auth_json(),));
-            socket.on("message", |socket, ev| {
-                let _ = socket.emit("message-back", ev.raw_args());
-            });
-            socket.on("message-with-ack", |_socket, ev| {
-                let _ = ev.ack(ev.raw_args());
-            });
+        })
+        .on("message", |socket, ev| {
+            let _ = socket.emit("message-back", ev.raw_args());
+        })
+        .on("message-with-ack", |_socket, ev| {
+            let _ = ev.ack(ev.raw_args());
         })
         .ns("/custom", |socket, req| {
             let _ = socket.emit("auth", (req.auth_json(),));
