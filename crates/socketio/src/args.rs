@@ -133,9 +133,44 @@ pub(crate) fn encode(
 ) -> Result<Vec<Frame>, Error> {
     match parser {
         Parser::Default => {
-            let attachments = match &body {
-                Body::Event(_, args) | Body::Ack(args) => args.attachments(),
-                _ => &[],
+            let mut payload = Vec::with_capacity(64);
+            // `Binary` values written here become placeholders and attachments.
+            let (written, collected) = crate::binary::writing(|| -> Result<(), Error> {
+                match &body {
+                    Body::None => {}
+                    Body::Event(name, args) => {
+                        payload.push(b'[');
+                        serde_json::to_writer(&mut payload, name)
+                            .map_err(|e| Error::Serialize(e.to_string()))?;
+                        args.write_json(&mut payload)?;
+                        payload.push(b']');
+                    }
+                    Body::Ack(args) => {
+                        args.write_json(&mut payload)?;
+                        // Arguments are written with a leading comma each; an ack array
+                        // has no name before them.
+                        if payload.first() == Some(&b',') {
+                            payload[0] = b'[';
+                        } else {
+                            payload.insert(0, b'[');
+                        }
+                        payload.push(b']');
+                    }
+                    Body::Value(v) => {
+                        serde_json::to_writer(&mut payload, v)
+                            .map_err(|e| Error::Serialize(e.to_string()))?;
+                    }
+                }
+                Ok(())
+            });
+            written?;
+            let attachments = if collected.is_empty() {
+                match &body {
+                    Body::Event(_, args) | Body::Ack(args) => args.attachments().to_vec(),
+                    _ => Vec::new(),
+                }
+            } else {
+                collected
             };
             let kind = match (kind, attachments.is_empty()) {
                 (PacketType::Event, false) => PacketType::BinaryEvent,
@@ -145,32 +180,6 @@ pub(crate) fn encode(
             let mut head = BytesMut::with_capacity(16);
             head.put_u8(b'4');
             json::encode_head(&mut head, kind, nsp, id, attachments.len());
-            let mut payload = Vec::with_capacity(64);
-            match body {
-                Body::None => {}
-                Body::Event(name, args) => {
-                    payload.push(b'[');
-                    serde_json::to_writer(&mut payload, name)
-                        .map_err(|e| Error::Serialize(e.to_string()))?;
-                    args.write_json(&mut payload)?;
-                    payload.push(b']');
-                }
-                Body::Ack(args) => {
-                    args.write_json(&mut payload)?;
-                    // Arguments are written with a leading comma each; an ack array has
-                    // no name before them.
-                    if payload.first() == Some(&b',') {
-                        payload[0] = b'[';
-                    } else {
-                        payload.insert(0, b'[');
-                    }
-                    payload.push(b']');
-                }
-                Body::Value(v) => {
-                    serde_json::to_writer(&mut payload, v)
-                        .map_err(|e| Error::Serialize(e.to_string()))?;
-                }
-            }
             let mut frames = Vec::with_capacity(1 + attachments.len());
             frames.push(Frame::server_parts(OpCode::Text, &[&head, &payload]));
             frames.extend(attachments.iter().map(|a| Frame::server(OpCode::Binary, a)));
@@ -293,6 +302,48 @@ mod tests {
         assert_eq!(text(&f), r#"451-["back",{"_placeholder":true,"num":0}]"#);
         assert_eq!(f.len(), 2);
         assert_eq!(&f[1].payload()[..], &[1, 2, 3]);
+    }
+
+    /// Typed `Binary` arguments become placeholders and attachments with the default
+    /// parser, and `bin` values with msgpack.
+    #[test]
+    fn typed_binary() {
+        use crate::Binary;
+        let args = (
+            "name",
+            Binary::from(vec![1u8, 2]),
+            vec![Binary::from(vec![3u8])],
+        );
+        let f = encode(
+            Parser::Default,
+            PacketType::Event,
+            "/",
+            None,
+            Body::Event("file", &args),
+        )
+        .unwrap();
+        assert_eq!(
+            text(&f),
+            r#"452-["file","name",{"_placeholder":true,"num":0},[{"_placeholder":true,"num":1}]]"#
+        );
+        assert_eq!(
+            (&f[1].payload()[..], &f[2].payload()[..]),
+            (&[1u8, 2][..], &[3u8][..])
+        );
+        let f = encode(
+            Parser::Msgpack,
+            PacketType::Event,
+            "/",
+            None,
+            Body::Event("file", &args),
+        )
+        .unwrap();
+        let p = socketio_proto::msgpack::decode(f[0].payload()).unwrap();
+        let socketio_proto::Data::Msgpack(raw) = p.data else {
+            panic!()
+        };
+        // ["file", "name", bin[1,2], [bin[3]]]
+        assert!(raw.windows(4).any(|w| w == [0xc4, 0x02, 1, 2]));
     }
 
     /// The msgpack form decodes back with the proto crate.

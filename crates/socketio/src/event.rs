@@ -201,11 +201,20 @@ pub(crate) fn raw_event_args(data: &Data) -> RawArgs {
 /// Reads a packet's payload array with `visitor`, whichever the parser.
 fn read_seq<'de, V: Visitor<'de>>(data: &'de Data, visitor: V) -> Result<V::Value, Error> {
     match data {
-        Data::Json(raw) | Data::JsonBinary { json: raw, .. } => {
+        Data::Json(raw) => {
             let mut de = serde_json::Deserializer::from_slice(raw);
             de.deserialize_seq(visitor)
                 .map_err(|e| Error::Deserialize(e.to_string()))
         }
+        // Placeholders in the JSON find their bytes in the packet's attachments.
+        Data::JsonBinary {
+            json: raw,
+            attachments,
+        } => crate::binary::reading(attachments, || {
+            let mut de = serde_json::Deserializer::from_slice(raw);
+            de.deserialize_seq(visitor)
+                .map_err(|e| Error::Deserialize(e.to_string()))
+        }),
         Data::Msgpack(raw) => {
             let mut de = rmp_serde::Deserializer::new(&raw[..]);
             de.deserialize_seq(visitor)

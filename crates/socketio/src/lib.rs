@@ -14,6 +14,7 @@
 //!   encoding per broadcast, the same frames for every recipient.
 //! - [`args`]: [`Args`], the arguments of an emit (tuples of serializable values, or
 //!   [`RawArgs`] passed on as they came).
+//! - [`binary`]: [`Binary`], binary data inside typed payloads, for both parsers.
 //! - [`error`]: [`Error`], [`AckError`], [`ConnectError`], [`DisconnectReason`].
 //!
 //! Handlers are plain closures called in the order packets arrive, on the connection's
@@ -47,6 +48,7 @@
 //! ```
 
 pub mod args;
+pub mod binary;
 pub mod broadcast;
 pub mod config;
 pub mod error;
@@ -56,6 +58,7 @@ pub mod server;
 pub mod socket;
 
 pub use args::{Args, RawArgs};
+pub use binary::Binary;
 pub use broadcast::BroadcastOperator;
 pub use config::{Config, Parser};
 pub use error::{AckError, ConnectError, DisconnectReason, Error};

@@ -344,3 +344,53 @@ async fn middleware_and_dynamic_namespaces() {
         r#"44/other,{"message":"Invalid namespace"}"#
     );
 }
+
+/// Typed binary: a handler reads `Binary` values out of a binary event (default parser,
+/// attachments) and emits one back as an attachment; a placeholder naming no attachment
+/// fails to read rather than inventing bytes.
+#[tokio::test]
+async fn typed_binary_arguments() {
+    use socketio::Binary;
+    let server = Server::builder()
+        .ns("/", |_, _| {})
+        .on("upload", |socket, ev| match ev.args::<(String, Binary)>() {
+            Ok((name, data)) => {
+                let mut reversed = data.to_vec();
+                reversed.reverse();
+                socket
+                    .emit("stored", (name, Binary::from(reversed)))
+                    .unwrap();
+            }
+            Err(e) => socket.emit("error", (e.to_string(),)).unwrap(),
+        })
+        .build(config());
+    let addr = serve(server).await;
+    let (mut ws, _) = client(addr).await;
+    ws.send(Message::text(
+        r#"451-["upload","f.bin",{"_placeholder":true,"num":0}]"#,
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"451-["stored","f.bin",{"_placeholder":true,"num":0}]"#
+    );
+    let bin = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Message::Binary(b) => break b,
+            _ => continue,
+        }
+    };
+    assert_eq!(&bin[..], &[3, 2, 1]);
+    // Text arguments where binary is expected: a clear error, not a panic.
+    ws.send(Message::text(r#"42["upload","f.bin","not binary"]"#))
+        .await
+        .unwrap();
+    assert!(next_text(&mut ws).await.starts_with(r#"42["error","#));
+}
