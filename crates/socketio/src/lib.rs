@@ -12,6 +12,8 @@
 //!   and [`AckResponse`].
 //! - [`broadcast`]: [`BroadcastOperator`]: `to`, `except`, `volatile`, `timeout`; one
 //!   encoding per broadcast, the same frames for every recipient.
+//! - [`adapter`]: [`Adapter`], where broadcasts and operations on sets of sockets go,
+//!   and [`LocalAdapter`] for a single node; shaped for a cluster adapter.
 //! - [`args`]: [`Args`], the arguments of an emit (tuples of serializable values, or
 //!   [`RawArgs`] passed on as they came).
 //! - [`binary`]: [`Binary`], binary data inside typed payloads, for both parsers.
@@ -47,6 +49,7 @@
 //! # }
 //! ```
 
+pub mod adapter;
 pub mod args;
 pub mod binary;
 pub mod broadcast;
@@ -57,6 +60,7 @@ pub mod namespace;
 pub mod server;
 pub mod socket;
 
+pub use adapter::{Adapter, BroadcastOptions, FetchedSocket, LocalAdapter};
 pub use args::{Args, RawArgs};
 pub use binary::Binary;
 pub use broadcast::BroadcastOperator;

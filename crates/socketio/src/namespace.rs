@@ -1,6 +1,6 @@
 //! Namespaces: their sockets and rooms.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use dashmap::DashMap;
 use engineio::Sid;
 use socketio_proto::Str;
 
+use crate::adapter::{Adapter, BroadcastOptions};
 use crate::socket::EventHandler;
 use crate::{BroadcastOperator, ConnectError, ConnectRequest, Parser, SocketRef};
 
@@ -25,6 +26,7 @@ pub struct Namespace {
     pub(crate) on_connect: ConnectHandler,
     /// Event handlers every socket of the namespace shares; fixed when the server is built.
     pub(crate) handlers: HashMap<Box<str>, EventHandler>,
+    pub(crate) adapter: Arc<dyn Adapter>,
     pub(crate) sockets: DashMap<Sid, SocketRef>,
     pub(crate) rooms: DashMap<Str, HashMap<Sid, SocketRef>>,
 }
@@ -46,6 +48,7 @@ impl Namespace {
         middlewares: Vec<Middleware>,
         on_connect: ConnectHandler,
         handlers: HashMap<Box<str>, EventHandler>,
+        adapter: Arc<dyn Adapter>,
     ) -> Namespace {
         Namespace {
             name,
@@ -53,6 +56,7 @@ impl Namespace {
             middlewares,
             on_connect,
             handlers,
+            adapter,
             sockets: DashMap::new(),
             rooms: DashMap::new(),
         }
@@ -94,6 +98,77 @@ impl Namespace {
     /// A broadcast to `room`.
     pub fn to(self: &Arc<Self>, room: impl Into<Str>) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).to(room)
+    }
+
+    /// The adapter of this namespace.
+    pub fn adapter(&self) -> &Arc<dyn Adapter> {
+        &self.adapter
+    }
+
+    /// Emits `event` to the other servers of the cluster through the adapter (not to
+    /// clients); nothing to do on a single node.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Serialize`] when the arguments do not serialize.
+    pub fn server_side_emit<A: crate::Args>(
+        self: &Arc<Self>,
+        event: &str,
+        args: A,
+    ) -> Result<(), crate::Error> {
+        self.adapter.server_side_emit(self, event, &args)
+    }
+
+    /// This node's sockets matching `opts`.
+    pub fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<SocketRef> {
+        let mut out = Vec::new();
+        self.for_each_local(opts, |s| out.push(s.clone()));
+        out
+    }
+
+    /// Calls `f` once on each of this node's sockets matching `opts`. Holds one shard of
+    /// the room or socket map at a time, for reading only; `f` must not join or leave
+    /// rooms.
+    pub fn for_each_local(&self, opts: &BroadcastOptions, mut f: impl FnMut(&SocketRef)) {
+        let mut excluded: HashSet<Sid> = HashSet::new();
+        excluded.extend(opts.except_socket);
+        for room in &opts.except {
+            if let Some(members) = self.rooms.get(room) {
+                excluded.extend(members.keys().copied());
+            }
+        }
+        let mut take = |id: &Sid, socket: &SocketRef| {
+            if !excluded.contains(id) {
+                f(socket);
+            }
+        };
+        match opts.rooms.as_slice() {
+            [] => {
+                for entry in self.sockets.iter() {
+                    take(entry.key(), entry.value());
+                }
+            }
+            [room] => {
+                if let Some(members) = self.rooms.get(room) {
+                    for (id, socket) in members.iter() {
+                        take(id, socket);
+                    }
+                }
+            }
+            rooms => {
+                // A socket in several of the rooms is taken once.
+                let mut seen: HashSet<Sid> = HashSet::new();
+                for room in rooms {
+                    if let Some(members) = self.rooms.get(room) {
+                        for (id, socket) in members.iter() {
+                            if seen.insert(*id) {
+                                take(id, socket);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     pub(crate) fn add_to_room(&self, room: Str, socket: &SocketRef) {

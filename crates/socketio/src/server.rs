@@ -14,6 +14,7 @@ use socketio_proto::{json, msgpack, DecodeError, Packet, PacketType, Str};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::adapter::{Adapter, LocalAdapter};
 use crate::args::{encode, Body};
 use crate::namespace::{ConnectHandler, Middleware};
 use crate::socket::{Conn, ConnState, EventHandler, Extensions};
@@ -35,6 +36,7 @@ enum Matcher {
 #[derive(Default)]
 pub struct Builder {
     specs: Vec<NsSpec>,
+    adapter: Option<Arc<dyn Adapter>>,
 }
 
 impl fmt::Debug for Builder {
@@ -121,6 +123,12 @@ impl Builder {
         self
     }
 
+    /// Sets the adapter of every namespace. Defaults to [`LocalAdapter`].
+    pub fn adapter(mut self, adapter: Arc<dyn Adapter>) -> Self {
+        self.adapter = Some(adapter);
+        self
+    }
+
     /// Builds the server and starts its engine and timers on the current Tokio runtime.
     ///
     /// # Panics
@@ -129,6 +137,7 @@ impl Builder {
     pub fn build(self, config: Config) -> Server {
         let inner = Arc::new(Inner {
             namespaces: DashMap::new(),
+            adapter: self.adapter.unwrap_or_else(|| Arc::new(LocalAdapter)),
             specs: self.specs,
             pending: Mutex::new(VecDeque::new()),
             config,
@@ -141,6 +150,7 @@ impl Builder {
                     spec.middlewares.clone(),
                     spec.on_connect.clone(),
                     spec.handlers.clone(),
+                    inner.adapter.clone(),
                 );
                 inner
                     .namespaces
@@ -160,6 +170,7 @@ impl Builder {
 
 pub(crate) struct Inner {
     config: Config,
+    adapter: Arc<dyn Adapter>,
     namespaces: DashMap<Str, Arc<Namespace>>,
     specs: Vec<NsSpec>,
     /// Connections not yet in a namespace, by connect deadline. One timer for all of
@@ -186,6 +197,7 @@ impl Inner {
                     spec.middlewares.clone(),
                     spec.on_connect.clone(),
                     spec.handlers.clone(),
+                    self.adapter.clone(),
                 ))
             })
             .clone();

@@ -238,6 +238,17 @@ impl Socket {
         args: A,
         timeout: Duration,
     ) -> impl Future<Output = Result<AckResponse, AckError>> + Send + 'static {
+        self.emit_with_ack_dyn(event, &args, timeout)
+    }
+
+    /// As [`Socket::emit_with_ack`], for arguments behind a reference (what adapters
+    /// hold). The packet is queued before this returns; the future only waits.
+    pub fn emit_with_ack_dyn(
+        self: &Arc<Self>,
+        event: &str,
+        args: &dyn Args,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<AckResponse, AckError>> + Send + 'static {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let sent = encode(
@@ -245,7 +256,7 @@ impl Socket {
             PacketType::Event,
             self.nsp(),
             Some(id),
-            Body::Event(event, &args),
+            Body::Event(event, args),
         )
         .and_then(|frames| {
             self.state.lock().acks.push((id, tx));

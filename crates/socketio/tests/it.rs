@@ -394,3 +394,134 @@ async fn typed_binary_arguments() {
         .unwrap();
     assert!(next_text(&mut ws).await.starts_with(r#"42["error","#));
 }
+
+/// Every broadcast operation goes through the namespace's adapter with the options the
+/// operator built (what a cluster adapter will forward), and the local adapter does the
+/// local part.
+#[tokio::test]
+async fn operations_go_through_the_adapter() {
+    use socketio::{
+        AckError, AckResponse, Adapter, Args, BroadcastOptions, FetchedSocket, LocalAdapter,
+        Namespace,
+    };
+    use std::sync::Arc as StdArc;
+
+    #[derive(Default)]
+    struct Recording(Mutex<Vec<String>>);
+
+    impl Adapter for Recording {
+        fn broadcast(
+            &self,
+            ns: &StdArc<Namespace>,
+            event: &str,
+            args: &dyn Args,
+            opts: &BroadcastOptions,
+        ) -> Result<usize, socketio::Error> {
+            let mut msgpack = Vec::new();
+            args.write_msgpack(&mut msgpack).unwrap();
+            self.0.lock().push(format!(
+                "broadcast {event} rooms={:?} except={:?} local={} volatile={} args={}",
+                opts.rooms,
+                opts.except,
+                opts.local,
+                opts.volatile,
+                args.count()
+            ));
+            LocalAdapter.broadcast(ns, event, args, opts)
+        }
+        fn broadcast_with_ack(
+            &self,
+            ns: &StdArc<Namespace>,
+            event: &str,
+            args: &dyn Args,
+            opts: &BroadcastOptions,
+        ) -> socketio::adapter::BoxFuture<Vec<Result<AckResponse, AckError>>> {
+            self.0.lock().push(format!(
+                "broadcast_with_ack {event} timeout={:?}",
+                opts.timeout
+            ));
+            LocalAdapter.broadcast_with_ack(ns, event, args, opts)
+        }
+        fn add_sockets(
+            &self,
+            ns: &StdArc<Namespace>,
+            opts: &BroadcastOptions,
+            rooms: &[socketio::Str],
+        ) {
+            self.0.lock().push(format!("add_sockets {rooms:?}"));
+            LocalAdapter.add_sockets(ns, opts, rooms);
+        }
+        fn del_sockets(
+            &self,
+            ns: &StdArc<Namespace>,
+            opts: &BroadcastOptions,
+            rooms: &[socketio::Str],
+        ) {
+            self.0.lock().push(format!("del_sockets {rooms:?}"));
+            LocalAdapter.del_sockets(ns, opts, rooms);
+        }
+        fn disconnect_sockets(&self, ns: &StdArc<Namespace>, opts: &BroadcastOptions, close: bool) {
+            self.0
+                .lock()
+                .push(format!("disconnect_sockets close={close}"));
+            LocalAdapter.disconnect_sockets(ns, opts, close);
+        }
+        fn fetch_sockets(
+            &self,
+            ns: &StdArc<Namespace>,
+            opts: &BroadcastOptions,
+        ) -> socketio::adapter::BoxFuture<Vec<FetchedSocket>> {
+            self.0.lock().push("fetch_sockets".into());
+            LocalAdapter.fetch_sockets(ns, opts)
+        }
+        fn server_side_emit(
+            &self,
+            _ns: &StdArc<Namespace>,
+            event: &str,
+            _args: &dyn Args,
+        ) -> Result<(), socketio::Error> {
+            self.0.lock().push(format!("server_side_emit {event}"));
+            Ok(())
+        }
+    }
+
+    let recording = StdArc::new(Recording::default());
+    let server = Server::builder()
+        .adapter(recording.clone())
+        .ns("/", |_, _| {})
+        .build(config());
+    let addr = serve(server.clone()).await;
+    let (mut a, _) = client(addr).await;
+    let ns = server.of("/").unwrap();
+    ns.broadcast().join("team");
+    let found = ns.to("team").fetch_sockets().await;
+    assert_eq!(found.len(), 1);
+    assert!(found[0].local.is_some());
+    assert_eq!(found[0].rooms, vec![socketio::Str::from("team")]);
+    assert_eq!(
+        ns.to("team")
+            .except("nobody")
+            .local()
+            .volatile()
+            .emit("hi", (1, "two"))
+            .unwrap(),
+        1
+    );
+    assert_eq!(next_text(&mut a).await, r#"42["hi",1,"two"]"#);
+    ns.to("team").leave("team");
+    assert_eq!(ns.rooms(), vec![]);
+    ns.server_side_emit("sync", ("state",)).unwrap();
+    ns.broadcast().disconnect();
+    assert_eq!(next_text(&mut a).await, "41");
+    assert_eq!(
+        *recording.0.lock(),
+        [
+            r#"add_sockets ["team"]"#,
+            "fetch_sockets",
+            r#"broadcast hi rooms=["team"] except=["nobody"] local=true volatile=true args=2"#,
+            r#"del_sockets ["team"]"#,
+            "server_side_emit sync",
+            "disconnect_sockets close=false",
+        ]
+    );
+}
