@@ -49,6 +49,9 @@ pub enum CloseReason {
     ParseError,
     /// A message or polling body larger than `max_payload`.
     PayloadTooLarge,
+    /// The client did not read fast enough: a packet that may not be dropped did not fit
+    /// in its outbound budget.
+    SlowConsumer,
 }
 
 impl CloseReason {
@@ -62,6 +65,7 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server shutting down",
             CloseReason::ParseError => "parse error",
             CloseReason::PayloadTooLarge => "payload too large",
+            CloseReason::SlowConsumer => "slow consumer",
         }
     }
 }

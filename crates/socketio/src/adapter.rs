@@ -140,11 +140,21 @@ impl Adapter for LocalAdapter {
             Body::Event(event, args),
         )?;
         let mut delivered = 0;
-        ns.for_each_local(opts, |socket| {
-            if socket.send_frames(frames.clone()).is_ok() {
-                delivered += 1;
-            }
+        let mut slow = Vec::new();
+        ns.for_each_local(opts, |socket| match socket.send_volatile(frames.clone()) {
+            Ok(()) => delivered += 1,
+            // A volatile packet that does not fit is dropped; any other closes the
+            // connection of the socket that cannot keep up.
+            Err(Error::QueueFull) if !opts.volatile => slow.push(socket.clone()),
+            Err(_) => {}
         });
+        // Closed after the walk: closing takes the socket out of the maps the walk
+        // holds shards of.
+        for socket in slow {
+            socket
+                .connection()
+                .close_with(engineio::CloseReason::SlowConsumer);
+        }
         Ok(delivered)
     }
 
@@ -155,10 +165,13 @@ impl Adapter for LocalAdapter {
         args: &dyn Args,
         opts: &BroadcastOptions,
     ) -> BoxFuture<Vec<Result<AckResponse, AckError>>> {
-        let mut waits = Vec::new();
-        ns.for_each_local(opts, |socket| {
-            waits.push(socket.emit_with_ack_dyn(event, args, opts.timeout));
-        });
+        // Targets first: an emit may close a slow socket, which must not happen while
+        // a shard of the namespace's maps is held.
+        let waits: Vec<_> = ns
+            .local_sockets(opts)
+            .iter()
+            .map(|socket| socket.emit_with_ack_dyn(event, args, opts.timeout))
+            .collect();
         Box::pin(async move {
             let mut out = Vec::with_capacity(waits.len());
             for wait in waits {

@@ -12,7 +12,8 @@ pub enum Error {
     /// The socket has left its namespace or its connection closed.
     #[error("socket disconnected")]
     Disconnected,
-    /// The connection's outbound queue is over its byte budget.
+    /// The connection's outbound queue is over its byte budget. For a packet that may
+    /// not be dropped, the connection has been closed ("slow consumer").
     #[error("outbound queue full")]
     QueueFull,
     /// This event asked for no acknowledgement, or it was sent already.
@@ -87,6 +88,9 @@ pub enum DisconnectReason {
     ServerNamespaceDisconnect,
     /// The client left the namespace.
     ClientNamespaceDisconnect,
+    /// The client did not read fast enough: a packet that may not be dropped did not fit
+    /// in its outbound budget.
+    SlowConsumer,
 }
 
 impl DisconnectReason {
@@ -101,6 +105,7 @@ impl DisconnectReason {
             DisconnectReason::ServerShuttingDown => "server shutting down",
             DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
             DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
+            DisconnectReason::SlowConsumer => "slow consumer",
         }
     }
 }
@@ -121,6 +126,7 @@ impl From<engineio::CloseReason> for DisconnectReason {
             C::ParseError => DisconnectReason::ParseError,
             C::ServerClose => DisconnectReason::ForcedClose,
             C::ServerShutdown => DisconnectReason::ServerShuttingDown,
+            C::SlowConsumer => DisconnectReason::SlowConsumer,
         }
     }
 }

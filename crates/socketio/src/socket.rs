@@ -354,7 +354,19 @@ impl Socket {
         self.conn.close();
     }
 
+    /// Queues frames that may not be lost: when they do not fit in the connection's
+    /// outbound budget, the client cannot keep up and its connection is closed (reason
+    /// "slow consumer"); the sender is never blocked.
     pub(crate) fn send_frames(&self, frames: Vec<Frame>) -> Result<(), Error> {
+        let result = self.send_volatile(frames);
+        if result == Err(Error::QueueFull) {
+            self.conn.close_with(engineio::CloseReason::SlowConsumer);
+        }
+        result
+    }
+
+    /// Queues frames that may be dropped when the connection's budget is full.
+    pub(crate) fn send_volatile(&self, frames: Vec<Frame>) -> Result<(), Error> {
         if !self.connected() {
             return Err(Error::Disconnected);
         }

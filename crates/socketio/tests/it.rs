@@ -525,3 +525,74 @@ async fn operations_go_through_the_adapter() {
         ]
     );
 }
+
+/// A client that stops reading during a broadcast storm: with non-volatile packets its
+/// connection is closed ("slow consumer") when its budget is full; with volatile ones it
+/// only misses packets. A healthy client in the same room gets every packet, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumers() {
+    for volatile in [false, true] {
+        let reasons = Arc::new(Mutex::new(Vec::new()));
+        let r = reasons.clone();
+        let server = Server::builder()
+            .ns("/", move |socket, _| {
+                socket.join("storm");
+                let r = r.clone();
+                socket.on_disconnect(move |s, reason| r.lock().push((s.id(), reason)));
+            })
+            .build(Config {
+                engine: engineio::Config {
+                    path: "/socket.io/".to_owned(),
+                    max_buffered_bytes: 256 * 1024,
+                    ..engineio::Config::default()
+                },
+                ..Config::default()
+            });
+        let addr = serve(server.clone()).await;
+        let (_slow, slow_id) = client(addr).await; // never read again
+        let (mut healthy, _) = client(addr).await;
+        let ns = server.of("/").unwrap();
+        let n = 30_000;
+        let pad = "x".repeat(1000);
+        let reader = tokio::spawn(async move {
+            for i in 0..n {
+                let text = next_text(&mut healthy).await;
+                assert!(
+                    text.starts_with(&format!(r#"42["storm",{i},"#)),
+                    "packet {i}: {}",
+                    &text[..20]
+                );
+            }
+            healthy
+        });
+        for i in 0..n {
+            let op = if volatile {
+                ns.to("storm").volatile()
+            } else {
+                ns.to("storm")
+            };
+            op.emit("storm", (i, &pad)).unwrap();
+            // About 20 MB/s: a client that reads keeps up, and 30 MB is far more than
+            // the kernel's socket buffers hold for the one that does not.
+            if i % 100 == 99 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        // Kept open until the counts are checked.
+        let _healthy = tokio::time::timeout(Duration::from_secs(30), reader)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let slow_gone = reasons.lock().iter().any(|(id, reason)| {
+            id.as_str() == slow_id && *reason == DisconnectReason::SlowConsumer
+        });
+        assert_eq!(
+            slow_gone,
+            !volatile,
+            "volatile={volatile}: {:?}",
+            reasons.lock()
+        );
+        assert_eq!(ns.len(), if volatile { 2 } else { 1 });
+    }
+}

@@ -343,6 +343,8 @@ fn on_message<H: EngineHandler>(
 fn close_frame_for(reason: CloseReason) -> Frame {
     match reason {
         CloseReason::PayloadTooLarge => Frame::close(CloseCode::TOO_BIG, "payload too large"),
+        // 1013 (try again later): the client should reconnect, it lost packets.
+        CloseReason::SlowConsumer => Frame::close(CloseCode::TRY_AGAIN_LATER, "slow consumer"),
         CloseReason::ServerShutdown => Frame::close(CloseCode::GOING_AWAY, "server shutting down"),
         CloseReason::ParseError => Frame::close(CloseCode::NORMAL, "parse error"),
         CloseReason::PingTimeout => Frame::close(CloseCode::NORMAL, "ping timeout"),
