@@ -81,7 +81,7 @@ pub async fn run(target: &Target, opts: &BurstOptions) -> Report {
             }
         }
     };
-    let opened = open_many(target, opts.connections, opts.rate, 256, read).await;
+    let opened = open_many(target, opts.connections, opts.rate, 256, false, read).await;
     let connected = opened.connected;
     let Ok(mut trigger) = trigger_rx.await else {
         let mut r = Report::new("burst");

@@ -48,39 +48,11 @@ pub struct Opened {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Opens `n` connections at most `rate` per second and `concurrency` at a time. Each
-/// runs `then(index, conn)` in its own task as soon as its handshake completes, so it
-/// answers pings from the start. Returns once every handshake has succeeded or failed.
+/// Opens `n` connections at most `rate` per second and `concurrency` at a time, each
+/// also joining the Socket.IO namespace `/` when `socketio` is set. Each runs
+/// `then(index, conn)` in its own task as soon as its handshake completes, so it answers
+/// pings from the start. Returns once every handshake has succeeded or failed.
 pub async fn open_many<F, Fut>(
-    target: &Target,
-    n: usize,
-    rate: u32,
-    concurrency: usize,
-    then: F,
-) -> Opened
-where
-    F: Fn(usize, Conn) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    open(target, n, rate, concurrency, false, then).await
-}
-
-/// As [`open_many`], each connection also joining the Socket.IO namespace `/`.
-pub async fn open_sockets<F, Fut>(
-    target: &Target,
-    n: usize,
-    rate: u32,
-    concurrency: usize,
-    then: F,
-) -> Opened
-where
-    F: Fn(usize, Conn) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    open(target, n, rate, concurrency, true, then).await
-}
-
-async fn open<F, Fut>(
     target: &Target,
     n: usize,
     rate: u32,
@@ -193,7 +165,7 @@ pub async fn run(target: &Target, opts: &IdleOptions) -> Report {
             }
         }
     };
-    let opened = open(
+    let opened = open_many(
         target,
         opts.connections,
         opts.rate,

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::client::Conn;
-use crate::idle::open_sockets;
+use crate::idle::open_many;
 use crate::proc::CpuMeter;
 use crate::report::Report;
 use crate::Target;
@@ -101,7 +101,7 @@ pub async fn run(target: &Target, opts: &SioBurstOptions) -> Report {
             }
         }
     };
-    let opened = open_sockets(target, opts.connections, opts.rate, 256, read).await;
+    let opened = open_many(target, opts.connections, opts.rate, 256, true, read).await;
     let mut report = Report::new("sio-burst");
     let Ok(mut publisher) = trigger_rx.await else {
         report.set("error", json!("the publisher did not connect"));
