@@ -110,7 +110,7 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
             Target::Upgrade(socket) => {
                 // Boxed: the probe's state is needed once, not for the life of the task.
                 if Box::pin(upgrade_from_polling(&engine, &socket, &mut conn)).await {
-                    run(&engine, &socket, conn).await;
+                    serve(engine, socket, conn);
                 }
             }
             Target::New(opening) => {
@@ -118,7 +118,7 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
                 let open = engine.open_packet(&socket, false);
                 socket.push_control(Frame::server(OpCode::Text, &open));
                 engine.handler.on_open(&socket);
-                run(&engine, &socket, conn).await;
+                serve(engine, socket, conn);
             }
         }
     });
@@ -357,6 +357,13 @@ fn reason_for(error: &ProtocolError) -> CloseReason {
         ProtocolError::MessageTooBig { .. } => CloseReason::PayloadTooLarge,
         _ => CloseReason::TransportError,
     }
+}
+
+/// Serves a session on its WebSocket in a task of its own. The task that did the
+/// upgrade ends here: its state (the pending upgrade, the request copy, hyper's stream
+/// wrapper) is freed, and the long-lived task holds only what the connection loop needs.
+fn serve<H: EngineHandler>(engine: Arc<Engine<H>>, socket: Arc<Socket<H::Data>>, conn: Conn) {
+    tokio::spawn(async move { run(&engine, &socket, conn).await });
 }
 
 /// Serves a session on its WebSocket until it ends.
