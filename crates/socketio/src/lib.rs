@@ -30,15 +30,18 @@
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let server = Server::builder()
-//!     .ns("/", |socket, _req| {
-//!         socket.on("chat", |socket, ev| {
-//!             let (text,): (String,) = match ev.args() {
-//!                 Ok(args) => args,
-//!                 Err(_) => return,
-//!             };
-//!             let _ = socket.broadcast().emit("chat", (text,));
-//!             let _ = ev.ack(("delivered",));
-//!         });
+//!     .ns("/", |socket, req| {
+//!         // Runs once per socket, before any of its events is handled.
+//!         let name = req.auth_json()["name"].as_str().unwrap_or("anonymous").to_owned();
+//!         socket.set_data(name);
+//!     })
+//!     // Handlers shared by every socket of the namespace (nothing stored per socket;
+//!     // `socket.on(..)` adds handlers to one socket only).
+//!     .on("chat", |socket, ev| {
+//!         let Ok((text,)) = ev.args::<(String,)>() else { return };
+//!         let name: String = socket.data().unwrap_or_default();
+//!         let _ = socket.broadcast().emit("chat", (name, text));
+//!         let _ = ev.ack(("delivered",));
 //!     })
 //!     .build(Config::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
