@@ -126,15 +126,6 @@ pub async fn run(target: &Target, opts: &BurstOptions) -> Report {
         json!(((last.saturating_sub(sent_at)) as f64 / 1e6 * 10.0).round() / 10.0),
     );
     r.set("deliveries_per_s", json!((received as f64 / span).round()));
-    if let Some(cpu) = server_cpu {
-        r.set(
-            "server_cpu_cores",
-            json!((cpu.cores() * 100.0).round() / 100.0),
-        );
-    }
-    r.set(
-        "client_cpu_cores",
-        json!((client_cpu.cores() * 100.0).round() / 100.0),
-    );
+    r.set_cpu(server_cpu.as_ref(), &client_cpu);
     r
 }

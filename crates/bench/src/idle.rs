@@ -208,15 +208,6 @@ pub async fn run(target: &Target, opts: &IdleOptions) -> Report {
             );
         }
     }
-    if let Some(cpu) = server_cpu {
-        r.set(
-            "server_cpu_cores",
-            json!((cpu.cores() * 100.0).round() / 100.0),
-        );
-    }
-    r.set(
-        "client_cpu_cores",
-        json!((client_cpu.cores() * 100.0).round() / 100.0),
-    );
+    r.set_cpu(server_cpu.as_ref(), &client_cpu);
     r
 }

@@ -38,6 +38,20 @@ impl Report {
         self.fields.insert(key.to_owned(), value);
     }
 
+    /// Sets the CPU the server (when measured) and the load generator used, in cores, so
+    /// that a client-side bottleneck shows.
+    pub fn set_cpu(
+        &mut self,
+        server: Option<&crate::proc::CpuMeter>,
+        client: &crate::proc::CpuMeter,
+    ) {
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        if let Some(server) = server {
+            self.set("server_cpu_cores", json!(round(server.cores())));
+        }
+        self.set("client_cpu_cores", json!(round(client.cores())));
+    }
+
     /// The JSON line.
     pub fn json_line(&self) -> String {
         Value::Object(self.fields.clone()).to_string()

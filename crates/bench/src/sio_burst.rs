@@ -15,22 +15,9 @@ use crate::proc::CpuMeter;
 use crate::report::Report;
 use crate::Target;
 
-/// Options of the run.
-#[derive(Debug, Clone)]
-pub struct SioBurstOptions {
-    /// Receivers in the room.
-    pub connections: usize,
-    /// Connection rate while opening.
-    pub rate: u32,
-    /// Broadcasts the publisher sends.
-    pub count: usize,
-    /// Padding bytes in each message.
-    pub size: usize,
-    /// Give up after this long.
-    pub timeout: Duration,
-    /// The server's process id, for its CPU.
-    pub server_pid: Option<u32>,
-}
+/// Options of the run: as the engine-level burst (`count` is the broadcasts sent, `size`
+/// the padding of each message).
+pub type SioBurstOptions = crate::burst::BurstOptions;
 
 #[derive(Default)]
 struct Counts {
@@ -154,12 +141,8 @@ pub async fn run(target: &Target, opts: &SioBurstOptions) -> Report {
     );
     report.set("first_to_last_ms", json!((span * 1e4).round() / 10.0));
     report.set("deliveries_per_s", json!((received as f64 / span).round()));
-    if let Some(cpu) = server_cpu {
+    if let Some(cpu) = &server_cpu {
         let seconds = cpu.seconds();
-        report.set(
-            "server_cpu_cores",
-            json!((cpu.cores() * 100.0).round() / 100.0),
-        );
         report.set("server_cpu_ms", json!((seconds * 1e4).round() / 10.0));
         if received > 0 {
             // What the server spent per delivery and per broadcast, whatever limited
@@ -170,9 +153,6 @@ pub async fn run(target: &Target, opts: &SioBurstOptions) -> Report {
             report.set("server_cpu_us_per_broadcast", json!(per_broadcast.round()));
         }
     }
-    report.set(
-        "client_cpu_cores",
-        json!((client_cpu.cores() * 100.0).round() / 100.0),
-    );
+    report.set_cpu(server_cpu.as_ref(), &client_cpu);
     report
 }
