@@ -346,6 +346,55 @@ pub fn event_args(json: &Bytes) -> Option<Bytes> {
     (i <= close).then(|| json.slice(i..close))
 }
 
+/// Skips the first `n` values of raw event arguments as [`event_args`] gives them
+/// (`,1,"2",{..}`), returning the text of the rest in the same form (`,{..}` for `n`
+/// = 2), or `None` when there are fewer than `n` values.
+///
+/// The arguments were validated when the packet was decoded, so a scan that follows
+/// strings and nesting is enough to find where a value ends.
+pub fn skip_args(args: &Bytes, n: usize) -> Option<Bytes> {
+    let b = &args[..];
+    let skip_ws = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = 0;
+    for _ in 0..n {
+        i = skip_ws(i);
+        if b.get(i) != Some(&b',') {
+            return None;
+        }
+        i = skip_ws(i + 1);
+        if i >= b.len() {
+            return None;
+        }
+        // One value: ends at the first comma outside strings and brackets, or the end.
+        let mut depth = 0usize;
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'"' => {
+                    i += 1;
+                    loop {
+                        match *b.get(i)? {
+                            b'\\' => i += 2,
+                            b'"' => break,
+                            _ => i += 1,
+                        }
+                    }
+                }
+                b'[' | b'{' => depth += 1,
+                b']' | b'}' => depth = depth.checked_sub(1)?,
+                b',' if depth == 0 => break,
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+    Some(args.slice(i.min(b.len())..))
+}
+
 /// Checks that every placeholder names an attachment (`0 <= num < count`).
 fn check_placeholders(json: &[u8], count: usize) -> Result<(), DecodeError> {
     let value: serde_json::Value =
@@ -657,6 +706,29 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    /// Leading arguments are skipped by a scan that follows strings and nesting.
+    #[test]
+    fn skipping_arguments() {
+        let args = Bytes::from(r#","room", "ev\",]" ,{"a":[1,{"b":"}"}]},[2],"x""#);
+        assert_eq!(
+            skip_args(&args, 1).unwrap(),
+            Bytes::from(r#", "ev\",]" ,{"a":[1,{"b":"}"}]},[2],"x""#)
+        );
+        assert_eq!(
+            skip_args(&args, 2).unwrap(),
+            Bytes::from(r#",{"a":[1,{"b":"}"}]},[2],"x""#)
+        );
+        assert_eq!(skip_args(&args, 3).unwrap(), Bytes::from(r#",[2],"x""#));
+        assert_eq!(skip_args(&args, 5).unwrap(), Bytes::new());
+        assert_eq!(skip_args(&args, 6), None);
+        assert_eq!(skip_args(&args, 0).unwrap(), args);
+        assert_eq!(skip_args(&Bytes::new(), 1), None);
+        assert_eq!(
+            skip_args(&Bytes::from(",1.5e3,null"), 1).unwrap(),
+            Bytes::from(",null")
+        );
     }
 
     /// Event names: shared with the input when plain, decoded when escaped.

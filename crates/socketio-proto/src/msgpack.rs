@@ -137,6 +137,19 @@ pub fn event_args(data: &Bytes) -> Option<(Bytes, usize)> {
     Some((data.slice(r.pos..), n - 1))
 }
 
+/// Skips the first `n` values of raw event arguments as [`event_args`] gives them,
+/// returning the bytes of the rest, or `None` when they are fewer than `n` or malformed.
+pub fn skip_args(args: &Bytes, n: usize) -> Option<Bytes> {
+    let mut r = Reader { buf: args, pos: 0 };
+    for _ in 0..n {
+        if r.pos >= args.len() {
+            return None;
+        }
+        r.skip(0).ok()?;
+    }
+    Some(args.slice(r.pos..))
+}
+
 /// Appends a msgpack array header for `n` elements.
 pub fn write_array_len(dst: &mut BytesMut, n: usize) {
     if n < 16 {
@@ -511,6 +524,20 @@ mod tests {
         let data = hex(&format!("93 {} 01 c4 02 0a0b", mstr("ev")));
         let (args, n) = event_args(&data).unwrap();
         assert_eq!((&args[..], n), (&hex("01 c4 02 0a0b")[..], 2));
+    }
+
+    /// Leading arguments are skipped whole, nested ones included.
+    #[test]
+    fn skipping_arguments() {
+        let args = hex(&format!("{} 92 01 {} c4 02 0a0b", mstr("room"), mstr("x")));
+        assert_eq!(
+            &skip_args(&args, 1).unwrap()[..],
+            &hex(&format!("92 01 {} c4 02 0a0b", mstr("x")))[..]
+        );
+        assert_eq!(&skip_args(&args, 2).unwrap()[..], &hex("c4 02 0a0b")[..]);
+        assert_eq!(skip_args(&args, 3).unwrap(), Bytes::new());
+        assert_eq!(skip_args(&args, 4), None);
+        assert_eq!(skip_args(&hex("92 01"), 1), None);
     }
 
     /// Encoding follows the Node server's key order and round-trips.

@@ -73,6 +73,23 @@ impl Event {
         raw_event_args(&self.packet.data)
     }
 
+    /// The arguments after the first `n`, in wire form, to pass on unchanged (a relay
+    /// that reads a room and an event name, then forwards the rest without decoding it).
+    /// `None` when the event has fewer than `n` arguments.
+    pub fn raw_args_after(&self, n: usize) -> Option<RawArgs> {
+        match raw_event_args(&self.packet.data) {
+            RawArgs::Json(text, attachments) => {
+                // Placeholders count attachments from the start of the packet: all are
+                // kept, so the numbers in the remaining arguments stay right.
+                json::skip_args(&text, n).map(|rest| RawArgs::Json(rest, attachments))
+            }
+            RawArgs::Msgpack(raw, count) if count >= n => {
+                msgpack::skip_args(&raw, n).map(|rest| RawArgs::Msgpack(rest, count - n))
+            }
+            RawArgs::Msgpack(..) => None,
+        }
+    }
+
     /// Whether the client waits for an acknowledgement.
     pub fn wants_ack(&self) -> bool {
         self.packet.id.is_some()
