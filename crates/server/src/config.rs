@@ -1,0 +1,1216 @@
+//! Configuration: defaults, then a TOML file, then the environment, then command-line
+//! flags, merged into [`RawConfig`] and validated into [`Config`] before anything binds.
+//!
+//! Every key can be set from the environment as `HERALD_<SECTION>__<KEY>` (upper case,
+//! double underscore between levels). Errors name the key and where its value came
+//! from. `docs/configuration.md` lists every key with its unit and default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The prefix of the environment variables Herald reads.
+pub const ENV_PREFIX: &str = "HERALD_";
+
+/// The environment variable that names the config file (as `--config` does); it is not
+/// a config key.
+pub const ENV_CONFIG_FILE: &str = "HERALD_CONFIG";
+
+// === raw configuration: what the sources say, before validation ===
+
+/// The whole configuration as the sources give it. Unknown keys are errors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`: where Herald listens.
+    pub server: ServerSection,
+    /// `[socketio]`: the Socket.IO options, named as the Node server names them.
+    pub socketio: SocketIoSection,
+    /// `[limits]`: bounds on what one client may hold.
+    pub limits: LimitsSection,
+    /// `[auth]`: JWT verification and anonymous clients.
+    pub auth: AuthSection,
+    /// `[api]`: the HTTP API for backends.
+    pub api: ApiSection,
+    /// `[demo]`: the demo page at `/`.
+    pub demo: DemoSection,
+    /// `[log]`: logging.
+    pub log: LogSection,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address to bind: an IP address or `localhost`. Defaults to `127.0.0.1`.
+    pub host: String,
+    /// TCP port; 0 picks a free one. Defaults to 3000.
+    pub port: u16,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            host: "127.0.0.1".to_owned(),
+            port: 3000,
+        }
+    }
+}
+
+/// `[socketio]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoSection {
+    /// Path served, as the client's `path` option. Defaults to `/socket.io/`.
+    pub path: String,
+    /// Milliseconds between pings (`pingInterval`). Defaults to 25,000.
+    pub ping_interval_ms: u64,
+    /// Milliseconds to wait for a pong (`pingTimeout`). Defaults to 20,000.
+    pub ping_timeout_ms: u64,
+    /// Largest message or polling body, in bytes (`maxHttpBufferSize`). Defaults to
+    /// 1,000,000.
+    pub max_http_buffer_size: u64,
+    /// Transports allowed (`transports`): `polling`, `websocket`. Defaults to both.
+    #[serde(deserialize_with = "list")]
+    pub transports: Vec<String>,
+    /// Milliseconds a client has to finish an upgrade (`upgradeTimeout`). Defaults to
+    /// 10,000.
+    pub upgrade_timeout_ms: u64,
+    /// Milliseconds a connection has to join a namespace (`connectTimeout`). Defaults to
+    /// 45,000.
+    pub connect_timeout_ms: u64,
+    /// Packet parser: `default` or `msgpack` (clients must use the same). Defaults to
+    /// `default`.
+    pub parser: String,
+    /// Origins allowed to use the polling transport from a browser (`cors.origin`);
+    /// `*` allows any. Defaults to none (same origin only).
+    #[serde(deserialize_with = "list")]
+    pub cors_origins: Vec<String>,
+    /// Whether cross-origin requests may carry credentials (`cors.credentials`).
+    /// Defaults to false.
+    pub cors_credentials: bool,
+}
+
+impl Default for SocketIoSection {
+    fn default() -> Self {
+        SocketIoSection {
+            path: "/socket.io/".to_owned(),
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            max_http_buffer_size: 1_000_000,
+            transports: vec!["polling".to_owned(), "websocket".to_owned()],
+            upgrade_timeout_ms: 10_000,
+            connect_timeout_ms: 45_000,
+            parser: "default".to_owned(),
+            cors_origins: Vec::new(),
+            cors_credentials: false,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Bytes a connection may have queued for sending; past it, volatile packets are
+    /// dropped and anything else disconnects it (slow consumer). Defaults to 4 MiB.
+    pub outbound_buffer_bytes: u64,
+    /// Rooms a socket may subscribe to, its own user room not counted. Defaults to 100.
+    pub max_rooms_per_socket: u64,
+    /// Longest room name, in characters. Defaults to 200.
+    pub max_room_name_chars: u64,
+    /// Longest event name a client may publish, in characters. Defaults to 100.
+    pub max_event_name_chars: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            outbound_buffer_bytes: 4 << 20,
+            max_rooms_per_socket: 100,
+            max_room_name_chars: 200,
+            max_event_name_chars: 100,
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Shared secret for HS256 tokens (at least 32 bytes). Defaults to none.
+    pub jwt_secret: String,
+    /// PEM file with the public key for RS256 or ES256 tokens. Defaults to none.
+    pub public_key_file: String,
+    /// Required `iss` claim. Defaults to none (not checked).
+    pub issuer: String,
+    /// Required `aud` claim. Defaults to none: tokens that carry an audience are refused.
+    pub audience: String,
+    /// Seconds of clock skew allowed on `exp` and `nbf`. Defaults to 30.
+    pub leeway_s: u64,
+    /// Whether tokens must carry `exp`. Defaults to true.
+    pub require_exp: bool,
+    /// Whether clients without a token may connect when auth is configured. Defaults to
+    /// false. (With no auth configured every client is anonymous.)
+    pub allow_anonymous: bool,
+    /// Room patterns anonymous clients may subscribe to. Defaults to `["*"]`.
+    #[serde(deserialize_with = "list")]
+    pub anonymous_rooms: Vec<String>,
+    /// Room patterns anonymous clients may publish to. Defaults to `["*"]`.
+    #[serde(deserialize_with = "list")]
+    pub anonymous_publish: Vec<String>,
+    /// Verified tokens kept, each until it expires; 0 turns the cache off. Defaults to
+    /// 100,000.
+    pub cache_size: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            jwt_secret: String::new(),
+            public_key_file: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            leeway_s: 30,
+            require_exp: true,
+            allow_anonymous: false,
+            anonymous_rooms: vec!["*".to_owned()],
+            anonymous_publish: vec!["*".to_owned()],
+            cache_size: 100_000,
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    /// Bearer key of the HTTP API (`Authorization: Bearer <key>`). Defaults to none: the
+    /// API refuses every call.
+    pub key: String,
+}
+
+/// `[demo]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoSection {
+    /// Whether `/` serves the demo page. Defaults to true.
+    pub enabled: bool,
+    /// A local copy of the socket.io client (`socket.io.min.js` from the npm package
+    /// `socket.io-client`) for the demo page; without one, the page loads it from a CDN.
+    /// Defaults to none.
+    pub client_js: String,
+}
+
+impl Default for DemoSection {
+    fn default() -> Self {
+        DemoSection {
+            enabled: true,
+            client_js: String::new(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` or `json`. Defaults to `text`.
+    pub format: String,
+    /// Filter: a level (`info`) or directives (`info,server=debug`). Defaults to `info`.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: "text".to_owned(),
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// A list given as a sequence, or as one comma-separated string (what an environment
+/// variable holds: `HERALD_SOCKETIO__TRANSPORTS=polling,websocket`).
+fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Many(Vec<String>),
+        One(String),
+    }
+    Ok(match List::deserialize(d)? {
+        List::Many(v) => v,
+        List::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+// === validated configuration ===
+
+/// The validated configuration: typed, complete, immutable.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// The Socket.IO server's options.
+    pub socketio: socketio::Config,
+    /// Bounds on what one client may hold.
+    pub limits: Limits,
+    /// Token verification and anonymous access.
+    pub auth: AuthConfig,
+    /// The HTTP API's bearer key; `None` refuses every API call.
+    pub api_key: Option<String>,
+    /// The demo page.
+    pub demo: DemoConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Bounds on what one client may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Rooms a socket may subscribe to, its user room not counted.
+    pub max_rooms_per_socket: usize,
+    /// Longest room name, in characters.
+    pub max_room_name_chars: usize,
+    /// Longest event name a client may publish, in characters.
+    pub max_event_name_chars: usize,
+}
+
+/// Token verification and anonymous access.
+#[derive(Clone, Default)]
+pub struct AuthConfig {
+    /// HS256/384/512 secret.
+    pub hmac_secret: Option<Vec<u8>>,
+    /// PEM public key for RS*/PS*/ES* tokens, and the file it came from.
+    pub public_key: Option<(PathBuf, Vec<u8>)>,
+    /// Required issuer.
+    pub issuer: Option<String>,
+    /// Required audience.
+    pub audience: Option<String>,
+    /// Clock skew allowed, in seconds.
+    pub leeway_s: u64,
+    /// Whether tokens must carry `exp`.
+    pub require_exp: bool,
+    /// Whether clients without a token may connect.
+    pub allow_anonymous: bool,
+    /// Patterns of rooms anonymous clients may subscribe to.
+    pub anonymous_rooms: Vec<String>,
+    /// Patterns of rooms anonymous clients may publish to.
+    pub anonymous_publish: Vec<String>,
+    /// Verified tokens kept.
+    pub cache_size: u64,
+}
+
+impl AuthConfig {
+    /// Whether any way to verify tokens is configured.
+    pub fn enabled(&self) -> bool {
+        self.hmac_secret.is_some() || self.public_key.is_some()
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field(
+                "hmac_secret",
+                &self.hmac_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("public_key", &self.public_key.as_ref().map(|(p, _)| p))
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The demo page.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// Whether `/` serves it.
+    pub enabled: bool,
+    /// The socket.io client served to it, read at start.
+    pub client_js: Option<(PathBuf, bytes::Bytes)>,
+}
+
+/// Logging.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Text or JSON lines.
+    pub format: LogFormat,
+    /// The filter directives.
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+// === loading ===
+
+/// Values given on the command line, which override every other source.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--host`.
+    pub host: Option<String>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+}
+
+/// A configuration that loaded and validated, with what it was made from.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// The merged values, as `herald config print` shows them.
+    pub raw: RawConfig,
+    figment: Figment,
+    sources: Vec<String>,
+}
+
+impl Loaded {
+    /// Where the configuration came from, for the startup log: `defaults`, the file,
+    /// the environment variables and flags that were set.
+    pub fn sources(&self) -> String {
+        self.sources.join(", ")
+    }
+
+    /// The merged configuration as TOML, secrets redacted, each value set by something
+    /// other than the defaults followed by a comment naming its source.
+    pub fn to_toml(&self) -> String {
+        let mut raw = self.raw.clone();
+        for secret in [&mut raw.auth.jwt_secret, &mut raw.api.key] {
+            if !secret.is_empty() {
+                *secret = "<redacted>".to_owned();
+            }
+        }
+        let table = match toml::Table::try_from(&raw) {
+            Ok(t) => t,
+            Err(e) => return format!("# cannot render the configuration: {e}\n"),
+        };
+        let mut out = String::new();
+        for (section, values) in &table {
+            out.push_str(&format!("[{section}]\n"));
+            let Some(values) = values.as_table() else {
+                continue;
+            };
+            for (key, value) in values {
+                let path = format!("{section}.{key}");
+                let origin = origin_of(&self.figment, &path);
+                match origin {
+                    Some(o) if o != DEFAULTS => {
+                        out.push_str(&format!("{key} = {value}  # from {o}\n"));
+                    }
+                    _ => out.push_str(&format!("{key} = {value}\n")),
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key, dotted (`server.port`), when the problem has one.
+    pub key: Option<String>,
+    /// Where the key's value came from (`environment variable HERALD_SERVER__PORT`).
+    pub origin: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{key}: {}", self.message)?,
+            None => f.write_str(&self.message)?,
+        }
+        if let Some(origin) = &self.origin {
+            write!(f, " (from {origin})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The configuration is unusable: every problem found, each naming its key and source.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError(pub Vec<Problem>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "invalid configuration: {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn one(key: Option<&str>, origin: Option<String>, message: impl Into<String>) -> Self {
+        ConfigError(vec![Problem {
+            key: key.map(str::to_owned),
+            origin,
+            message: message.into(),
+        }])
+    }
+}
+
+const DEFAULTS: &str = "defaults";
+const FLAGS: &str = "command-line flags";
+const ENVIRONMENT: &str = "environment";
+
+/// Loads and validates the configuration from the defaults, `file`, the variables of
+/// `env` that start with `HERALD_` (except `HERALD_CONFIG`), and `flags`.
+///
+/// # Errors
+///
+/// [`ConfigError`] with every problem found: an unreadable or malformed file, unknown
+/// keys, values of the wrong type, values out of range.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: &Flags,
+) -> Result<Loaded, ConfigError> {
+    let mut sources = vec![DEFAULTS.to_owned()];
+    let defaults = Layer::new(DEFAULTS, dict_of(&RawConfig::default())?, |_| None);
+    let mut figment = Figment::new().merge(defaults);
+    if let Some(path) = file {
+        // Read first: a missing file is an error here, not an empty layer.
+        if let Err(e) = std::fs::read(path) {
+            return Err(ConfigError::one(
+                None,
+                None,
+                format!("cannot read config file {}: {e}", path.display()),
+            ));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+        sources.push(format!("file {}", path.display()));
+    }
+    let env = env_layer(env);
+    if !env.names.is_empty() {
+        sources.push(format!("environment ({})", env.names.join(", ")));
+    }
+    figment = figment.merge(env.layer);
+    let flags = flags_layer(flags);
+    if !flags.names.is_empty() {
+        sources.push(format!("flags ({})", flags.names.join(", ")));
+    }
+    figment = figment.merge(flags.layer);
+
+    let raw: RawConfig = figment
+        .extract_lossy()
+        .map_err(|e| ConfigError(e.into_iter().map(|e| problem_of(&figment, e)).collect()))?;
+    let config = validate(&raw, &figment)?;
+    Ok(Loaded {
+        config,
+        raw,
+        figment,
+        sources,
+    })
+}
+
+fn dict_of<T: Serialize>(value: &T) -> Result<Dict, ConfigError> {
+    Value::serialize(value)
+        .ok()
+        .and_then(Value::into_dict)
+        .ok_or_else(|| ConfigError::one(None, None, "cannot represent the defaults"))
+}
+
+/// A configuration source: its name, its values, and how to name one of its keys.
+struct Layer {
+    name: &'static str,
+    dict: Dict,
+    key_name: fn(&[&str]) -> Option<String>,
+}
+
+impl Layer {
+    fn new(name: &'static str, dict: Dict, key_name: fn(&[&str]) -> Option<String>) -> Layer {
+        Layer {
+            name,
+            dict,
+            key_name,
+        }
+    }
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        let key_name = self.key_name;
+        Metadata::named(self.name).interpolater(move |_: &Profile, keys: &[&str]| {
+            key_name(keys).unwrap_or_else(|| keys.join("."))
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+struct Named {
+    layer: Layer,
+    names: Vec<String>,
+}
+
+/// The `HERALD_*` variables, values kept as strings (extraction converts them to the
+/// key's type), keys split on `__`.
+fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Named {
+    let mut dict = Dict::new();
+    let mut names = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if name == ENV_CONFIG_FILE {
+            continue;
+        }
+        let key = rest.to_ascii_lowercase().replace("__", ".");
+        let nested = figment::util::nest(&key, Value::from(value));
+        if let Some(nested) = nested.into_dict() {
+            dict = merge_dicts(dict, nested);
+        }
+        names.push(name);
+    }
+    names.sort();
+    Named {
+        layer: Layer::new(ENVIRONMENT, dict, |keys| {
+            Some(format!(
+                "{ENV_PREFIX}{}",
+                keys.iter()
+                    .map(|k| k.to_ascii_uppercase())
+                    .collect::<Vec<_>>()
+                    .join("__")
+            ))
+        }),
+        names,
+    }
+}
+
+fn merge_dicts(mut into: Dict, from: Dict) -> Dict {
+    for (k, v) in from {
+        let merged = match (into.remove(&k), v) {
+            (Some(Value::Dict(_, a)), Value::Dict(tag, b)) => Value::Dict(tag, merge_dicts(a, b)),
+            (_, v) => v,
+        };
+        into.insert(k, merged);
+    }
+    into
+}
+
+fn flags_layer(flags: &Flags) -> Named {
+    let mut dict = Dict::new();
+    let mut names = Vec::new();
+    let mut set = |section: &str, key: &str, value: Value, flag: &str| {
+        let nested = figment::util::nest(&format!("{section}.{key}"), value);
+        if let Some(nested) = nested.into_dict() {
+            dict = merge_dicts(std::mem::take(&mut dict), nested);
+        }
+        names.push(flag.to_owned());
+    };
+    if let Some(host) = &flags.host {
+        set("server", "host", Value::from(host.clone()), "--host");
+    }
+    if let Some(port) = flags.port {
+        set("server", "port", Value::from(port), "--port");
+    }
+    if let Some(format) = &flags.log_format {
+        set("log", "format", Value::from(format.clone()), "--log-format");
+    }
+    if let Some(level) = &flags.log_level {
+        set("log", "level", Value::from(level.clone()), "--log-level");
+    }
+    Named {
+        layer: Layer::new(FLAGS, dict, |keys| {
+            Some(match keys {
+                ["server", "host"] => "--host".to_owned(),
+                ["server", "port"] => "--port".to_owned(),
+                ["log", "format"] => "--log-format".to_owned(),
+                ["log", "level"] => "--log-level".to_owned(),
+                _ => return None,
+            })
+        }),
+        names,
+    }
+}
+
+/// Where the value of `key` (dotted) came from, in words.
+fn origin_of(figment: &Figment, key: &str) -> Option<String> {
+    let metadata = figment.find_metadata(key)?;
+    let keys: Vec<&str> = key.split('.').collect();
+    Some(describe(metadata, &keys))
+}
+
+fn describe(metadata: &Metadata, keys: &[&str]) -> String {
+    if let Some(path) = metadata.source.as_ref().and_then(|s| s.file_path()) {
+        return format!("file {}", path.display());
+    }
+    match &*metadata.name {
+        ENVIRONMENT => format!(
+            "environment variable {}",
+            metadata.interpolate(&Profile::Default, keys)
+        ),
+        FLAGS => format!("flag {}", metadata.interpolate(&Profile::Default, keys)),
+        DEFAULTS => DEFAULTS.to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+fn problem_of(figment: &Figment, e: figment::Error) -> Problem {
+    let mut path = e.path.clone();
+    let message = match &e.kind {
+        figment::error::Kind::UnknownField(field, expected) => {
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
+            if expected.is_empty() {
+                "unknown key".to_owned()
+            } else {
+                format!("unknown key; expected one of: {}", expected.join(", "))
+            }
+        }
+        kind => kind.to_string(),
+    };
+    let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+    let origin = e
+        .metadata
+        .as_ref()
+        .map(|m| describe(m, &keys))
+        .or_else(|| origin_of(figment, &path.join(".")));
+    Problem {
+        key: (!path.is_empty()).then(|| path.join(".")),
+        origin,
+        message,
+    }
+}
+
+// === validation ===
+
+struct Checker<'a> {
+    figment: &'a Figment,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: Some(key.to_owned()),
+            origin: origin_of(self.figment, key),
+            message: message.into(),
+        });
+    }
+
+    fn positive(&mut self, key: &str, value: u64) {
+        if value == 0 {
+            self.fail(key, "must be greater than 0");
+        }
+    }
+
+    fn at_most(&mut self, key: &str, value: u64, max: u64) {
+        if value > max {
+            self.fail(key, format!("must be at most {max}"));
+        }
+    }
+
+    fn patterns(&mut self, key: &str, patterns: &[String]) {
+        for p in patterns {
+            if p.is_empty() {
+                self.fail(key, "patterns must not be empty strings");
+            }
+        }
+    }
+}
+
+/// Checks every key and builds the typed configuration.
+fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
+    let mut c = Checker {
+        figment,
+        problems: Vec::new(),
+    };
+
+    // [server]
+    let ip = match raw.server.host.as_str() {
+        "localhost" => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        host => match host.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                c.fail(
+                    "server.host",
+                    format!("{host:?} is not an IP address (or `localhost`)"),
+                );
+                None
+            }
+        },
+    };
+
+    // [socketio]
+    let s = &raw.socketio;
+    if !s.path.starts_with('/') {
+        c.fail("socketio.path", "must start with `/`");
+    }
+    c.positive("socketio.ping_interval_ms", s.ping_interval_ms);
+    c.positive("socketio.ping_timeout_ms", s.ping_timeout_ms);
+    c.positive("socketio.max_http_buffer_size", s.max_http_buffer_size);
+    c.at_most(
+        "socketio.max_http_buffer_size",
+        s.max_http_buffer_size,
+        1 << 30,
+    );
+    c.positive("socketio.upgrade_timeout_ms", s.upgrade_timeout_ms);
+    c.positive("socketio.connect_timeout_ms", s.connect_timeout_ms);
+    let mut polling = false;
+    let mut websocket = false;
+    for t in &s.transports {
+        match t.as_str() {
+            "polling" => polling = true,
+            "websocket" => websocket = true,
+            other => c.fail(
+                "socketio.transports",
+                format!("unknown transport {other:?}; expected polling, websocket"),
+            ),
+        }
+    }
+    if s.transports.is_empty() {
+        c.fail("socketio.transports", "at least one transport is needed");
+    }
+    let parser = match s.parser.as_str() {
+        "default" => socketio::Parser::Default,
+        "msgpack" => socketio::Parser::Msgpack,
+        other => {
+            c.fail(
+                "socketio.parser",
+                format!("unknown parser {other:?}; expected default, msgpack"),
+            );
+            socketio::Parser::Default
+        }
+    };
+    for origin in &s.cors_origins {
+        if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            c.fail(
+                "socketio.cors_origins",
+                format!("{origin:?} is not an origin (`https://host[:port]`) or `*`"),
+            );
+        }
+    }
+    if s.cors_credentials && s.cors_origins.iter().any(|o| o == "*") {
+        c.fail(
+            "socketio.cors_credentials",
+            "credentials need a list of origins, not `*`",
+        );
+    }
+
+    // [limits]
+    let l = &raw.limits;
+    c.positive("limits.outbound_buffer_bytes", l.outbound_buffer_bytes);
+    c.at_most(
+        "limits.outbound_buffer_bytes",
+        l.outbound_buffer_bytes,
+        1 << 30,
+    );
+    c.at_most(
+        "limits.max_rooms_per_socket",
+        l.max_rooms_per_socket,
+        100_000,
+    );
+    c.positive("limits.max_room_name_chars", l.max_room_name_chars);
+    c.at_most("limits.max_room_name_chars", l.max_room_name_chars, 65_536);
+    c.positive("limits.max_event_name_chars", l.max_event_name_chars);
+    c.at_most(
+        "limits.max_event_name_chars",
+        l.max_event_name_chars,
+        65_536,
+    );
+
+    // [auth]
+    let a = &raw.auth;
+    let hmac_secret = (!a.jwt_secret.is_empty()).then(|| a.jwt_secret.as_bytes().to_vec());
+    if !a.jwt_secret.is_empty() && a.jwt_secret.len() < 32 {
+        c.fail(
+            "auth.jwt_secret",
+            format!(
+                "is {} bytes; HS256 needs a secret of at least 32 bytes (RFC 7518 §3.2)",
+                a.jwt_secret.len()
+            ),
+        );
+    }
+    let public_key = if a.public_key_file.is_empty() {
+        None
+    } else {
+        let path = PathBuf::from(&a.public_key_file);
+        match std::fs::read(&path) {
+            Ok(pem) => match crate::auth::key_family(&pem) {
+                Ok(_) => Some((path, pem)),
+                Err(e) => {
+                    c.fail("auth.public_key_file", format!("{}: {e}", path.display()));
+                    None
+                }
+            },
+            Err(e) => {
+                c.fail(
+                    "auth.public_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    };
+    c.at_most("auth.leeway_s", a.leeway_s, 3600);
+    c.patterns("auth.anonymous_rooms", &a.anonymous_rooms);
+    c.patterns("auth.anonymous_publish", &a.anonymous_publish);
+    let auth = AuthConfig {
+        hmac_secret,
+        public_key,
+        issuer: (!a.issuer.is_empty()).then(|| a.issuer.clone()),
+        audience: (!a.audience.is_empty()).then(|| a.audience.clone()),
+        leeway_s: a.leeway_s,
+        require_exp: a.require_exp,
+        allow_anonymous: a.allow_anonymous,
+        anonymous_rooms: a.anonymous_rooms.clone(),
+        anonymous_publish: a.anonymous_publish.clone(),
+        cache_size: a.cache_size,
+    };
+    let auth_configured = !a.jwt_secret.is_empty() || !a.public_key_file.is_empty();
+    // Protected mode: without auth, only this machine may connect.
+    if let Some(ip) = ip {
+        if !auth_configured && !ip.is_loopback() {
+            c.fail(
+                "server.host",
+                format!(
+                    "binding {ip} (not a loopback address) without auth would let anyone \
+                     connect: set auth.jwt_secret (HERALD_AUTH__JWT_SECRET) or \
+                     auth.public_key_file (HERALD_AUTH__PUBLIC_KEY_FILE), or bind 127.0.0.1"
+                ),
+            );
+        }
+    }
+    if a.allow_anonymous && !auth_configured {
+        // Not an error: every client is anonymous anyway. Nothing to check.
+    }
+
+    // [demo]
+    let client_js = if raw.demo.client_js.is_empty() {
+        None
+    } else {
+        let path = PathBuf::from(&raw.demo.client_js);
+        match std::fs::read(&path) {
+            Ok(js) => Some((path, bytes::Bytes::from(js))),
+            Err(e) => {
+                c.fail(
+                    "demo.client_js",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    };
+
+    // [log]
+    let format = match raw.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            c.fail(
+                "log.format",
+                format!("unknown format {other:?}; expected text, json"),
+            );
+            LogFormat::Text
+        }
+    };
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+        c.fail(
+            "log.level",
+            format!("{:?} is not a filter: {e}", raw.log.level),
+        );
+    }
+
+    if !c.problems.is_empty() {
+        return Err(ConfigError(c.problems));
+    }
+
+    let mut path = s.path.clone();
+    if !path.ends_with('/') {
+        path.push('/');
+    }
+    let cors = (!s.cors_origins.is_empty()).then(|| engineio::Cors {
+        origins: if s.cors_origins.iter().any(|o| o == "*") {
+            Vec::new()
+        } else {
+            s.cors_origins.clone()
+        },
+        credentials: s.cors_credentials,
+    });
+    let socketio = socketio::Config {
+        engine: engineio::Config {
+            path,
+            ping_interval: Duration::from_millis(s.ping_interval_ms),
+            ping_timeout: Duration::from_millis(s.ping_timeout_ms),
+            max_payload: s.max_http_buffer_size as usize,
+            upgrade_timeout: Duration::from_millis(s.upgrade_timeout_ms),
+            polling,
+            websocket,
+            max_buffered_bytes: l.outbound_buffer_bytes as usize,
+            cors,
+            ..engineio::Config::default()
+        },
+        connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+        parser,
+        ..socketio::Config::default()
+    };
+    Ok(Config {
+        listen: SocketAddr::new(
+            ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            raw.server.port,
+        ),
+        socketio,
+        limits: Limits {
+            max_rooms_per_socket: l.max_rooms_per_socket as usize,
+            max_room_name_chars: l.max_room_name_chars as usize,
+            max_event_name_chars: l.max_event_name_chars as usize,
+        },
+        auth,
+        api_key: (!raw.api.key.is_empty()).then(|| raw.api.key.clone()),
+        demo: DemoConfig {
+            enabled: raw.demo.enabled,
+            client_js,
+        },
+        log: LogConfig {
+            format,
+            level: raw.log.level.clone(),
+        },
+    })
+}
+
+/// Every key of the configuration, dotted, with its default value in TOML (for the
+/// documentation test).
+pub fn default_keys() -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(table) = toml::Table::try_from(RawConfig::default()) {
+        for (section, values) in table {
+            if let Some(values) = values.as_table() {
+                for (key, value) in values {
+                    out.insert(format!("{section}.{key}"), value.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load_env(pairs: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        load(None, env(pairs), &Flags::default())
+    }
+
+    /// The defaults validate, on 127.0.0.1:3000, with no auth and no API key.
+    #[test]
+    fn defaults() {
+        let loaded = load_env(&[]).unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.listen, "127.0.0.1:3000".parse().unwrap());
+        assert!(!c.auth.enabled());
+        assert!(c.api_key.is_none());
+        assert_eq!(c.socketio.engine.path, "/socket.io/");
+        assert_eq!(c.socketio.engine.ping_interval, Duration::from_secs(25));
+        assert_eq!(loaded.sources(), "defaults");
+    }
+
+    /// Environment variables set nested keys, strings stay strings even when they look
+    /// like numbers, and lists come comma-separated.
+    #[test]
+    fn environment() {
+        let loaded = load_env(&[
+            ("HERALD_API__KEY", "12345"),
+            ("HERALD_SERVER__PORT", "4000"),
+            ("HERALD_SOCKETIO__TRANSPORTS", "websocket"),
+            (
+                "HERALD_SOCKETIO__CORS_ORIGINS",
+                "https://a.test, https://b.test",
+            ),
+            ("HERALD_AUTH__REQUIRE_EXP", "false"),
+            ("HERALD_CONFIG", "ignored.toml"),
+            ("OTHER", "x"),
+        ])
+        .unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.api_key.as_deref(), Some("12345"));
+        assert_eq!(c.listen.port(), 4000);
+        assert!(c.socketio.engine.websocket && !c.socketio.engine.polling);
+        assert_eq!(
+            c.socketio.engine.cors.as_ref().unwrap().origins,
+            vec!["https://a.test", "https://b.test"]
+        );
+        assert!(!c.auth.require_exp);
+        assert!(loaded.sources().contains("HERALD_SERVER__PORT"));
+        assert!(!loaded.sources().contains("HERALD_CONFIG"));
+    }
+
+    /// A bad value names its key and its environment variable.
+    #[test]
+    fn bad_value_names_key_and_source() {
+        let err = load_env(&[("HERALD_SERVER__PORT", "eighty")]).unwrap_err();
+        let p = &err.0[0];
+        assert_eq!(p.key.as_deref(), Some("server.port"));
+        assert_eq!(
+            p.origin.as_deref(),
+            Some("environment variable HERALD_SERVER__PORT")
+        );
+        let err = load_env(&[("HERALD_SERVER__PORT", "70000")]).unwrap_err();
+        assert_eq!(err.0[0].key.as_deref(), Some("server.port"));
+    }
+
+    /// Unknown keys are refused, at any level, with the name as the user wrote it.
+    #[test]
+    fn unknown_keys() {
+        let err = load_env(&[("HERALD_API_KEY", "x")]).unwrap_err();
+        assert_eq!(err.0[0].key.as_deref(), Some("api_key"));
+        assert_eq!(
+            err.0[0].origin.as_deref(),
+            Some("environment variable HERALD_API_KEY")
+        );
+        let err = load_env(&[("HERALD_AUTH__SECRET", "x")]).unwrap_err();
+        assert_eq!(err.0[0].key.as_deref(), Some("auth.secret"));
+        assert!(
+            err.0[0].message.contains("jwt_secret"),
+            "{}",
+            err.0[0].message
+        );
+    }
+
+    /// Semantic checks name the key and where its value came from; all problems are
+    /// reported at once.
+    #[test]
+    fn semantic_checks() {
+        let err = load(
+            None,
+            env(&[
+                ("HERALD_SOCKETIO__TRANSPORTS", "carrier-pigeon"),
+                ("HERALD_AUTH__JWT_SECRET", "short"),
+            ]),
+            &Flags {
+                port: Some(0),
+                log_format: Some("xml".into()),
+                ..Flags::default()
+            },
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.0.iter().filter_map(|p| p.key.clone()).collect();
+        assert_eq!(
+            keys,
+            vec!["socketio.transports", "auth.jwt_secret", "log.format"]
+        );
+        assert_eq!(err.0[2].origin.as_deref(), Some("flag --log-format"));
+    }
+
+    /// Protected mode: no auth and a non-loopback address is refused, with how to fix it.
+    #[test]
+    fn protected_mode() {
+        let err = load_env(&[("HERALD_SERVER__HOST", "0.0.0.0")]).unwrap_err();
+        assert_eq!(err.0[0].key.as_deref(), Some("server.host"));
+        assert!(err.0[0].message.contains("HERALD_AUTH__JWT_SECRET"));
+        let secret = "0123456789abcdef0123456789abcdef";
+        let ok = load_env(&[
+            ("HERALD_SERVER__HOST", "0.0.0.0"),
+            ("HERALD_AUTH__JWT_SECRET", secret),
+        ])
+        .unwrap();
+        assert!(ok.config.auth.enabled());
+        assert!(load_env(&[("HERALD_SERVER__HOST", "::1")]).is_ok());
+    }
+
+    /// Flags override the environment, which overrides the file.
+    #[test]
+    fn precedence() {
+        let dir = std::env::temp_dir().join(format!("herald-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("herald.toml");
+        std::fs::write(
+            &file,
+            "[server]\nport = 1111\nhost = \"127.0.0.1\"\n[log]\nlevel = \"debug\"\n",
+        )
+        .unwrap();
+        let loaded = load(
+            Some(&file),
+            env(&[
+                ("HERALD_SERVER__PORT", "2222"),
+                ("HERALD_LOG__LEVEL", "warn"),
+            ]),
+            &Flags {
+                port: Some(3333),
+                ..Flags::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(loaded.config.listen.port(), 3333);
+        assert_eq!(loaded.config.log.level, "warn");
+        let printed = loaded.to_toml();
+        assert!(
+            printed.contains("port = 3333  # from flag --port"),
+            "{printed}"
+        );
+        assert!(printed.contains("level = \"warn\"  # from environment variable HERALD_LOG__LEVEL"));
+        assert!(printed.contains(&format!(
+            "host = \"127.0.0.1\"  # from file {}",
+            file.display()
+        )));
+
+        std::fs::write(&file, "[server]\nport = \"x\"\n").unwrap();
+        let err = load(Some(&file), env(&[]), &Flags::default()).unwrap_err();
+        assert_eq!(err.0[0].origin, Some(format!("file {}", file.display())));
+        std::fs::write(&file, "[server\nport = 1").unwrap();
+        let err = load(Some(&file), env(&[]), &Flags::default()).unwrap_err();
+        assert!(err.to_string().contains("TOML"), "{err}");
+        let missing = dir.join("missing.toml");
+        let err = load(Some(&missing), env(&[]), &Flags::default()).unwrap_err();
+        assert!(err.to_string().contains("cannot read config file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Secrets never appear in the printed configuration.
+    #[test]
+    fn print_redacts_secrets() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let loaded = load_env(&[
+            ("HERALD_AUTH__JWT_SECRET", secret),
+            ("HERALD_API__KEY", "api-key-value"),
+        ])
+        .unwrap();
+        let printed = loaded.to_toml();
+        assert!(!printed.contains(secret));
+        assert!(!printed.contains("api-key-value"));
+        assert!(printed.contains("jwt_secret = \"<redacted>\""));
+    }
+}
