@@ -9,5 +9,15 @@ if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json node_m
   npm ci --no-audit --no-fund --loglevel=error
   cp package-lock.json node_modules/.herald-lock
 fi
+# The demo page test drives headless Chromium (Debian's package; playwright-core only
+# drives it, it downloads no browser).
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  echo "installing chromium for the demo page test"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  command -v chromium >/dev/null || { echo "chromium is required (apt-get install chromium, or set CHROMIUM)" >&2; exit 1; }
+fi
+export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
 export HERALD_BIN_DIR="${HERALD_BIN_DIR:-$PWD/../../target/debug}"
 exec node --test --test-concurrency=1 --test-reporter=spec ./*.test.mjs

@@ -1,5 +1,6 @@
 // Starts the project's binaries for the interop tests and stops them by PID.
 import { spawn } from "node:child_process";
+import { createHmac, sign as cryptoSign } from "node:crypto";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -67,3 +68,85 @@ export function collect(socket, n, ms = 10_000) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Starts the `herald` binary on a free port with `env` (HERALD_* variables of this
+ * process are not passed on) and `args`; resolves with { port, url, pid, stop(), logs }
+ * once it logs the address it listens on.
+ */
+export function startHerald(env = {}, args = []) {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("HERALD_")));
+  const child = spawn(path.join(binDir, "herald"), ["--port", "0", ...args], {
+    env: { ...clean, ...env },
+    stdio: ["ignore", "inherit", "pipe"],
+  });
+  const logs = [];
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`herald did not start:\n${logs.join("\n")}`)), 10_000);
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`herald exited with ${code}:\n${logs.join("\n")}`)));
+    createInterface({ input: child.stderr }).on("line", (line) => {
+      logs.push(line);
+      if (process.env.HERALD_TEST_LOGS) process.stderr.write(line + "\n");
+      const m = /listening on http:\/\/[^ ]*:(\d+)/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        const port = Number(m[1]);
+        resolve({
+          port,
+          url: `http://127.0.0.1:${port}`,
+          pid: child.pid,
+          logs,
+          child,
+          alive: () => child.exitCode === null && child.signalCode === null,
+          stop: (signal = "SIGKILL") =>
+            new Promise((done) => {
+              if (child.exitCode !== null || child.signalCode !== null) return done(child.exitCode);
+              child.removeAllListeners("exit");
+              child.once("exit", (code) => done(code));
+              child.kill(signal);
+            }),
+        });
+      }
+    });
+  });
+}
+
+/** Runs the `herald` binary to completion; resolves with { code, stdout, stderr }. */
+export function runHerald(args, env = {}) {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("HERALD_")));
+  const child = spawn(path.join(binDir, "herald"), args, { env: { ...clean, ...env } });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`herald ${args.join(" ")} did not exit`));
+    }, 10_000);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const b64url = (x) => Buffer.from(x).toString("base64url");
+
+/**
+ * Signs a JWT with node:crypto: HS256 with `secret`, RS256 or ES256 with the private
+ * `key`. `header` adds header fields.
+ */
+export function jwt(claims, { secret, key, alg = "HS256", header = {} } = {}) {
+  const input = `${b64url(JSON.stringify({ alg, typ: "JWT", ...header }))}.${b64url(JSON.stringify(claims))}`;
+  let sig;
+  if (alg === "HS256") sig = createHmac("sha256", secret).update(input).digest();
+  else if (alg === "RS256") sig = cryptoSign("sha256", Buffer.from(input), key);
+  else if (alg === "ES256") sig = cryptoSign("sha256", Buffer.from(input), { key, dsaEncoding: "ieee-p1363" });
+  else throw new Error(`alg ${alg}`);
+  return `${input}.${b64url(sig)}`;
+}
+
+/** Seconds since the epoch, plus `s`. */
+export const now = (s = 0) => Math.floor(Date.now() / 1000) + s;

@@ -1,0 +1,93 @@
+// The demo page at `/` in headless Chromium: two pages exchange a message through
+// Herald, with the official socket.io client served from the local npm package (this
+// machine has no internet), and a backend message published with the HTTP API.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { startHerald } from "./harness.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const clientJs = path.join(here, "node_modules", "socket.io-client", "dist", "socket.io.min.js");
+const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+let srv;
+let browser;
+
+before(async () => {
+  assert.ok(existsSync(browserPath), `Chromium is required at ${browserPath} (scripts/test-interop.sh installs it)`);
+  srv = await startHerald({ HERALD_DEMO__CLIENT_JS: clientJs, HERALD_API__KEY: "demo-key" });
+  browser = await chromium.launch({
+    executablePath: browserPath,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await srv?.stop();
+});
+
+async function open(name) {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(`${srv.url}/?room=demo-test&name=${name}`);
+  // Joined once the text box is enabled (the subscribe was acknowledged).
+  await page.waitForSelector("#text:not([disabled])", { timeout: 10_000 });
+  assert.match(await page.textContent("#status"), /connected over/);
+  return { page, errors };
+}
+
+// Two pages in the same room: what one sends, both see; so does a backend publish.
+test("two browsers exchange a message through Herald", async () => {
+  const a = await open("alice");
+  const b = await open("bob");
+  await a.page.fill("#text", "hello from alice");
+  await a.page.click("#send");
+  const seen = async (page, text) =>
+    page.waitForFunction(
+      (t) => [...document.querySelectorAll("#messages li")].some((li) => li.textContent.includes(t)),
+      text,
+      { timeout: 10_000 },
+    );
+  await seen(b.page, "alicehello from alice");
+  await seen(a.page, "alicehello from alice");
+
+  const res = await fetch(`${srv.url}/api/emit`, {
+    method: "POST",
+    headers: { authorization: "Bearer demo-key", "content-type": "application/json" },
+    body: JSON.stringify({ rooms: ["demo-test"], event: "message", data: { name: "backend", text: "from curl" } }),
+  });
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).delivered, 2);
+  await seen(a.page, "backendfrom curl");
+  await seen(b.page, "backendfrom curl");
+  assert.deepEqual([...a.errors, ...b.errors], []);
+  await a.page.close();
+  await b.page.close();
+});
+
+// The page and the client copy are served with the right types.
+test("page and client are served", async () => {
+  const page = await fetch(`${srv.url}/`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-type"), /text\/html/);
+  const html = await page.text();
+  assert.match(html, /const PATH = "\/socket.io\/"/);
+  assert.doesNotMatch(html, /__HERALD_/);
+  const js = await fetch(`${srv.url}/demo/socket.io.min.js`);
+  assert.equal(js.status, 200);
+  assert.match(js.headers.get("content-type"), /javascript/);
+});

@@ -1,0 +1,58 @@
+"""The herald HTTP API against its description, docs/api.openapi.yaml: schemathesis sends
+generated valid and invalid requests and checks every answer against the spec."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT, binary
+
+
+def start_herald(env):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    proc = subprocess.Popen(
+        [str(binary("herald")), "--port", "0"],
+        env={**clean, **env},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(50):
+        line = proc.stderr.readline()
+        m = re.search(r"listening on http://[^ ]*:(\d+)", line)
+        if m:
+            return proc, int(m.group(1))
+    proc.kill()
+    raise AssertionError("herald did not start")
+
+
+def test_api_matches_openapi_description():
+    proc, port = start_herald({"HERALD_API__KEY": "schema-key"})
+    try:
+        st = Path(sys.executable).parent / "schemathesis"
+        run = subprocess.run(
+            [
+                str(st),
+                "run",
+                str(ROOT / "docs" / "api.openapi.yaml"),
+                "--url",
+                f"http://127.0.0.1:{port}",
+                "-H",
+                "Authorization: Bearer schema-key",
+                "--max-examples",
+                "100",
+                "--seed",
+                "1",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+        assert "passed" in run.stdout
+        assert proc.poll() is None, "herald died during the run"
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
