@@ -210,3 +210,26 @@ fn serves_and_stops_on_sigterm() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
 }
+
+/// `--log-format json` writes one JSON object per line, the listening address among
+/// the fields.
+#[test]
+fn json_logs() {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HERALD_")) {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd
+        .args(["--port", "0", "--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v["level"], "INFO", "{first}");
+    assert!(v["message"].as_str().unwrap().contains("listening on"), "{first}");
+    assert!(v["open_files"].as_u64().unwrap() > 0, "{first}");
+}
