@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use ws::{Frame, OpCode};
 
-use crate::socket::{self, Closer, Opening};
+use crate::socket::{self, Closer, Guard, Opening};
 use crate::{CloseReason, Config, EngineHandler, EngineStats, Socket};
 
 /// The response type of the engine's HTTP handling.
@@ -119,6 +119,13 @@ impl<H: EngineHandler> Engine<H> {
         self.sessions.is_empty()
     }
 
+    /// Bytes queued on every session and not yet sent (walks the table).
+    pub fn queued_bytes(&self) -> usize {
+        let mut total = 0;
+        self.for_each(|s| total += s.queued_bytes());
+        total
+    }
+
     /// Calls `f` on every session. The table stays readable meanwhile.
     pub fn for_each(&self, mut f: impl FnMut(&Arc<Socket<H::Data>>)) {
         for entry in self.sessions.iter() {
@@ -155,6 +162,21 @@ impl<H: EngineHandler> Engine<H> {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.handle_with(req, remote, None).await
+    }
+
+    /// As [`Engine::handle`]; when the request opens a session, the session holds
+    /// `guard` until it closes (otherwise it is dropped with the request).
+    pub async fn handle_with<B>(
+        self: &Arc<Self>,
+        req: Request<B>,
+        remote: SocketAddr,
+        guard: Option<Guard>,
+    ) -> HttpResponse
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let allow_origin = self.config.cors.as_ref().and_then(|c| {
             let origin = req
                 .headers()
@@ -163,7 +185,7 @@ impl<H: EngineHandler> Engine<H> {
             c.allow_origin(origin)
         });
         let upgrade = is_upgrade(&req);
-        let mut res = self.route(req, remote).await;
+        let mut res = self.route(req, remote, guard).await;
         if upgrade && res.status() != StatusCode::SWITCHING_PROTOCOLS {
             // A refused upgrade ends the connection, as the Node server does: the client
             // has no use for an HTTP connection it meant to turn into a WebSocket.
@@ -178,7 +200,12 @@ impl<H: EngineHandler> Engine<H> {
         res
     }
 
-    async fn route<B>(self: &Arc<Self>, req: Request<B>, remote: SocketAddr) -> HttpResponse
+    async fn route<B>(
+        self: &Arc<Self>,
+        req: Request<B>,
+        remote: SocketAddr,
+        guard: Option<Guard>,
+    ) -> HttpResponse
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -201,9 +228,11 @@ impl<H: EngineHandler> Engine<H> {
                 return error_response(ErrorCode::BadHandshakeMethod);
             }
             return match transport {
-                Transport::Polling => crate::transport::polling::handshake(self, req, remote),
+                Transport::Polling => {
+                    crate::transport::polling::handshake(self, req, remote, guard)
+                }
                 Transport::Websocket if upgrade => {
-                    crate::transport::websocket::upgrade(self, req, remote, None)
+                    crate::transport::websocket::upgrade(self, req, remote, None, guard)
                 }
                 Transport::Websocket => error_response(ErrorCode::BadRequest),
             };
@@ -213,7 +242,7 @@ impl<H: EngineHandler> Engine<H> {
         };
         match transport {
             Transport::Websocket if upgrade => {
-                crate::transport::websocket::upgrade(self, req, remote, Some(socket))
+                crate::transport::websocket::upgrade(self, req, remote, Some(socket), None)
             }
             Transport::Websocket => error_response(ErrorCode::BadRequest),
             Transport::Polling if req.method() == Method::GET => {
@@ -257,6 +286,7 @@ impl<H: EngineHandler> Engine<H> {
         self: &Arc<Self>,
         transport: Transport,
         opening: Opening,
+        guard: Option<Guard>,
     ) -> Arc<Socket<H::Data>> {
         let sid = loop {
             let sid = Sid::from_random(rand::random());
@@ -274,6 +304,7 @@ impl<H: EngineHandler> Engine<H> {
             closer,
             H::Data::default(),
         ));
+        socket.outbox.lock().guard = guard;
         self.sessions.insert(sid, socket.clone());
         EngineStats::add(&self.stats.handshakes, 1);
         self.stats
@@ -311,12 +342,18 @@ impl<H: EngineHandler> Engine<H> {
     pub(crate) fn close(&self, socket: &Arc<Socket<H::Data>>, reason: CloseReason) {
         let linger;
         let websocket;
+        let guard;
+        let discarded;
         {
             let mut outbox = socket.outbox.lock();
             if outbox.closed.is_some() {
                 return;
             }
             outbox.closed = Some(reason);
+            guard = outbox.guard.take();
+            // A slow consumer's queue is over its budget and would take long to send:
+            // it goes (the close code tells the client it lost packets).
+            discarded = (reason == CloseReason::SlowConsumer).then(|| outbox.take());
             websocket = outbox.transport == Transport::Websocket;
             // Packets queued by the server (its last words, then `1`) wait for a GET.
             linger = !websocket
@@ -340,9 +377,13 @@ impl<H: EngineHandler> Engine<H> {
                 .websocket_sessions
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
+        EngineStats::add(&self.stats.closes[reason.index()], 1);
         tracing::debug!(sid = %socket.sid(), %reason, "session closed");
         self.handler.on_close(socket, reason);
         socket.wake();
+        // Dropped last, outside the lock: a guard's destructor may do anything.
+        drop(discarded);
+        drop(guard);
     }
 
     /// Takes a closed session out of the table (after its last GET, or at its deadline).
@@ -395,11 +436,11 @@ impl<H: EngineHandler> Engine<H> {
                 self.handler.on_binary(socket, data);
             }
             Packet::Pong(_) => {
+                let interval = socket
+                    .ping_interval_ms()
+                    .unwrap_or(self.config.ping_interval.as_millis() as u64);
                 socket::store(&socket.pong_deadline, 0);
-                socket::store(
-                    &socket.next_ping,
-                    self.now_ms() + self.config.ping_interval.as_millis() as u64,
-                );
+                socket::store(&socket.next_ping, self.now_ms() + interval);
             }
             Packet::Close => return Err(CloseReason::ClientClose),
             Packet::Noop => {}

@@ -55,6 +55,39 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in the order of [`CloseReason::index`].
+    pub const ALL: [CloseReason; 9] = [
+        CloseReason::ClientClose,
+        CloseReason::TransportClose,
+        CloseReason::TransportError,
+        CloseReason::PingTimeout,
+        CloseReason::ServerClose,
+        CloseReason::ServerShutdown,
+        CloseReason::ParseError,
+        CloseReason::PayloadTooLarge,
+        CloseReason::SlowConsumer,
+    ];
+
+    /// The reason's position in [`CloseReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short machine-readable name (metrics labels).
+    pub fn code(self) -> &'static str {
+        match self {
+            CloseReason::ClientClose => "client_close",
+            CloseReason::TransportClose => "transport_close",
+            CloseReason::TransportError => "transport_error",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::ServerClose => "server_close",
+            CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::ParseError => "parse_error",
+            CloseReason::PayloadTooLarge => "payload_too_large",
+            CloseReason::SlowConsumer => "slow_consumer",
+        }
+    }
+
     /// The reason as the Node server words it, where it has one.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -73,5 +106,22 @@ impl CloseReason {
 impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` lists every reason at its index, each with its own code.
+    #[test]
+    fn reasons_are_indexed() {
+        for (i, r) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        let mut codes: Vec<_> = CloseReason::ALL.iter().map(|r| r.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), CloseReason::ALL.len());
     }
 }

@@ -66,5 +66,5 @@ pub use engine::Engine;
 pub use engineio_proto::{Sid, Transport};
 pub use handler::{CloseReason, EngineHandler};
 pub use serve::serve_connection;
-pub use socket::{SendError, Socket};
+pub use socket::{Guard, SendError, Socket};
 pub use stats::EngineStats;

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Weak;
 
 use engineio_proto::{Sid, Transport};
@@ -24,6 +24,10 @@ pub enum SendError {
     #[error("outbound queue full")]
     QueueFull,
 }
+
+/// A value the caller ties to a session when it opens (an admission ticket, say): the
+/// session holds it until it closes, then drops it.
+pub type Guard = Box<dyn std::any::Any + Send + Sync>;
 
 /// What the engine calls to close a session on behalf of [`Socket::close`].
 pub(crate) trait Closer<D>: Send + Sync {
@@ -86,6 +90,8 @@ pub struct Socket<D> {
     /// and when an unanswered ping times out (0 while no ping is outstanding).
     pub(crate) next_ping: AtomicU64,
     pub(crate) pong_deadline: AtomicU64,
+    /// This session's ping interval in milliseconds; 0 for the engine's.
+    ping_interval_ms: AtomicU32,
     /// parking_lot mutex: held for a few instructions at a time, never across `.await`.
     pub(crate) outbox: Mutex<Outbox>,
     max_buffered: usize,
@@ -115,6 +121,8 @@ pub(crate) struct Outbox {
     /// GET; never both), registered while it waits. A waker slot instead of a `Notify`
     /// keeps the connection task small: it is set under the lock senders take anyway.
     pub(crate) waker: Option<Waker>,
+    /// Held until the session closes.
+    pub(crate) guard: Option<Guard>,
 }
 
 impl Outbox {
@@ -160,6 +168,7 @@ impl<D> Socket<D> {
             opening: Box::new(opening),
             next_ping: AtomicU64::new(next_ping),
             pong_deadline: AtomicU64::new(0),
+            ping_interval_ms: AtomicU32::new(0),
             outbox: Mutex::new(Outbox {
                 queue: VecDeque::new(),
                 bytes: 0,
@@ -170,6 +179,7 @@ impl<D> Socket<D> {
                 get_active: false,
                 post_active: false,
                 waker: None,
+                guard: None,
             }),
             max_buffered,
             closer,
@@ -211,6 +221,27 @@ impl<D> Socket<D> {
     /// The transport in use now.
     pub fn transport(&self) -> Transport {
         self.outbox.lock().transport
+    }
+
+    /// Sets how often this session is pinged, from its next pong on (at most the
+    /// interval announced in the handshake: clients take a longer silence as a dead
+    /// server).
+    pub fn set_ping_interval(&self, interval: std::time::Duration) {
+        let ms = u32::try_from(interval.as_millis()).unwrap_or(u32::MAX);
+        self.ping_interval_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// This session's ping interval, if it has one of its own.
+    pub(crate) fn ping_interval_ms(&self) -> Option<u64> {
+        match self.ping_interval_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(u64::from(ms)),
+        }
+    }
+
+    /// Bytes queued for sending and not yet handed to the transport.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox.lock().bytes
     }
 
     /// Whether the session has ended.

@@ -21,6 +21,8 @@ pub struct EngineStats {
     pub bytes_out: AtomicU64,
     /// Upgrades from polling to WebSocket completed.
     pub upgrades: AtomicU64,
+    /// Sessions closed, by [`CloseReason::index`](crate::CloseReason::index).
+    pub closes: [AtomicU64; crate::CloseReason::ALL.len()],
 }
 
 impl EngineStats {

@@ -351,3 +351,60 @@ async fn slow_consumer_hits_the_byte_budget() {
     assert_eq!(server.next().await, Event::Message("ping me".into()));
     drop(slow);
 }
+
+/// A client that stops reading and is closed as a slow consumer does not keep its
+/// connection (or its queue): the server drops it within a bounded time, and counts the
+/// close by reason.
+#[tokio::test]
+async fn a_stuck_slow_consumer_is_dropped() {
+    let mut server = Server::start(Config {
+        ping_interval: Duration::from_secs(60),
+        ping_timeout: Duration::from_secs(60),
+        max_buffered_bytes: 64 * 1024,
+        ..Config::default()
+    })
+    .await;
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(
+        b"GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let Event::Open(sid) = server.next().await else {
+        panic!("expected open")
+    };
+    let socket = server
+        .engine
+        .get(engineio::Sid::parse(&sid).unwrap())
+        .unwrap();
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut full = false;
+    for i in 0..100_000 {
+        if socket.send_text(&chunk).is_err() {
+            full = true;
+            break;
+        }
+        if i % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(full);
+    socket.close_with(CloseReason::SlowConsumer);
+    assert_eq!(server.close_reason().await, CloseReason::SlowConsumer);
+    assert_eq!(socket.queued_bytes(), 0, "the queue is dropped at once");
+    // The client still does not read for a while; then it finds the connection gone.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut sink)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the server kept the connection open"
+    );
+    let stats = server.engine.stats();
+    assert_eq!(
+        stats.closes[CloseReason::SlowConsumer.index()].load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}

@@ -13,7 +13,7 @@ use hyper::body::Body;
 use ws::OpCode;
 
 use crate::engine::{error_response, text_response, HttpResponse};
-use crate::socket::Opening;
+use crate::socket::{Guard, Opening};
 use crate::{CloseReason, Engine, EngineHandler, EngineStats, Socket};
 
 const PAYLOAD_TYPE: &str = "text/plain; charset=UTF-8";
@@ -23,10 +23,11 @@ pub(crate) fn handshake<H: EngineHandler, B>(
     engine: &Arc<Engine<H>>,
     req: Request<B>,
     remote: SocketAddr,
+    guard: Option<Guard>,
 ) -> HttpResponse {
     let opening = Opening::new(req.uri(), req.headers(), remote);
     drop(req);
-    let socket = engine.open(Transport::Polling, opening);
+    let socket = engine.open(Transport::Polling, opening, guard);
     let open = engine.open_packet(&socket, true);
     engine.handler.on_open(&socket);
     EngineStats::add(&engine.stats.packets_out, 1);

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use ws::{CloseCode, Decoder, Frame, Message, OpCode, ProtocolError, Role};
 
 use crate::engine::{error_response, HttpResponse};
-use crate::socket::Opening;
+use crate::socket::{Guard, Opening};
 use crate::{CloseReason, Engine, EngineHandler, EngineStats, Socket};
 
 /// Size of the per-thread read buffer.
@@ -34,6 +34,9 @@ const READ_BUDGET: usize = 256 * 1024;
 const MAX_IOV: usize = 128;
 /// How long a closing connection waits for the peer's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// How long a closed session's last packets may take to go out before the connection
+/// is dropped without them.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
@@ -46,6 +49,7 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
     mut req: Request<B>,
     remote: SocketAddr,
     existing: Option<Arc<Socket<H::Data>>>,
+    guard: Option<Guard>,
 ) -> HttpResponse {
     let h = req.headers();
     let check = ws::handshake::Request {
@@ -74,7 +78,7 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
     // Copied now, so the task below holds no part of hyper's request.
     let target = match existing {
         Some(socket) => Target::Upgrade(socket),
-        None => Target::New(Opening::new(req.uri(), req.headers(), remote)),
+        None => Target::New(Opening::new(req.uri(), req.headers(), remote), guard),
     };
     drop(req);
     let engine = engine.clone();
@@ -113,8 +117,8 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
                     serve(engine, socket, conn);
                 }
             }
-            Target::New(opening) => {
-                let socket = engine.open(Transport::Websocket, opening);
+            Target::New(opening, guard) => {
+                let socket = engine.open(Transport::Websocket, opening, guard);
                 let open = engine.open_packet(&socket, false);
                 socket.push_control(Frame::server(OpCode::Text, &open));
                 engine.handler.on_open(&socket);
@@ -138,8 +142,8 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
 
 /// What an upgraded connection is for.
 enum Target<D> {
-    /// A new session, opened by this request.
-    New(Opening),
+    /// A new session, opened by this request, with the caller's guard.
+    New(Opening, Option<Guard>),
     /// The upgrade of this polling session.
     Upgrade(Arc<Socket<D>>),
 }
@@ -216,6 +220,18 @@ impl Conn {
         result
     }
 
+    /// Writes what is left of a batch, waiting for the socket as needed.
+    async fn flush<H: EngineHandler>(
+        &mut self,
+        batch: &mut Batch,
+        engine: &Engine<H>,
+    ) -> io::Result<()> {
+        while !batch.write_to(&self.stream, engine)? {
+            self.stream.writable().await?;
+        }
+        Ok(())
+    }
+
     /// Writes a close frame, then waits briefly for the peer's close frame or EOF.
     async fn finish(&mut self, frame: Frame) {
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
@@ -246,6 +262,7 @@ impl Conn {
 }
 
 /// Frames taken from the outbound queue and not yet fully written.
+#[derive(Default)]
 struct Batch {
     frames: VecDeque<Frame>,
     /// Bytes of the first frame already written.
@@ -383,18 +400,33 @@ async fn run<H: EngineHandler>(
     let mut leftover = conn.inbuf.is_some();
     let end = std::future::poll_fn(|cx| {
         loop {
-            // 1. Take what is queued, or wait for the next packet.
-            if batch.is_none() {
+            // 1. Once closed, leave the loop with what is left to send: it gets a bounded
+            // time (a client that stopped reading must not hold the connection). Else
+            // take what is queued, or wait for the next packet.
+            {
                 let mut outbox = socket.outbox.lock();
-                let frames = outbox.take();
-                if !frames.is_empty() {
-                    batch = Some(Batch { frames, offset: 0 });
-                } else if let Some(reason) = outbox.closed {
+                if let Some(reason) = outbox.closed {
+                    let rest = outbox.take();
+                    drop(outbox);
+                    let mut left = batch.take().unwrap_or_default();
+                    if reason == CloseReason::SlowConsumer {
+                        // Only the frame under way is finished, so the close frame that
+                        // follows is read as one.
+                        left.frames.truncate(usize::from(left.offset > 0));
+                    }
+                    left.frames.extend(rest);
                     let frame = close_frame.take().unwrap_or_else(|| close_frame_for(reason));
-                    return Poll::Ready(Some(frame));
-                } else {
-                    outbox.register(cx.waker());
+                    return Poll::Ready(Some((left, frame)));
                 }
+                if batch.is_none() {
+                    let frames = outbox.take();
+                    if !frames.is_empty() {
+                        batch = Some(Batch { frames, offset: 0 });
+                    }
+                }
+                // Registered also while a batch waits on the socket, so a close from
+                // elsewhere wakes this task.
+                outbox.register(cx.waker());
             }
             // 2. Write it, as far as the socket takes it.
             if let Some(b) = batch.as_mut() {
@@ -450,9 +482,15 @@ async fn run<H: EngineHandler>(
         }
     })
     .await;
-    if let Some(frame) = end {
-        // Boxed: the linger state would otherwise sit in every idle task.
-        Box::pin(conn.finish(frame)).await;
+    if let Some((mut left, frame)) = end {
+        // Boxed: the flush and linger state would otherwise sit in every idle task.
+        Box::pin(async move {
+            let flushed = tokio::time::timeout(CLOSE_FLUSH, conn.flush(&mut left, engine)).await;
+            if matches!(flushed, Ok(Ok(()))) {
+                conn.finish(frame).await;
+            }
+        })
+        .await;
     }
 }
 
