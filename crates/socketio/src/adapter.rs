@@ -17,7 +17,7 @@ use engineio::Sid;
 use socketio_proto::{PacketType, Str};
 
 use crate::args::{encode, Body};
-use crate::{AckError, AckResponse, Args, Error, Namespace, SocketRef};
+use crate::{AckError, AckResponse, Args, Error, Namespace, SocketRef, Stats};
 
 /// A boxed future, as the adapter's asynchronous operations return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -131,6 +131,7 @@ impl Adapter for LocalAdapter {
         args: &dyn Args,
         opts: &BroadcastOptions,
     ) -> Result<usize, Error> {
+        let started = tokio::time::Instant::now();
         // Encoded once; every recipient gets a reference to the same frames.
         let frames = encode(
             ns.parser,
@@ -140,14 +141,21 @@ impl Adapter for LocalAdapter {
             Body::Event(event, args),
         )?;
         let mut delivered = 0;
+        let mut dropped = 0;
         let mut slow = Vec::new();
         ns.for_each_local(opts, |socket| match socket.send_volatile(frames.clone()) {
             Ok(()) => delivered += 1,
             // A volatile packet that does not fit is dropped; any other closes the
             // connection of the socket that cannot keep up.
             Err(Error::QueueFull) if !opts.volatile => slow.push(socket.clone()),
+            Err(Error::QueueFull) => dropped += 1,
             Err(_) => {}
         });
+        let stats = &ns.stats;
+        Stats::add(&stats.broadcasts, 1);
+        Stats::add(&stats.deliveries, delivered as u64);
+        Stats::add(&stats.dropped_volatile, dropped);
+        Stats::add(&stats.dropped_slow_consumer, slow.len() as u64);
         // Closed after the walk: closing takes the socket out of the maps the walk
         // holds shards of.
         for socket in slow {
@@ -155,6 +163,7 @@ impl Adapter for LocalAdapter {
                 .connection()
                 .close_with(engineio::CloseReason::SlowConsumer);
         }
+        stats.broadcast_fanout.observe(started.elapsed());
         Ok(delivered)
     }
 

@@ -24,6 +24,26 @@ pub struct Config {
     pub parser: Parser,
     /// Bounds on binary attachments (default parser).
     pub limits: socketio_proto::Limits,
+    /// Events each socket may send, as a rate with a burst; events over it go to the
+    /// namespace's [`on_rate_limited`](crate::Builder::on_rate_limited) handler instead
+    /// of their own. Defaults to none (no limit).
+    pub event_rate: Option<RateLimit>,
+}
+
+/// A rate with a burst, checked per socket by GCRA: 8 bytes of state per socket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained events per second.
+    pub per_second: f64,
+    /// Events allowed at once after a quiet spell (at least 1).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// Nanoseconds between events at the sustained rate.
+    pub(crate) fn interval_ns(&self) -> u64 {
+        (1e9 / self.per_second.max(1e-9)).min(u64::MAX as f64 / 4.0) as u64
+    }
 }
 
 impl Default for Config {
@@ -36,6 +56,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(45),
             parser: Parser::Default,
             limits: socketio_proto::Limits::default(),
+            event_rate: None,
         }
     }
 }

@@ -18,6 +18,7 @@
 //!   [`RawArgs`] passed on as they came).
 //! - [`binary`]: [`Binary`], binary data inside typed payloads, for both parsers.
 //! - [`error`]: [`Error`], [`AckError`], [`ConnectError`], [`DisconnectReason`].
+//! - [`stats`]: [`Stats`], counters and latency histograms for the server's metrics.
 //!
 //! Handlers are plain closures called in the order packets arrive, on the connection's
 //! task: a packet sent right after CONNECT always finds the handlers the connect handler
@@ -62,15 +63,17 @@ pub mod event;
 pub mod namespace;
 pub mod server;
 pub mod socket;
+pub mod stats;
 
 pub use adapter::{Adapter, BroadcastOptions, FetchedSocket, LocalAdapter};
 pub use args::{Args, RawArgs};
 pub use binary::Binary;
 pub use broadcast::BroadcastOperator;
-pub use config::{Config, Parser};
+pub use config::{Config, Parser, RateLimit};
 pub use error::{AckError, ConnectError, DisconnectReason, Error};
 pub use event::{AckResponse, ConnectRequest, Event};
 pub use namespace::Namespace;
 pub use server::{Builder, Server};
-pub use socket::{Socket, SocketRef};
+pub use socket::{RateLimited, Socket, SocketRef};
 pub use socketio_proto::Str;
+pub use stats::{Histogram, HistogramSnapshot, Stats};

@@ -14,6 +14,42 @@ use crate::{BroadcastOperator, ConnectError, ConnectRequest, Parser, SocketRef};
 
 pub(crate) type Middleware = Arc<dyn Fn(&ConnectRequest) -> Result<(), ConnectError> + Send + Sync>;
 pub(crate) type ConnectHandler = Arc<dyn Fn(&SocketRef, &ConnectRequest) + Send + Sync>;
+pub(crate) type DisconnectHandler = Arc<dyn Fn(&SocketRef, crate::DisconnectReason) + Send + Sync>;
+pub(crate) type RateLimitedHandler =
+    Arc<dyn Fn(&SocketRef, crate::Event, crate::RateLimited) + Send + Sync>;
+
+/// What a namespace runs, as set on the builder.
+#[derive(Clone)]
+pub(crate) struct Hooks {
+    pub(crate) middlewares: Vec<Middleware>,
+    pub(crate) on_connect: ConnectHandler,
+    pub(crate) handlers: HashMap<Box<str>, EventHandler>,
+    pub(crate) on_disconnect: Option<DisconnectHandler>,
+    pub(crate) on_rate_limited: Option<RateLimitedHandler>,
+}
+
+impl Hooks {
+    pub(crate) fn new(on_connect: ConnectHandler) -> Hooks {
+        Hooks {
+            middlewares: Vec::new(),
+            on_connect,
+            handlers: HashMap::new(),
+            on_disconnect: None,
+            on_rate_limited: None,
+        }
+    }
+}
+
+/// What every namespace of a server shares.
+#[derive(Clone)]
+pub(crate) struct Common {
+    pub(crate) parser: Parser,
+    pub(crate) adapter: Arc<dyn Adapter>,
+    pub(crate) stats: Arc<crate::Stats>,
+    pub(crate) event_rate: Option<crate::RateLimit>,
+    /// The clock of the rate limits.
+    pub(crate) epoch: tokio::time::Instant,
+}
 
 /// A namespace: its connect handlers, its sockets and its rooms.
 ///
@@ -26,7 +62,12 @@ pub struct Namespace {
     pub(crate) on_connect: ConnectHandler,
     /// Event handlers every socket of the namespace shares; fixed when the server is built.
     pub(crate) handlers: HashMap<Box<str>, EventHandler>,
+    pub(crate) on_disconnect: Option<DisconnectHandler>,
+    pub(crate) on_rate_limited: Option<RateLimitedHandler>,
     pub(crate) adapter: Arc<dyn Adapter>,
+    pub(crate) stats: Arc<crate::Stats>,
+    pub(crate) event_rate: Option<crate::RateLimit>,
+    pub(crate) epoch: tokio::time::Instant,
     pub(crate) sockets: DashMap<Sid, SocketRef>,
     pub(crate) rooms: DashMap<Str, HashMap<Sid, SocketRef>>,
 }
@@ -42,24 +83,27 @@ impl fmt::Debug for Namespace {
 }
 
 impl Namespace {
-    pub(crate) fn new(
-        name: Str,
-        parser: Parser,
-        middlewares: Vec<Middleware>,
-        on_connect: ConnectHandler,
-        handlers: HashMap<Box<str>, EventHandler>,
-        adapter: Arc<dyn Adapter>,
-    ) -> Namespace {
+    pub(crate) fn new(name: Str, hooks: Hooks, common: Common) -> Namespace {
         Namespace {
             name,
-            parser,
-            middlewares,
-            on_connect,
-            handlers,
-            adapter,
+            parser: common.parser,
+            middlewares: hooks.middlewares,
+            on_connect: hooks.on_connect,
+            handlers: hooks.handlers,
+            on_disconnect: hooks.on_disconnect,
+            on_rate_limited: hooks.on_rate_limited,
+            adapter: common.adapter,
+            stats: common.stats,
+            event_rate: common.event_rate,
+            epoch: common.epoch,
             sockets: DashMap::new(),
             rooms: DashMap::new(),
         }
+    }
+
+    /// The counters of the server this namespace belongs to.
+    pub fn stats(&self) -> &Arc<crate::Stats> {
+        &self.stats
     }
 
     /// The namespace's name.

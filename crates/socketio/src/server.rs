@@ -1,6 +1,6 @@
 //! The server: namespaces, the connect flow, and the dispatch of packets.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -16,15 +16,13 @@ use tokio::time::Instant;
 
 use crate::adapter::{Adapter, LocalAdapter};
 use crate::args::{encode, Body};
-use crate::namespace::{ConnectHandler, Middleware};
-use crate::socket::{Conn, ConnState, EventHandler, Extensions};
+use crate::namespace::{Common, Hooks};
+use crate::socket::{Conn, ConnState, Extensions};
 use crate::{Config, ConnectError, ConnectRequest, Namespace, Parser, Socket, SocketRef};
 
 struct NsSpec {
     matcher: Matcher,
-    middlewares: Vec<Middleware>,
-    on_connect: ConnectHandler,
-    handlers: HashMap<Box<str>, EventHandler>,
+    hooks: Hooks,
 }
 
 enum Matcher {
@@ -62,9 +60,7 @@ impl Builder {
         };
         self.specs.push(NsSpec {
             matcher: Matcher::Name(name),
-            middlewares: Vec::new(),
-            on_connect: Arc::new(on_connect),
-            handlers: HashMap::new(),
+            hooks: Hooks::new(Arc::new(on_connect)),
         });
         self
     }
@@ -78,9 +74,7 @@ impl Builder {
     ) -> Self {
         self.specs.push(NsSpec {
             matcher: Matcher::Dynamic(Arc::new(matcher)),
-            middlewares: Vec::new(),
-            on_connect: Arc::new(on_connect),
-            handlers: HashMap::new(),
+            hooks: Hooks::new(Arc::new(on_connect)),
         });
         self
     }
@@ -98,6 +92,7 @@ impl Builder {
         self.specs
             .last_mut()
             .expect("add a namespace before its middleware")
+            .hooks
             .middlewares
             .push(Arc::new(f));
         self
@@ -118,8 +113,47 @@ impl Builder {
         self.specs
             .last_mut()
             .expect("add a namespace before its handlers")
+            .hooks
             .handlers
             .insert(event.into(), Arc::new(handler));
+        self
+    }
+
+    /// Calls `handler` when any socket of the namespace added last has left it (after
+    /// the socket's own `disconnect` handlers); shared, nothing stored per socket.
+    ///
+    /// # Panics
+    ///
+    /// When no namespace was added yet.
+    pub fn on_disconnect(
+        mut self,
+        handler: impl Fn(&SocketRef, crate::DisconnectReason) + Send + Sync + 'static,
+    ) -> Self {
+        self.specs
+            .last_mut()
+            .expect("add a namespace before its handlers")
+            .hooks
+            .on_disconnect = Some(Arc::new(handler));
+        self
+    }
+
+    /// Calls `handler` with each event of the namespace added last that went over the
+    /// per-socket rate ([`Config::event_rate`]), instead of the event's own handler. It
+    /// may acknowledge the event with an error, or disconnect the socket. Without it,
+    /// such events are dropped.
+    ///
+    /// # Panics
+    ///
+    /// When no namespace was added yet.
+    pub fn on_rate_limited(
+        mut self,
+        handler: impl Fn(&SocketRef, crate::Event, crate::RateLimited) + Send + Sync + 'static,
+    ) -> Self {
+        self.specs
+            .last_mut()
+            .expect("add a namespace before its handlers")
+            .hooks
+            .on_rate_limited = Some(Arc::new(handler));
         self
     }
 
@@ -135,9 +169,16 @@ impl Builder {
     ///
     /// Outside a Tokio runtime.
     pub fn build(self, config: Config) -> Server {
+        let common = Common {
+            parser: config.parser,
+            adapter: self.adapter.unwrap_or_else(|| Arc::new(LocalAdapter)),
+            stats: Arc::default(),
+            event_rate: config.event_rate,
+            epoch: Instant::now(),
+        };
         let inner = Arc::new(Inner {
             namespaces: DashMap::new(),
-            adapter: self.adapter.unwrap_or_else(|| Arc::new(LocalAdapter)),
+            common,
             specs: self.specs,
             pending: Mutex::new(VecDeque::new()),
             config,
@@ -146,11 +187,8 @@ impl Builder {
             if let Matcher::Name(name) = &spec.matcher {
                 let ns = Namespace::new(
                     Str::from(name.clone()),
-                    inner.config.parser,
-                    spec.middlewares.clone(),
-                    spec.on_connect.clone(),
-                    spec.handlers.clone(),
-                    inner.adapter.clone(),
+                    spec.hooks.clone(),
+                    inner.common.clone(),
                 );
                 inner
                     .namespaces
@@ -170,7 +208,7 @@ impl Builder {
 
 pub(crate) struct Inner {
     config: Config,
-    adapter: Arc<dyn Adapter>,
+    common: Common,
     namespaces: DashMap<Str, Arc<Namespace>>,
     specs: Vec<NsSpec>,
     /// Connections not yet in a namespace, by connect deadline. One timer for all of
@@ -193,11 +231,8 @@ impl Inner {
             .or_insert_with(|| {
                 Arc::new(Namespace::new(
                     name.clone(),
-                    self.config.parser,
-                    spec.middlewares.clone(),
-                    spec.on_connect.clone(),
-                    spec.handlers.clone(),
-                    self.adapter.clone(),
+                    spec.hooks.clone(),
+                    self.common.clone(),
                 ))
             })
             .clone();
@@ -248,6 +283,11 @@ impl Server {
             .namespaces
             .get(&Str::from(name))
             .map(|n| n.value().clone())
+    }
+
+    /// The layer's counters and histograms.
+    pub fn stats(&self) -> &Arc<crate::Stats> {
+        &self.inner.common.stats
     }
 
     /// Closes every connection (reason "server shutting down").

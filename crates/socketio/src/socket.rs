@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +90,20 @@ pub struct Socket {
     state: Mutex<State>,
     next_ack: AtomicU64,
     connected: AtomicBool,
+    /// Rate limit (GCRA): when the socket's next event is due at the sustained rate, in
+    /// nanoseconds on the namespace's clock; and events refused since the socket was
+    /// last within its rate with a full burst.
+    tat: AtomicU64,
+    violations: AtomicU32,
+}
+
+/// An event refused by the per-socket rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    /// How long until the socket may send again.
+    pub retry_after: Duration,
+    /// Events refused in a row (reset once the socket keeps to its rate).
+    pub violations: u32,
 }
 
 /// A socket's mutable parts. Short lists, scanned: each allocates nothing until used.
@@ -132,6 +146,8 @@ impl Socket {
             }),
             next_ack: AtomicU64::new(0),
             connected: AtomicBool::new(true),
+            tat: AtomicU64::new(0),
+            violations: AtomicU32::new(0),
         }
     }
 
@@ -263,10 +279,14 @@ impl Socket {
             self.send_frames(frames)
         });
         let socket = self.clone();
+        let started = tokio::time::Instant::now();
         async move {
             sent?;
             match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(response)) => Ok(response),
+                Ok(Ok(response)) => {
+                    socket.nsp.stats.ack_rtt.observe(started.elapsed());
+                    Ok(response)
+                }
                 Ok(Err(_)) => Err(AckError::Disconnected),
                 Err(_) => {
                     socket
@@ -360,6 +380,7 @@ impl Socket {
     pub(crate) fn send_frames(&self, frames: Vec<Frame>) -> Result<(), Error> {
         let result = self.send_volatile(frames);
         if result == Err(Error::QueueFull) {
+            crate::Stats::add(&self.nsp.stats.dropped_slow_consumer, 1);
             self.conn.close_with(engineio::CloseReason::SlowConsumer);
         }
         result
@@ -378,6 +399,28 @@ impl Socket {
 
     /// Runs the handler for an event from the client.
     pub(crate) fn dispatch(self: &Arc<Self>, packet: Packet) {
+        crate::Stats::add(&self.nsp.stats.events_in, 1);
+        if let Some(limit) = self.nsp.event_rate {
+            if let Err(retry_after) = self.take_token(&limit) {
+                crate::Stats::add(&self.nsp.stats.events_rate_limited, 1);
+                let violations = self.violations.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(h) = self.nsp.on_rate_limited.clone() {
+                    let event = Event {
+                        packet,
+                        socket: self.clone(),
+                    };
+                    h(
+                        self,
+                        event,
+                        RateLimited {
+                            retry_after,
+                            violations,
+                        },
+                    );
+                }
+                return;
+            }
+        }
         let name = packet.event_name();
         let handler = name
             .as_ref()
@@ -400,6 +443,27 @@ impl Socket {
                 },
             );
         }
+    }
+
+    /// Takes one event's worth of the socket's rate (GCRA), or says how long until one
+    /// is available. Events of one socket are dispatched in order on its connection's
+    /// task, so plain loads and stores suffice.
+    fn take_token(&self, limit: &crate::RateLimit) -> Result<(), Duration> {
+        let now = self.nsp.epoch.elapsed().as_nanos() as u64;
+        let interval = limit.interval_ns();
+        let tolerance = interval.saturating_mul(u64::from(limit.burst.max(1) - 1));
+        let tat = self.tat.load(Ordering::Relaxed);
+        if tat <= now {
+            // A full burst again: the socket kept to its rate.
+            self.violations.store(0, Ordering::Relaxed);
+        }
+        let tat = tat.max(now);
+        let allowed_from = tat.saturating_sub(tolerance);
+        if now < allowed_from {
+            return Err(Duration::from_nanos(allowed_from - now));
+        }
+        self.tat.store(tat + interval, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Hands an ack from the client to the emit waiting for it.
@@ -438,6 +502,9 @@ impl Socket {
         let disconnect: Vec<DisconnectHandler> =
             std::mem::take(&mut self.state.lock().on_disconnect);
         for h in disconnect {
+            h(self, reason);
+        }
+        if let Some(h) = &self.nsp.on_disconnect {
             h(self, reason);
         }
         // Handlers may hold the socket: drop them so nothing keeps it alive.

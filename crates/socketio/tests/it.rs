@@ -596,3 +596,119 @@ async fn slow_consumers() {
         assert_eq!(ns.len(), if volatile { 2 } else { 1 });
     }
 }
+
+/// The per-socket event rate: a burst passes, the rest goes to the namespace's
+/// rate-limited handler with a retry hint and a growing violation count; another
+/// socket keeps its own budget; the stats count both.
+#[tokio::test]
+async fn event_rate_limit() {
+    let refused = Arc::new(Mutex::new(Vec::new()));
+    let seen = refused.clone();
+    let server = Server::builder()
+        .ns("/", |_, _| {})
+        .on("ev", |_, ev| {
+            let _ = ev.ack(("ok",));
+        })
+        .on_rate_limited(move |_, ev, limited| {
+            seen.lock().push((limited.retry_after, limited.violations));
+            let _ = ev.ack(("limited",));
+        })
+        .build(Config {
+            event_rate: Some(socketio::RateLimit {
+                per_second: 1.0,
+                burst: 3,
+            }),
+            ..config()
+        });
+    let addr = serve(server.clone()).await;
+    let (mut a, _) = client(addr).await;
+    let (mut b, _) = client(addr).await;
+    for i in 0..5 {
+        a.send(Message::text(format!(r#"42{i}["ev"]"#)))
+            .await
+            .unwrap();
+    }
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(next_text(&mut a).await);
+    }
+    assert_eq!(
+        answers,
+        vec![
+            r#"430["ok"]"#,
+            r#"431["ok"]"#,
+            r#"432["ok"]"#,
+            r#"433["limited"]"#,
+            r#"434["limited"]"#
+        ]
+    );
+    let refused = refused.lock().clone();
+    assert_eq!(refused.len(), 2);
+    assert_eq!((refused[0].1, refused[1].1), (1, 2));
+    assert!(refused[0].0 > Duration::from_millis(500) && refused[0].0 <= Duration::from_secs(1));
+    b.send(Message::text(r#"429["ev"]"#)).await.unwrap();
+    assert_eq!(next_text(&mut b).await, r#"439["ok"]"#);
+    let stats = server.stats();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(stats.events_in.load(Relaxed), 6);
+    assert_eq!(stats.events_rate_limited.load(Relaxed), 2);
+}
+
+/// A namespace-level disconnect handler sees every socket leave, with its reason.
+#[tokio::test]
+async fn namespace_disconnect_handler() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = Server::builder()
+        .ns("/", |_, _| {})
+        .on_disconnect(move |socket, reason| {
+            let _ = tx.send((socket.id().to_string(), reason));
+        })
+        .build(config());
+    let addr = serve(server.clone()).await;
+    let (mut a, a_id) = client(addr).await;
+    let (b, b_id) = client(addr).await;
+    a.send(Message::text("41")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Some((a_id, DisconnectReason::ClientNamespaceDisconnect))
+    );
+    drop(b);
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some((b_id, DisconnectReason::TransportClose)));
+}
+
+/// Broadcasts, deliveries, ack round trips and fan-out times are counted.
+#[tokio::test]
+async fn stats_of_broadcasts_and_acks() {
+    let registry = Arc::new(Mutex::new(Vec::new()));
+    let r = registry.clone();
+    let server = Server::builder()
+        .ns("/", move |socket, _| {
+            socket.join("room");
+            r.lock().push(socket.clone());
+        })
+        .build(config());
+    let addr = serve(server.clone()).await;
+    let (mut a, _) = client(addr).await;
+    let (mut b, _) = client(addr).await;
+    let ns = server.of("/").unwrap();
+    assert_eq!(ns.to("room").emit("x", ()).unwrap(), 2);
+    next_text(&mut a).await;
+    next_text(&mut b).await;
+    let socket = registry.lock()[0].clone();
+    let waiting = socket.emit_with_ack("q", (), Duration::from_secs(2));
+    assert_eq!(next_text(&mut a).await, r#"420["q"]"#);
+    a.send(Message::text("430[]")).await.unwrap();
+    waiting.await.unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = server.stats();
+    assert_eq!(stats.broadcasts.load(Relaxed), 1);
+    assert_eq!(stats.deliveries.load(Relaxed), 2);
+    assert_eq!(stats.broadcast_fanout.snapshot().count, 1);
+    assert_eq!(stats.ack_rtt.snapshot().count, 1);
+}
