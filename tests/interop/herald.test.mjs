@@ -159,6 +159,35 @@ describe("auth", () => {
     });
   }
 
+  // A token's rights end at its expiry, also for a socket still connected.
+  test("rights end when the token expires", async () => {
+    const s = await startHerald({ HERALD_AUTH__JWT_SECRET: SECRET, HERALD_AUTH__LEEWAY_S: "0" });
+    try {
+      const tok = jwt({ sub: "brief", exp: now(2), rooms: ["*"], publish: ["*"] }, { secret: SECRET });
+      const socket = await connected(tok, {}, s);
+      assert.deepEqual(await socket.emitWithAck("subscribe", "a"), { ok: true });
+      await sleep(3200);
+      assert.equal((await socket.emitWithAck("subscribe", "b")).error.code, "token_expired");
+      assert.equal((await socket.emitWithAck("publish", "a", "x", 1)).error.code, "token_expired");
+      socket.close();
+    } finally {
+      await s.stop();
+    }
+  });
+
+  // A configured issuer must be present in the token, not only right when present.
+  test("required issuer", async () => {
+    const s = await startHerald({ HERALD_AUTH__JWT_SECRET: SECRET, HERALD_AUTH__ISSUER: "https://issuer.test" });
+    try {
+      const ok = jwt({ sub: "i", exp: now(60), iss: "https://issuer.test" }, { secret: SECRET });
+      (await connected(ok, {}, s)).close();
+      const none = jwt({ sub: "i", exp: now(60) }, { secret: SECRET });
+      assert.equal((await refused(none, s)).data.code, "wrong_issuer");
+    } finally {
+      await s.stop();
+    }
+  });
+
   // With auth on, anonymous clients get in only when allowed, with their own rights.
   test("anonymous clients when allowed", async () => {
     assert.equal((await refused(undefined)).data.code, "token_missing");
@@ -233,13 +262,24 @@ describe("rooms", () => {
     const writer = await connected(token("writer", { publish: ["chat:*"] }));
     const got = once(reader, "message");
     assert.deepEqual(await writer.emitWithAck("publish", "chat:room", "message", { text: "hi", n: [1, 2] }), { ok: true });
-    assert.deepEqual(await got, { text: "hi", n: [1, 2] });
+    // The data as sent, then what the server vouches for: who published it.
+    assert.deepEqual(await got, [{ text: "hi", n: [1, 2] }, { from: "writer" }]);
 
     const mute = await connected(token("mute", { rooms: ["chat:*"] }));
     const pending = gather(reader, "message");
     const no = await mute.emitWithAck("publish", "chat:room", "message", "should not arrive");
     assert.equal(no.error.code, "forbidden");
     assert.deepEqual(await pending, []);
+
+    // A bare pattern does not reach user rooms; one that names them does.
+    const star = await connected(token("star", { publish: ["*"] }));
+    assert.equal((await star.emitWithAck("publish", "user:reader", "dm", 1)).error.code, "forbidden");
+    const dm = await connected(token("dm", { publish: ["user:reader"] }));
+    const direct = once(reader, "dm");
+    assert.deepEqual(await dm.emitWithAck("publish", "user:reader", "dm", 1), { ok: true });
+    assert.deepEqual(await direct, [1, { from: "dm" }]);
+    star.close();
+    dm.close();
 
     for (const [args, code] of [
       [["chat:room"], "bad_request"],
@@ -263,7 +303,8 @@ describe("rooms", () => {
     const writer = await connected(token("w2", { publish: ["bin:*"] }));
     const got = once(reader, "file");
     await writer.emitWithAck("publish", "bin:x", "file", Buffer.from([1, 2, 3]), { name: "a.bin", inner: Buffer.from([9]) });
-    const [data, meta] = await got;
+    const [data, meta, sender] = await got;
+    assert.deepEqual(sender, { from: "w2" });
     assert.deepEqual([...new Uint8Array(data)], [1, 2, 3]);
     assert.equal(meta.name, "a.bin");
     assert.deepEqual([...new Uint8Array(meta.inner)], [9]);
@@ -281,7 +322,8 @@ describe("rooms", () => {
       assert.deepEqual(await a.emitWithAck("subscribe", "m:1"), { ok: true });
       const got = once(a, "ev");
       assert.deepEqual(await b.emitWithAck("publish", "m:1", "ev", { x: 1 }, Buffer.from([7])), { ok: true });
-      const [obj, bin] = await got;
+      const [obj, bin, sender] = await got;
+      assert.deepEqual(sender, { from: "mb" });
       assert.deepEqual(obj, { x: 1 });
       assert.deepEqual([...new Uint8Array(bin)], [7]);
       assert.equal((await b.emitWithAck("subscribe", "user:ma")).error.code, "forbidden");
@@ -302,7 +344,7 @@ describe("rooms", () => {
       assert.deepEqual(await a.emitWithAck("subscribe", "lobby"), { ok: true });
       const got = once(a, "message");
       assert.deepEqual(await b.emitWithAck("publish", "lobby", "message", "hello"), { ok: true });
-      assert.equal(await got, "hello");
+      assert.deepEqual(await got, ["hello", { from: null }]);
       assert.equal((await a.emitWithAck("subscribe", "user:x")).error.code, "forbidden");
       a.close();
       b.close();
@@ -362,6 +404,12 @@ describe("http api", () => {
     res = await api("POST", "/api/emit", { rooms: ["news"], event: "headline", data: null });
     assert.equal(res.json.delivered, 2);
     assert.deepEqual(await Promise.all(got), [null, null]);
+
+    // Lists given but empty reach nobody; leaving them out reaches everyone.
+    const none = gather(b, "nobody");
+    res = await api("POST", "/api/emit", { users: [], rooms: [], event: "nobody" });
+    assert.deepEqual(res.json, { ok: true, delivered: 0 });
+    assert.deepEqual(await none, []);
 
     got = [once(a1, "all"), once(a2, "all"), once(b, "all")];
     res = await api("POST", "/api/emit", { event: "all" });

@@ -239,6 +239,12 @@ impl<D> Socket<D> {
         }
     }
 
+    /// Runs `f` on the session's guard if it is a `T` (and the session is open).
+    pub fn with_guard<T: std::any::Any, R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
+        let outbox = self.outbox.lock();
+        f(outbox.guard.as_ref().and_then(|g| g.downcast_ref::<T>()))
+    }
+
     /// Bytes queued for sending and not yet handed to the transport.
     pub fn queued_bytes(&self) -> usize {
         self.outbox.lock().bytes

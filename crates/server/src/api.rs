@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,6 +38,8 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/disconnect", post(disconnect))
         .route("/api/rooms", get(rooms))
         .route("/api/stats", get(stats))
+        .route("/api/access", get(access).post(set_access))
+        .route("/api/shutdown", post(shutdown))
 }
 
 /// An API error: its status, code and message.
@@ -138,10 +141,8 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EmitBody {
-    #[serde(default)]
-    rooms: Vec<String>,
-    #[serde(default)]
-    users: Vec<String>,
+    rooms: Option<Vec<String>>,
+    users: Option<Vec<String>>,
     event: String,
     #[serde(default, deserialize_with = "present")]
     data: Option<Value>,
@@ -162,17 +163,25 @@ fn check_names(state: &AppState, what: &str, names: &[String]) -> Result<(), Api
 async fn emit(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: EmitBody = body(&bytes)?;
+    let req: EmitBody = body(&bytes.map_err(too_large)?)?;
     check_event(&state.shared, &req.event).map_err(|r| ApiError::bad_request(r.message))?;
-    check_names(&state, "rooms", &req.rooms)?;
-    check_names(&state, "users", &req.users)?;
+    let named = req.rooms.is_some() || req.users.is_some();
+    let rooms = req.rooms.unwrap_or_default();
+    let users = req.users.unwrap_or_default();
+    check_names(&state, "rooms", &rooms)?;
+    check_names(&state, "users", &users)?;
+    // Lists given but empty name nobody: only leaving both out means everyone (a
+    // backend that computed no recipients must not reach them all).
+    if named && rooms.is_empty() && users.is_empty() {
+        return Ok(Json(json!({ "ok": true, "delivered": 0 })));
+    }
     let mut op = state.root.broadcast();
-    for room in req.rooms {
+    for room in rooms.iter().cloned() {
         op = op.to(room);
     }
-    for user in &req.users {
+    for user in &users {
         op = op.to(user_room(user));
     }
     let sent = match &req.data {
@@ -200,9 +209,9 @@ struct DisconnectBody {
 async fn disconnect(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: DisconnectBody = body(&bytes)?;
+    let req: DisconnectBody = body(&bytes.map_err(too_large)?)?;
     if req.users.is_empty() && req.rooms.is_empty() && req.sockets.is_empty() {
         return Err(ApiError::bad_request(
             "name the sockets to disconnect: users, rooms or sockets",
@@ -244,6 +253,7 @@ async fn disconnect(
 const MAX_ROOMS_LISTED: usize = 100_000;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RoomsQuery {
     #[serde(default)]
     prefix: String,
@@ -302,6 +312,72 @@ async fn stats(_key: ApiKey, State(state): State<Arc<AppState>>) -> Json<Value> 
         "api_emits": load(&s.api_emits),
         "deliveries": load(&s.deliveries),
     }))
+}
+
+fn access_body(state: &AppState) -> Value {
+    let lists = state.shared.admission.lists();
+    let text = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    json!({ "ok": true, "allow": text(&lists.allow), "deny": text(&lists.deny) })
+}
+
+async fn access(_key: ApiKey, State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(access_body(&state))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessBody {
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
+}
+
+async fn set_access(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let req: AccessBody = body(&bytes.map_err(too_large)?)?;
+    if req.allow.is_none() && req.deny.is_none() {
+        return Err(ApiError::bad_request(
+            "give allow, deny or both (lists of networks)",
+        ));
+    }
+    let parse = |list: Option<Vec<String>>| {
+        list.map(|l| crate::admission::parse_nets(&l))
+            .transpose()
+            .map_err(ApiError::bad_request)
+    };
+    let allow = parse(req.allow)?;
+    let deny = parse(req.deny)?;
+    state.shared.admission.set_lists(allow, deny);
+    let lists = state.shared.admission.lists();
+    tracing::info!(allow = ?lists.allow, deny = ?lists.deny, "access lists changed");
+    Ok(Json(access_body(&state)))
+}
+
+async fn shutdown(_key: ApiKey, State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    state.shutdown_requested.cancel();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "ok": true,
+            "draining": true,
+            "window_ms": state.config.drain.window.as_millis() as u64,
+        })),
+    )
+}
+
+/// A body over the size limit.
+fn too_large(e: BytesRejection) -> ApiError {
+    ApiError {
+        status: e.status(),
+        code: if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            "bad_request"
+        },
+        message: e.body_text(),
+    }
 }
 
 #[cfg(test)]

@@ -34,13 +34,22 @@ pub enum Tier {
 }
 
 impl Tier {
-    fn parse(s: &str) -> Option<Tier> {
+    /// The tier named `s`.
+    pub fn parse(s: &str) -> Option<Tier> {
         match s {
             "critical" => Some(Tier::Critical),
             "standard" => Some(Tier::Standard),
             "degraded" => Some(Tier::Degraded),
             _ => None,
         }
+    }
+
+    /// Every tier, in the order of [`Tier::index`].
+    pub const ALL: [Tier; 3] = [Tier::Critical, Tier::Standard, Tier::Degraded];
+
+    /// Position in [`Tier::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     /// The tier's name, as in the claim.
@@ -53,19 +62,39 @@ impl Tier {
     }
 }
 
-/// Room patterns (globs).
+/// Room patterns (globs), kept as characters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Patterns(Box<[Box<str>]>);
+pub struct Patterns(Box<[Box<[char]>]>);
 
 impl Patterns {
     /// Patterns from their text.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Patterns {
-        Patterns(patterns.iter().map(|p| p.as_ref().into()).collect())
+        Patterns(
+            patterns
+                .iter()
+                .map(|p| p.as_ref().chars().collect())
+                .collect(),
+        )
     }
 
     /// Whether any pattern matches `room`.
     pub fn matches(&self, room: &str) -> bool {
-        self.0.iter().any(|p| glob(p.as_bytes(), room.as_bytes()))
+        if self.0.is_empty() {
+            return false;
+        }
+        let text: Vec<char> = room.chars().collect();
+        self.0.iter().any(|p| glob(p, &text))
+    }
+
+    /// Whether a pattern that itself starts with `prefix` matches `room`: rooms under a
+    /// reserved prefix (`user:`) are reached only through patterns that name the
+    /// prefix, never through a bare `*`.
+    pub fn matches_under(&self, prefix: &str, room: &str) -> bool {
+        let text: Vec<char> = room.chars().collect();
+        let prefix: Vec<char> = prefix.chars().collect();
+        self.0
+            .iter()
+            .any(|p| p.starts_with(&prefix) && glob(p, &text))
     }
 
     /// Whether there are no patterns (nothing matches).
@@ -74,41 +103,43 @@ impl Patterns {
     }
 }
 
-/// Glob match: `*` is any run of bytes (also none), `?` one byte, anything else itself.
-/// Linear backtracking on the last star: O(pattern × text) at worst, and both are
-/// bounded (room names by `limits.max_room_name_chars`).
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
+/// Glob match: `*` is any run of characters (also none), `?` one character, anything
+/// else itself. Linear backtracking on the last star: O(pattern × text) at worst, and
+/// both are bounded (room names by `limits.max_room_name_chars`).
+fn glob<T: PartialEq + Copy + From<u8>>(pattern: &[T], text: &[T]) -> bool {
+    let star = T::from(b'*');
+    let any = T::from(b'?');
     let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
+    let mut last_star: Option<(usize, usize)> = None;
     while t < text.len() {
         match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
+            Some(&c) if c == star => {
+                last_star = Some((p, t));
                 p += 1;
             }
-            Some(&c) if c == b'?' || c == text[t] => {
+            Some(&c) if c == any || c == text[t] => {
                 p += 1;
                 t += 1;
             }
-            _ => match star {
-                // Let the last star take one more byte and try again from there.
+            _ => match last_star {
+                // Let the last star take one more character and try again from there.
                 Some((sp, st)) => {
                     p = sp + 1;
                     t = st + 1;
-                    star = Some((sp, st + 1));
+                    last_star = Some((sp, st + 1));
                 }
                 None => return false,
             },
         }
     }
-    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == star)
 }
 
 /// A client's verified identity; shared by every socket that presented the same token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The user id (`sub`); `None` for an anonymous client.
-    pub user: Option<Box<str>>,
+    pub user: Option<Arc<str>>,
     /// Rooms the client may subscribe to.
     pub rooms: Patterns,
     /// Rooms the client may publish to.
@@ -229,6 +260,7 @@ pub struct Verifier {
     /// `Some` when clients without a token are let in.
     anonymous: Option<Arc<Identity>>,
     cache: Option<Cache>,
+    leeway_s: u64,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -276,11 +308,15 @@ impl Verifier {
             if !config.require_exp {
                 v.required_spec_claims.clear();
             }
+            // A configured issuer or audience must be present, not only right when
+            // present: a token minted for another service may simply lack the claim.
             if let Some(iss) = &config.issuer {
                 v.set_issuer(&[iss]);
+                v.required_spec_claims.insert("iss".to_owned());
             }
             if let Some(aud) = &config.audience {
                 v.set_audience(&[aud]);
+                v.required_spec_claims.insert("aud".to_owned());
             }
             v
         };
@@ -313,7 +349,7 @@ impl Verifier {
                 user: None,
                 rooms: Patterns::new(&config.anonymous_rooms),
                 publish: Patterns::new(&config.anonymous_publish),
-                tier: Tier::Standard,
+                tier: config.anonymous_tier,
                 expires: None,
             })
         });
@@ -328,7 +364,13 @@ impl Verifier {
             public,
             anonymous,
             cache,
+            leeway_s: config.leeway_s,
         })
+    }
+
+    /// Clock skew allowed on expiry, in seconds.
+    pub fn leeway_s(&self) -> u64 {
+        self.leeway_s
     }
 
     /// Whether tokens are verified at all (otherwise every client is anonymous).
@@ -380,6 +422,8 @@ impl Verifier {
                 ErrorKind::InvalidAlgorithm => {
                     AuthError::WrongAlgorithm(format!("{:?}", header.alg))
                 }
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
+                ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
                 ErrorKind::MissingRequiredClaim(c) => {
                     AuthError::InvalidClaims(format!("`{c}` is required"))
                 }
@@ -393,7 +437,7 @@ impl Verifier {
         })?;
         let claims = data.claims;
         let user = match claims.sub {
-            Some(sub) if !sub.is_empty() => sub.into_boxed_str(),
+            Some(sub) if !sub.is_empty() => Arc::<str>::from(sub),
             _ => return Err(AuthError::InvalidClaims("`sub` is required".to_owned())),
         };
         let tier = match claims.tier.as_deref() {
@@ -441,6 +485,11 @@ mod tests {
         ] {
             assert_eq!(glob(p.as_bytes(), t.as_bytes()), ok, "{p:?} on {t:?}");
         }
+        assert!(Patterns::new(&["doc:?"]).matches("doc:é"));
+        assert!(!Patterns::new(&["doc:??"]).matches("doc:é"));
+        let user = Patterns::new(&["*", "user:bob"]);
+        assert!(!user.matches_under("user:", "user:alice"));
+        assert!(user.matches_under("user:", "user:bob"));
         let many = Patterns::new(&["a:*", "b:?"]);
         assert!(many.matches("b:1") && many.matches("a:") && !many.matches("c:1"));
         assert!(!Patterns::default().matches("x"));

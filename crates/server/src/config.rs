@@ -33,8 +33,14 @@ pub struct RawConfig {
     pub server: ServerSection,
     /// `[socketio]`: the Socket.IO options, named as the Node server names them.
     pub socketio: SocketIoSection,
-    /// `[limits]`: bounds on what one client may hold.
+    /// `[limits]`: bounds on connections and on what one client may hold or send.
     pub limits: LimitsSection,
+    /// `[access]`: networks allowed past the per-address limits, and denied.
+    pub access: AccessSection,
+    /// `[tiers]`: connection tiers.
+    pub tiers: TiersSection,
+    /// `[drain]`: graceful shutdown.
+    pub drain: DrainSection,
     /// `[auth]`: JWT verification and anonymous clients.
     pub auth: AuthSection,
     /// `[api]`: the HTTP API for backends.
@@ -53,6 +59,9 @@ pub struct ServerSection {
     pub host: String,
     /// TCP port; 0 picks a free one. Defaults to 3000.
     pub port: u16,
+    /// Proxies (CIDR) whose `X-Forwarded-For` names the client. Defaults to none.
+    #[serde(deserialize_with = "list")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerSection {
@@ -60,6 +69,7 @@ impl Default for ServerSection {
         ServerSection {
             host: "127.0.0.1".to_owned(),
             port: 3000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -128,6 +138,26 @@ pub struct LimitsSection {
     pub max_room_name_chars: u64,
     /// Longest event name a client may publish, in characters. Defaults to 100.
     pub max_event_name_chars: u64,
+    /// Connections the server holds; 0 for the open-file limit less 256. Defaults to 0.
+    pub max_connections: u64,
+    /// Connections one client address holds; 0 for no limit. Defaults to 1,000.
+    pub max_connections_per_ip: u64,
+    /// New connections per second from one address; 0 for no limit. Defaults to 50.
+    pub connect_rate_per_ip: f64,
+    /// New connections one address may open at once. Defaults to 100.
+    pub connect_burst_per_ip: u64,
+    /// Events per second one socket may send; 0 for no limit. Defaults to 50.
+    pub events_per_second: f64,
+    /// Events one socket may send at once. Defaults to 100.
+    pub events_burst: u64,
+    /// Events refused in a row before the socket is disconnected (reason `rate
+    /// limited`); 0 never disconnects. Defaults to 50.
+    pub max_rate_violations: u64,
+    /// Publishes per second one user may make across all its sockets; 0 for no limit.
+    /// Defaults to 20.
+    pub user_publishes_per_second: f64,
+    /// Publishes one user may make at once. Defaults to 50.
+    pub user_publishes_burst: u64,
 }
 
 impl Default for LimitsSection {
@@ -137,6 +167,85 @@ impl Default for LimitsSection {
             max_rooms_per_socket: 100,
             max_room_name_chars: 200,
             max_event_name_chars: 100,
+            max_connections: 0,
+            max_connections_per_ip: 1000,
+            connect_rate_per_ip: 50.0,
+            connect_burst_per_ip: 100,
+            events_per_second: 50.0,
+            events_burst: 100,
+            max_rate_violations: 50,
+            user_publishes_per_second: 20.0,
+            user_publishes_burst: 50,
+        }
+    }
+}
+
+/// `[access]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessSection {
+    /// Networks (CIDR) exempt from the per-address limits. Defaults to none.
+    #[serde(deserialize_with = "list")]
+    pub allow: Vec<String>,
+    /// Networks (CIDR) whose connections are refused. Defaults to none.
+    #[serde(deserialize_with = "list")]
+    pub deny: Vec<String>,
+}
+
+/// `[tiers]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TiersSection {
+    /// The tier of clients without a token. Defaults to `standard`.
+    pub anonymous: String,
+    /// Critical connections held at most; 0 for no cap of its own. Defaults to 0.
+    pub critical_max_connections: u64,
+    /// Standard connections held at most; 0 for no cap of its own. Defaults to 0.
+    pub standard_max_connections: u64,
+    /// Degraded connections held at most; 0 for no cap of its own. Defaults to 0.
+    pub degraded_max_connections: u64,
+    /// Ping interval of critical connections, in ms; 0 for `socketio.ping_interval_ms`.
+    pub critical_ping_interval_ms: u64,
+    /// Ping interval of standard connections, in ms; 0 for `socketio.ping_interval_ms`.
+    pub standard_ping_interval_ms: u64,
+    /// Ping interval of degraded connections, in ms; 0 for `socketio.ping_interval_ms`.
+    pub degraded_ping_interval_ms: u64,
+}
+
+impl Default for TiersSection {
+    fn default() -> Self {
+        TiersSection {
+            anonymous: "standard".to_owned(),
+            critical_max_connections: 0,
+            standard_max_connections: 0,
+            degraded_max_connections: 0,
+            critical_ping_interval_ms: 0,
+            standard_ping_interval_ms: 0,
+            degraded_ping_interval_ms: 0,
+        }
+    }
+}
+
+/// `[drain]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainSection {
+    /// Milliseconds over which connections are closed, in paced batches. Defaults to
+    /// 10,000.
+    pub window_ms: u64,
+    /// The `retryAfterMs` hint of the `server_shutdown` event. Defaults to 2,000.
+    pub retry_after_ms: u64,
+    /// Milliseconds after the window for the last packets to go out before the process
+    /// exits anyway. Defaults to 5,000.
+    pub grace_ms: u64,
+}
+
+impl Default for DrainSection {
+    fn default() -> Self {
+        DrainSection {
+            window_ms: 10_000,
+            retry_after_ms: 2_000,
+            grace_ms: 5_000,
         }
     }
 }
@@ -276,6 +385,34 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Admission control (the global cap is resolved at start when it is 0).
+    pub admission: crate::admission::Settings,
+    /// Connection tiers.
+    pub tiers: TiersConfig,
+    /// Graceful shutdown.
+    pub drain: DrainConfig,
+}
+
+/// Connection tiers: caps and ping intervals, indexed by [`Tier`](crate::auth::Tier).
+#[derive(Debug, Clone)]
+pub struct TiersConfig {
+    /// The tier of clients without a token.
+    pub anonymous: crate::auth::Tier,
+    /// Connections per tier at most; 0 for no cap of its own.
+    pub max_connections: [usize; 3],
+    /// Ping interval per tier; `None` for the Socket.IO one.
+    pub ping_interval: [Option<Duration>; 3],
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainConfig {
+    /// Time over which connections are closed.
+    pub window: Duration,
+    /// The reconnect hint sent to clients.
+    pub retry_after: Duration,
+    /// Time for the last packets after the window.
+    pub grace: Duration,
 }
 
 /// Bounds on what one client may hold.
@@ -287,6 +424,10 @@ pub struct Limits {
     pub max_room_name_chars: usize,
     /// Longest event name a client may publish, in characters.
     pub max_event_name_chars: usize,
+    /// Events refused in a row before a socket is disconnected; 0 never.
+    pub max_rate_violations: u32,
+    /// Publishes per second and burst per user; `None` for no limit.
+    pub user_publish_rate: Option<(f64, u32)>,
 }
 
 /// Token verification and anonymous access.
@@ -310,6 +451,8 @@ pub struct AuthConfig {
     pub anonymous_rooms: Vec<String>,
     /// Patterns of rooms anonymous clients may publish to.
     pub anonymous_publish: Vec<String>,
+    /// The tier of anonymous clients.
+    pub anonymous_tier: crate::auth::Tier,
     /// Verified tokens kept.
     pub cache_size: u64,
 }
@@ -387,6 +530,8 @@ pub struct Loaded {
     pub raw: RawConfig,
     figment: Figment,
     sources: Vec<String>,
+    /// Things worth saying that do not stop Herald (environment variables ignored).
+    pub warnings: Vec<String>,
 }
 
 impl Loaded {
@@ -512,10 +657,12 @@ pub fn load(
         figment = figment.merge(Toml::file_exact(path));
         sources.push(format!("file {}", path.display()));
     }
-    let env = env_layer(env);
+    let mut warnings = Vec::new();
+    let env = env_layer(env, &mut warnings);
     if !env.names.is_empty() {
         sources.push(format!("environment ({})", env.names.join(", ")));
     }
+    let env_names = env.names.clone();
     figment = figment.merge(env.layer);
     let flags = flags_layer(flags);
     if !flags.names.is_empty() {
@@ -523,15 +670,20 @@ pub fn load(
     }
     figment = figment.merge(flags.layer);
 
-    let raw: RawConfig = figment
-        .extract_lossy()
-        .map_err(|e| ConfigError(e.into_iter().map(|e| problem_of(&figment, e)).collect()))?;
+    let raw: RawConfig = figment.extract_lossy().map_err(|e| {
+        ConfigError(
+            e.into_iter()
+                .map(|e| name_variable(problem_of(&figment, e), &env_names))
+                .collect(),
+        )
+    })?;
     let config = validate(&raw, &figment)?;
     Ok(Loaded {
         config,
         raw,
         figment,
         sources,
+        warnings,
     })
 }
 
@@ -579,7 +731,7 @@ struct Named {
 
 /// The `HERALD_*` variables, values kept as strings (extraction converts them to the
 /// key's type), keys split on `__`.
-fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Named {
+fn env_layer(env: impl IntoIterator<Item = (String, String)>, warnings: &mut Vec<String>) -> Named {
     let mut dict = Dict::new();
     let mut names = Vec::new();
     for (name, value) in env {
@@ -587,6 +739,27 @@ fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Named {
             continue;
         };
         if name == ENV_CONFIG_FILE {
+            continue;
+        }
+        if !rest.contains("__") {
+            // Not a key (every key is SECTION__KEY): orchestrators set HERALD_* variables
+            // of their own (Kubernetes service links: HERALD_PORT, HERALD_SERVICE_HOST).
+            // A likely typo is pointed out.
+            let hint = rest
+                .to_ascii_lowercase()
+                .split_once('_')
+                .map(|(section, key)| format!("{section}.{key}"))
+                .filter(|key| default_keys().contains_key(key))
+                .map(|key| {
+                    format!(
+                        "; did you mean {ENV_PREFIX}{}?",
+                        key.to_ascii_uppercase().replace('.', "__")
+                    )
+                })
+                .unwrap_or_default();
+            warnings.push(format!(
+                "environment variable {name} ignored: keys are {ENV_PREFIX}<SECTION>__<KEY>{hint}"
+            ));
             continue;
         }
         let key = rest.to_ascii_lowercase().replace("__", ".");
@@ -678,6 +851,20 @@ fn describe(metadata: &Metadata, keys: &[&str]) -> String {
         DEFAULTS => DEFAULTS.to_owned(),
         other => other.to_owned(),
     }
+}
+
+/// An unknown section is reported at its own level (`HERALD_APY`): name the variable
+/// that set it instead.
+fn name_variable(mut p: Problem, names: &[String]) -> Problem {
+    let prefix = "environment variable ";
+    if let Some(var) = p.origin.as_deref().and_then(|o| o.strip_prefix(prefix)) {
+        if !names.iter().any(|n| n == var) {
+            if let Some(full) = names.iter().find(|n| n.starts_with(&format!("{var}__"))) {
+                p.origin = Some(format!("{prefix}{full}"));
+            }
+        }
+    }
+    p
 }
 
 fn problem_of(figment: &Figment, e: figment::Error) -> Problem {
@@ -772,6 +959,22 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
     if !s.path.starts_with('/') {
         c.fail("socketio.path", "must start with `/`");
     }
+    let own_routes = ["/api", "/livez", "/readyz", "/metrics", "/demo"];
+    let trimmed = s.path.trim_end_matches('/');
+    if trimmed.is_empty()
+        || own_routes
+            .iter()
+            .any(|r| trimmed == *r || trimmed.starts_with(&format!("{r}/")))
+    {
+        c.fail(
+            "socketio.path",
+            format!(
+                "{:?} would hide Herald's own routes (/, {}); use a path of its own",
+                s.path,
+                own_routes.join(", ")
+            ),
+        );
+    }
     c.positive("socketio.ping_interval_ms", s.ping_interval_ms);
     c.positive("socketio.ping_timeout_ms", s.ping_timeout_ms);
     c.positive("socketio.max_http_buffer_size", s.max_http_buffer_size);
@@ -845,6 +1048,129 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         65_536,
     );
 
+    c.at_most("limits.max_connections", l.max_connections, 100_000_000);
+    let rate = |c: &mut Checker, key: &str, per_second: f64, burst_key: &str, burst: u64| {
+        if !per_second.is_finite() || per_second < 0.0 {
+            c.fail(key, "must be a number of events per second, 0 or more");
+            return None;
+        }
+        if per_second > 0.0 && burst == 0 {
+            c.fail(burst_key, "must be at least 1 when the rate is on");
+        }
+        c.at_most(burst_key, burst, 1_000_000);
+        (per_second > 0.0).then_some((per_second, burst.clamp(1, 1_000_000) as u32))
+    };
+    let connect_rate = rate(
+        &mut c,
+        "limits.connect_rate_per_ip",
+        l.connect_rate_per_ip,
+        "limits.connect_burst_per_ip",
+        l.connect_burst_per_ip,
+    );
+    let event_rate = rate(
+        &mut c,
+        "limits.events_per_second",
+        l.events_per_second,
+        "limits.events_burst",
+        l.events_burst,
+    );
+    let user_publish_rate = rate(
+        &mut c,
+        "limits.user_publishes_per_second",
+        l.user_publishes_per_second,
+        "limits.user_publishes_burst",
+        l.user_publishes_burst,
+    );
+    c.at_most(
+        "limits.max_connections_per_ip",
+        l.max_connections_per_ip,
+        u64::from(u32::MAX),
+    );
+    c.at_most(
+        "limits.max_rate_violations",
+        l.max_rate_violations,
+        u64::from(u32::MAX),
+    );
+
+    // [server] trusted proxies, [access]
+    let nets =
+        |c: &mut Checker, key: &str, list: &[String]| match crate::admission::parse_nets(list) {
+            Ok(nets) => nets,
+            Err(e) => {
+                c.fail(key, e);
+                Vec::new()
+            }
+        };
+    let trusted_proxies = nets(
+        &mut c,
+        "server.trusted_proxies",
+        &raw.server.trusted_proxies,
+    );
+    let allow = nets(&mut c, "access.allow", &raw.access.allow);
+    let deny = nets(&mut c, "access.deny", &raw.access.deny);
+
+    // [tiers]
+    let t = &raw.tiers;
+    let anonymous_tier = crate::auth::Tier::parse(&t.anonymous).unwrap_or_else(|| {
+        c.fail(
+            "tiers.anonymous",
+            format!(
+                "unknown tier {:?}; expected critical, standard, degraded",
+                t.anonymous
+            ),
+        );
+        crate::auth::Tier::Standard
+    });
+    let mut ping_interval = [None; 3];
+    for (i, (key, ms)) in [
+        (
+            "tiers.critical_ping_interval_ms",
+            t.critical_ping_interval_ms,
+        ),
+        (
+            "tiers.standard_ping_interval_ms",
+            t.standard_ping_interval_ms,
+        ),
+        (
+            "tiers.degraded_ping_interval_ms",
+            t.degraded_ping_interval_ms,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if ms > s.ping_interval_ms {
+            c.fail(
+                key,
+                format!(
+                    "must be at most socketio.ping_interval_ms ({}): clients take a longer \
+                     silence for a dead server",
+                    s.ping_interval_ms
+                ),
+            );
+        }
+        ping_interval[i] = (ms > 0).then(|| Duration::from_millis(ms));
+    }
+    let tiers = TiersConfig {
+        anonymous: anonymous_tier,
+        max_connections: [
+            t.critical_max_connections as usize,
+            t.standard_max_connections as usize,
+            t.degraded_max_connections as usize,
+        ],
+        ping_interval,
+    };
+
+    // [drain]
+    let d = &raw.drain;
+    c.at_most("drain.window_ms", d.window_ms, 3_600_000);
+    c.at_most("drain.grace_ms", d.grace_ms, 3_600_000);
+    let drain = DrainConfig {
+        window: Duration::from_millis(d.window_ms),
+        retry_after: Duration::from_millis(d.retry_after_ms),
+        grace: Duration::from_millis(d.grace_ms),
+    };
+
     // [auth]
     let a = &raw.auth;
     let hmac_secret = (!a.jwt_secret.is_empty()).then(|| a.jwt_secret.as_bytes().to_vec());
@@ -891,9 +1217,23 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         allow_anonymous: a.allow_anonymous,
         anonymous_rooms: a.anonymous_rooms.clone(),
         anonymous_publish: a.anonymous_publish.clone(),
+        anonymous_tier: tiers.anonymous,
         cache_size: a.cache_size,
     };
     let auth_configured = !a.jwt_secret.is_empty() || !a.public_key_file.is_empty();
+    // With auth on, anonymous clients get only the rights the operator spelled out: the
+    // defaults (every room) are meant for protected mode on loopback.
+    if auth_configured && a.allow_anonymous {
+        for key in ["auth.anonymous_rooms", "auth.anonymous_publish"] {
+            if origin_of(figment, key).as_deref() == Some(DEFAULTS) {
+                c.fail(
+                    key,
+                    "must be set (to [] for none) when auth.allow_anonymous lets clients \
+                     without a token in",
+                );
+            }
+        }
+    }
     // Protected mode: without auth, only this machine may connect.
     if let Some(ip) = ip {
         if !auth_configured && !ip.is_loopback() {
@@ -906,9 +1246,6 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
                 ),
             );
         }
-    }
-    if a.allow_anonymous && !auth_configured {
-        // Not an error: every client is anonymous anyway. Nothing to check.
     }
 
     // [demo]
@@ -978,6 +1315,7 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         },
         connect_timeout: Duration::from_millis(s.connect_timeout_ms),
         parser,
+        event_rate: event_rate.map(|(per_second, burst)| socketio::RateLimit { per_second, burst }),
         ..socketio::Config::default()
     };
     Ok(Config {
@@ -990,6 +1328,8 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
             max_rooms_per_socket: l.max_rooms_per_socket as usize,
             max_room_name_chars: l.max_room_name_chars as usize,
             max_event_name_chars: l.max_event_name_chars as usize,
+            max_rate_violations: l.max_rate_violations as u32,
+            user_publish_rate,
         },
         auth,
         api_key: (!raw.api.key.is_empty()).then(|| raw.api.key.clone()),
@@ -1001,6 +1341,15 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
             format,
             level: raw.log.level.clone(),
         },
+        admission: crate::admission::Settings {
+            max_connections: l.max_connections as usize,
+            max_per_ip: l.max_connections_per_ip as u32,
+            rate_per_ip: connect_rate,
+            trusted_proxies,
+            lists: crate::admission::AccessLists { allow, deny },
+        },
+        tiers,
+        drain,
     })
 }
 
@@ -1095,11 +1444,25 @@ mod tests {
     /// Unknown keys are refused, at any level, with the name as the user wrote it.
     #[test]
     fn unknown_keys() {
-        let err = load_env(&[("HERALD_API_KEY", "x")]).unwrap_err();
-        assert_eq!(err.0[0].key.as_deref(), Some("api_key"));
+        // Variables that are not SECTION__KEY are not keys: ignored, with a hint.
+        let loaded = load_env(&[
+            ("HERALD_API_KEY", "x"),
+            ("HERALD_PORT", "tcp://10.0.0.1:3000"),
+        ])
+        .unwrap();
+        assert!(loaded.config.api_key.is_none());
+        assert_eq!(loaded.warnings.len(), 2);
+        assert!(
+            loaded.warnings[0].contains("did you mean HERALD_API__KEY?"),
+            "{:?}",
+            loaded.warnings
+        );
+        assert!(!loaded.warnings[1].contains("did you mean"));
+        let err = load_env(&[("HERALD_APY__KEY", "x")]).unwrap_err();
+        assert_eq!(err.0[0].key.as_deref(), Some("apy"));
         assert_eq!(
             err.0[0].origin.as_deref(),
-            Some("environment variable HERALD_API_KEY")
+            Some("environment variable HERALD_APY__KEY")
         );
         let err = load_env(&[("HERALD_AUTH__SECRET", "x")]).unwrap_err();
         assert_eq!(err.0[0].key.as_deref(), Some("auth.secret"));
@@ -1133,6 +1496,33 @@ mod tests {
             vec!["socketio.transports", "auth.jwt_secret", "log.format"]
         );
         assert_eq!(err.0[2].origin.as_deref(), Some("flag --log-format"));
+    }
+
+    /// Paths that would hide Herald's own routes are refused; anonymous rights must be
+    /// spelled out when auth is on and anonymous clients are let in.
+    #[test]
+    fn path_and_anonymous_checks() {
+        for bad in ["/", "/api/", "/metrics", "/demo/x/"] {
+            let err = load_env(&[("HERALD_SOCKETIO__PATH", bad)]).unwrap_err();
+            assert_eq!(err.0[0].key.as_deref(), Some("socketio.path"), "{bad}");
+        }
+        assert!(load_env(&[("HERALD_SOCKETIO__PATH", "/rt")]).is_ok());
+        let secret = (
+            "HERALD_AUTH__JWT_SECRET",
+            "0123456789abcdef0123456789abcdef",
+        );
+        let err = load_env(&[secret, ("HERALD_AUTH__ALLOW_ANONYMOUS", "true")]).unwrap_err();
+        let keys: Vec<_> = err.0.iter().filter_map(|p| p.key.clone()).collect();
+        assert_eq!(keys, vec!["auth.anonymous_rooms", "auth.anonymous_publish"]);
+        assert!(load_env(&[
+            secret,
+            ("HERALD_AUTH__ALLOW_ANONYMOUS", "true"),
+            ("HERALD_AUTH__ANONYMOUS_ROOMS", "public:*"),
+            ("HERALD_AUTH__ANONYMOUS_PUBLISH", ""),
+        ])
+        .is_ok());
+        // Without auth the defaults stand: every client is anonymous on loopback.
+        assert!(load_env(&[("HERALD_AUTH__ALLOW_ANONYMOUS", "true")]).is_ok());
     }
 
     /// Protected mode: no auth and a non-loopback address is refused, with how to fix it.

@@ -79,7 +79,10 @@ async fn demo_page(State(state): State<Arc<AppState>>) -> Response {
     };
     // The path comes from validated config; it is written into a JS string literal,
     // so quote it as JSON.
-    let path = serde_json::to_string(&state.config.socketio.engine.path).unwrap_or_default();
+    let path = serde_json::to_string(&state.config.socketio.engine.path)
+        .unwrap_or_default()
+        // Inside <script>, `</script>` in a string would end the element.
+        .replace('<', "\\u003c");
     let page = include_str!("../assets/demo.html")
         .replace("\"__HERALD_PATH__\"", &path)
         .replace("__HERALD_PARSER__", parser);
@@ -156,16 +159,86 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// Whether a request to the engine's path opens a session: a GET without a session id
+/// (a polling handshake or a WebSocket upgrade).
+fn is_handshake<B>(req: &http::Request<B>) -> bool {
+    req.method() == http::Method::GET
+        && !req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .any(|pair| pair.starts_with("sid="))
+}
+
+fn admit<B>(
+    state: &AppState,
+    req: &http::Request<B>,
+    remote: SocketAddr,
+) -> Result<crate::admission::Ticket, crate::admission::Refused> {
+    let admission = &state.shared.admission;
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let ip = admission.client_ip(remote, forwarded);
+    let result = admission.admit(
+        ip,
+        state.io.engine().len(),
+        state.shared.draining.load(Ordering::Acquire),
+    );
+    if let Err(refused) = &result {
+        tracing::debug!(%ip, reason = refused.reason.code(), "handshake refused");
+    }
+    result
+}
+
+/// The answer to a refused handshake: the status, `Retry-After` in whole seconds when
+/// waiting helps, and a JSON body with the code, as the Engine.IO errors have.
+fn refusal_response(refused: crate::admission::Refused) -> engineio::engine::HttpResponse {
+    let body = serde_json::json!({
+        "code": refused.reason.code(),
+        "message": refused.reason.message(),
+    });
+    let mut res = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+        body.to_string(),
+    )));
+    *res.status_mut() =
+        StatusCode::from_u16(refused.reason.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(after) = refused.retry_after {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    // A refused upgrade has no use for the connection.
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
 /// Serves one TCP connection.
 async fn serve(stream: TcpStream, remote: SocketAddr, state: Arc<AppState>, router: Router) {
     let _ = stream.set_nodelay(true);
-    let engine = state.io.engine().clone();
     let service = service_fn(move |req: http::Request<Incoming>| {
-        let engine = engine.clone();
+        let state = state.clone();
         let router = router.clone();
         async move {
+            let engine = state.io.engine();
             if engine.matches(req.uri().path()) {
-                let res = engine.handle(req, remote).await;
+                let guard = if is_handshake(&req) {
+                    match admit(&state, &req, remote) {
+                        Ok(ticket) => Some(Box::new(ticket) as engineio::Guard),
+                        Err(refused) => {
+                            return Ok::<_, Infallible>(refusal_response(refused).map(Either::Left))
+                        }
+                    }
+                } else {
+                    None
+                };
+                let res = engine.handle_with(req, remote, guard).await;
                 Ok::<_, Infallible>(res.map(Either::Left))
             } else {
                 let res = match router.oneshot(req).await {

@@ -7,7 +7,11 @@
 //! - [`config`]: defaults, TOML file, environment, flags; validated into [`Config`]
 //!   before anything binds.
 //! - [`auth`]: JWT verification, claims, anonymous access, the cache of verified tokens.
-//! - [`rooms`]: the client events (`subscribe`, `unsubscribe`, `publish`) and user rooms.
+//! - [`admission`]: who may open a connection: caps, per-address limits, access lists.
+//! - [`tiers`]: connection tiers, their caps and eviction.
+//! - [`rooms`]: the client events (`subscribe`, `unsubscribe`, `publish`), user rooms,
+//!   the connect middleware (auth, drain, tiers) and the rate-limited handler.
+//! - `drain`: graceful shutdown in paced batches.
 //! - `api`: the HTTP API for backends (emit, disconnect, rooms, stats).
 //! - `http`: the listener and routing (engine path to the engine, the rest to the
 //!   router), health endpoints, demo page.
@@ -18,14 +22,17 @@
 //! [`start`] binds and returns an [`App`] that reports the address it bound, so tests
 //! can start a server on port 0.
 
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod rooms;
 pub mod state;
 pub mod telemetry;
+pub mod tiers;
 
 mod api;
+mod drain;
 mod http;
 
 use std::net::SocketAddr;
@@ -39,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
+use crate::admission::Admission;
 use crate::auth::Verifier;
 use crate::state::{AppState, ServerStats, Shared};
 
@@ -88,10 +96,34 @@ pub async fn start(config: Config, fd_limit: u64) -> Result<App, StartError> {
         addr: config.listen,
         source,
     })?;
+    let max_connections = match config.admission.max_connections {
+        0 => usize::try_from(fd_limit.saturating_sub(256))
+            .unwrap_or(usize::MAX)
+            .max(1),
+        n => n,
+    };
+    let admission = Arc::new(Admission::new(admission::Settings {
+        max_connections,
+        ..config.admission.clone()
+    }));
+    let user_publishes = config
+        .limits
+        .user_publish_rate
+        .and_then(|(per_second, burst)| {
+            let period = Duration::from_secs_f64(1.0 / per_second);
+            let burst = std::num::NonZeroU32::new(burst)?;
+            Some(governor::DefaultKeyedRateLimiter::keyed(
+                governor::Quota::with_period(period)?.allow_burst(burst),
+            ))
+        });
     let shared = Arc::new(Shared {
         verifier: Verifier::new(&config.auth).map_err(StartError::Auth)?,
         limits: config.limits,
         stats: Arc::new(ServerStats::default()),
+        admission,
+        tiers: tiers::Tiers::new(config.tiers.clone(), max_connections),
+        user_publishes,
+        draining: AtomicBool::new(false),
     });
     let io =
         rooms::install(socketio::Server::builder(), shared.clone()).build(config.socketio.clone());
@@ -105,7 +137,9 @@ pub async fn start(config: Config, fd_limit: u64) -> Result<App, StartError> {
         shared,
         started: tokio::time::Instant::now(),
         ready: AtomicBool::new(true),
+        shutdown_requested: CancellationToken::new(),
         fd_limit,
+        max_connections,
     });
     let shutdown = CancellationToken::new();
     let router = http::router(state.clone());
@@ -115,6 +149,8 @@ pub async fn start(config: Config, fd_limit: u64) -> Result<App, StartError> {
         router,
         shutdown.clone(),
     ));
+    tokio::spawn(housekeeping(Arc::downgrade(&state), shutdown.clone()));
+    tokio::spawn(lag_probe(Arc::downgrade(&state), shutdown.clone()));
     Ok(App {
         addr,
         state,
@@ -134,13 +170,61 @@ impl App {
         &self.state.io
     }
 
-    /// Stops taking connections, closes every connection, and returns once the
-    /// listener is closed and queued packets had `grace` to go out.
-    pub async fn shutdown(self, grace: Duration) {
+    /// Resolves when `POST /api/shutdown` asks the server to stop.
+    pub async fn shutdown_requested(&self) {
+        self.state.shutdown_requested.cancelled().await;
+    }
+
+    /// Drains (see `drain`): readiness off, new connections refused, every socket told
+    /// `server_shutdown`, connections closed in paced batches over `drain.window_ms`;
+    /// then closes the listener. Returns when done.
+    pub async fn drain(self) {
+        drain::run(self.state.clone()).await;
+        self.stop().await;
+    }
+
+    /// Closes the listener and every connection at once.
+    pub async fn stop(self) {
         self.state.ready.store(false, Ordering::Release);
         self.shutdown.cancel();
         let _ = self.accept.await;
         self.state.io.close();
-        tokio::time::sleep(grace).await;
+    }
+}
+
+/// Bounds the memory of the rate limiters: forgets addresses and users gone quiet.
+async fn housekeeping(state: std::sync::Weak<AppState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Some(state) = state.upgrade() else { return };
+        state.shared.admission.tidy();
+        if let Some(limiter) = &state.shared.user_publishes {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// Measures how late the runtime runs a 100 ms timer: the scheduling lag, the tokio
+/// counterpart of Node's event-loop lag.
+async fn lag_probe(state: std::sync::Weak<AppState>, shutdown: CancellationToken) {
+    const PERIOD: Duration = Duration::from_millis(100);
+    loop {
+        let started = tokio::time::Instant::now();
+        tokio::select! {
+            () = tokio::time::sleep(PERIOD) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let lag = started.elapsed().saturating_sub(PERIOD);
+        let Some(state) = state.upgrade() else { return };
+        let stats = &state.shared.stats;
+        stats.lag.observe(lag);
+        stats
+            .lag_last_us
+            .store(lag.as_micros() as u64, Ordering::Relaxed);
     }
 }

@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use server::config::{self, Flags, Loaded};
@@ -112,10 +111,17 @@ fn load(opts: &Opts) -> Result<Loaded, ExitCode> {
         log_format: opts.log_format.clone(),
         log_level: opts.log_level.clone(),
     };
-    config::load(file.as_deref(), std::env::vars(), &flags).map_err(|e| {
+    // Variables that are not Unicode cannot be Herald's: skipped rather than a panic.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let loaded = config::load(file.as_deref(), env, &flags).map_err(|e| {
         eprintln!("herald: {e}");
         ExitCode::from(EX_CONFIG)
-    })
+    })?;
+    for warning in &loaded.warnings {
+        eprintln!("herald: warning: {warning}");
+    }
+    Ok(loaded)
 }
 
 fn serve(loaded: Loaded) -> ExitCode {
@@ -156,11 +162,31 @@ fn serve(loaded: Loaded) -> ExitCode {
             env!("CARGO_PKG_VERSION"),
         );
         describe(&config, addr);
-        wait_for_signal().await;
-        tracing::info!("shutting down: closing every connection");
-        app.shutdown(Duration::from_millis(500)).await;
-        tracing::info!("stopped");
-        ExitCode::SUCCESS
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("herald: cannot listen for signals: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let why = tokio::select! {
+            signal = signals.next() => signal,
+            () = app.shutdown_requested() => "POST /api/shutdown",
+        };
+        tracing::info!(
+            "{why}: draining over {} ms (a second signal stops at once)",
+            config.drain.window.as_millis()
+        );
+        tokio::select! {
+            () = app.drain() => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            signal = signals.next() => {
+                tracing::warn!("{signal} during the drain: stopping now");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 
@@ -205,19 +231,26 @@ fn describe(config: &server::Config, addr: std::net::SocketAddr) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

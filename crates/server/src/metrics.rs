@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use crate::auth::AuthError;
-use crate::state::{AppState, EVENT_REFUSAL_CODES};
+use crate::admission::Refusal;
+use crate::auth::{AuthError, Tier};
+use crate::state::{AppState, CONNECT_REFUSALS, EVENT_REFUSAL_CODES, FORCED_REASONS};
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -36,6 +37,21 @@ impl Out {
     fn one(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
         self.family(name, kind, help);
         self.sample(name, &[], value);
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, h: &socketio::HistogramSnapshot) {
+        self.family(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        for (le, count) in &h.buckets {
+            let le = if le.is_infinite() {
+                "+Inf".to_owned()
+            } else {
+                format!("{le}")
+            };
+            self.sample(&bucket, &[("le", &le)], count);
+        }
+        self.sample(&format!("{name}_sum"), &[], h.sum);
+        self.sample(&format!("{name}_count"), &[], h.count);
     }
 }
 
@@ -69,6 +85,73 @@ pub fn render(state: &AppState) -> String {
         "Sockets connected to namespace /.",
         state.root.len(),
     );
+    out.family(
+        "herald_sockets_by_tier",
+        "gauge",
+        "Sockets connected to namespace /, by connection tier.",
+    );
+    for tier in Tier::ALL {
+        out.sample(
+            "herald_sockets_by_tier",
+            &[("tier", tier.as_str())],
+            state.shared.tiers.counts().get(tier),
+        );
+    }
+    out.one(
+        "herald_max_connections",
+        "gauge",
+        "Connections the server holds at most.",
+        state.max_connections,
+    );
+    out.family(
+        "herald_handshake_refusals_total",
+        "counter",
+        "Handshakes refused by admission control, by reason.",
+    );
+    let refusals = state.shared.admission.refusals();
+    for reason in Refusal::ALL {
+        out.sample(
+            "herald_handshake_refusals_total",
+            &[("reason", reason.code())],
+            refusals[reason.index()],
+        );
+    }
+    out.family(
+        "herald_connect_refusals_total",
+        "counter",
+        "CONNECTs refused other than by auth (drain, tiers), by reason.",
+    );
+    for (code, n) in CONNECT_REFUSALS.iter().zip(&s.connect_refusals) {
+        out.sample(
+            "herald_connect_refusals_total",
+            &[("reason", code)],
+            load(n),
+        );
+    }
+    out.family(
+        "herald_disconnects_total",
+        "counter",
+        "Connections closed, by reason.",
+    );
+    for reason in engineio::CloseReason::ALL {
+        out.sample(
+            "herald_disconnects_total",
+            &[("reason", reason.code())],
+            load(&engine.closes[reason.index()]),
+        );
+    }
+    out.family(
+        "herald_forced_disconnects_total",
+        "counter",
+        "Sockets disconnected by the server (told with forced_disconnect), by reason.",
+    );
+    for (reason, n) in FORCED_REASONS.iter().zip(&s.forced) {
+        out.sample(
+            "herald_forced_disconnects_total",
+            &[("reason", reason)],
+            load(n),
+        );
+    }
     out.one(
         "herald_handshakes_total",
         "counter",
@@ -151,6 +234,108 @@ pub fn render(state: &AppState) -> String {
         "HTTP API calls refused for a missing or wrong key.",
         load(&s.api_unauthorized),
     );
+    let sio = state.io.stats();
+    out.one(
+        "herald_events_received_total",
+        "counter",
+        "Socket.IO events received from clients.",
+        load(&sio.events_in),
+    );
+    out.one(
+        "herald_events_rate_limited_total",
+        "counter",
+        "Client events refused by the per-socket rate.",
+        load(&sio.events_rate_limited),
+    );
+    out.one(
+        "herald_broadcasts_total",
+        "counter",
+        "Broadcasts (one per emit to rooms or to everyone).",
+        load(&sio.broadcasts),
+    );
+    out.one(
+        "herald_broadcast_deliveries_total",
+        "counter",
+        "Packets queued to sockets by broadcasts, one per recipient.",
+        load(&sio.deliveries),
+    );
+    out.family(
+        "herald_dropped_packets_total",
+        "counter",
+        "Packets not delivered, by reason.",
+    );
+    out.sample(
+        "herald_dropped_packets_total",
+        &[("reason", "volatile_queue_full")],
+        load(&sio.dropped_volatile),
+    );
+    out.sample(
+        "herald_dropped_packets_total",
+        &[("reason", "slow_consumer")],
+        load(&sio.dropped_slow_consumer),
+    );
+    out.one(
+        "herald_outbound_queued_bytes",
+        "gauge",
+        "Bytes queued for sending on all connections.",
+        state.io.engine().queued_bytes(),
+    );
+    out.histogram(
+        "herald_ack_rtt_seconds",
+        "Time from an emit with ack to the client's answer.",
+        &sio.ack_rtt.snapshot(),
+    );
+    out.histogram(
+        "herald_broadcast_fanout_seconds",
+        "Time to encode a broadcast and queue it on every local recipient.",
+        &sio.broadcast_fanout.snapshot(),
+    );
+    out.histogram(
+        "herald_runtime_lag_seconds",
+        "How late the runtime runs a 100 ms timer (scheduling lag, like Node's event-loop lag).",
+        &s.lag.snapshot(),
+    );
+    out.one(
+        "herald_runtime_lag_last_seconds",
+        "gauge",
+        "The last scheduling lag measured.",
+        load(&s.lag_last_us) as f64 / 1e6,
+    );
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        let m = handle.metrics();
+        out.one(
+            "herald_runtime_workers",
+            "gauge",
+            "Worker threads of the runtime.",
+            m.num_workers(),
+        );
+        out.one(
+            "herald_runtime_alive_tasks",
+            "gauge",
+            "Tasks alive in the runtime.",
+            m.num_alive_tasks(),
+        );
+        out.one(
+            "herald_runtime_global_queue_depth",
+            "gauge",
+            "Tasks waiting in the runtime's global queue.",
+            m.global_queue_depth(),
+        );
+    }
+    if let Some((allocated, resident)) = jemalloc() {
+        out.one(
+            "herald_memory_allocated_bytes",
+            "gauge",
+            "Bytes allocated by the application (jemalloc).",
+            allocated,
+        );
+        out.one(
+            "herald_memory_resident_bytes",
+            "gauge",
+            "Bytes of physically resident pages held by the allocator (jemalloc).",
+            resident,
+        );
+    }
     out.one(
         "herald_open_fds_limit",
         "gauge",
@@ -178,6 +363,17 @@ pub fn render(state: &AppState) -> String {
         1,
     );
     out.0
+}
+
+/// Allocated and resident bytes from jemalloc (when it is the allocator; its figures
+/// are refreshed by advancing its epoch).
+fn jemalloc() -> Option<(usize, usize)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some((
+        stats::allocated::read().ok()?,
+        stats::resident::read().ok()?,
+    ))
 }
 
 /// Open file descriptors, counted in `/proc/self/fd` (Linux).

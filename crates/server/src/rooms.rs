@@ -1,23 +1,37 @@
 //! What clients may do on namespace `/`: every socket joins `user:<sub>`; the events
-//! `subscribe` (room), `unsubscribe` (room) and `publish` (room, event, data) are checked
-//! against the client's token and answered by an ack, `{ ok: true }` or
-//! `{ ok: false, error: { code, message } }`.
+//! `subscribe` (room), `unsubscribe` (room) and `publish` (room, event, data...) are
+//! checked against the client's token and answered by an ack, `{ ok: true }` or
+//! `{ ok: false, error: { code, message, retryAfterMs? } }`.
 //!
 //! Rooms named `user:...` are joined by the server only: a client is in its own and can
-//! never subscribe to another. A publish reaches every socket in the room, the sender's
-//! included when it is subscribed, and its data is passed on as it came (binary too),
-//! encoded once for every recipient.
+//! never subscribe to another; publishing to one needs a pattern that names `user:`
+//! itself. A publish reaches every socket in the room, the sender's included when it is
+//! subscribed: its data is passed on as it came (binary too), encoded once for every
+//! recipient, followed by one argument the server adds, `{ from }`, the publisher's
+//! user id (`null` when anonymous), which no client can forge.
+//!
+//! The connect middleware also applies drain, tier caps and eviction; the namespace's
+//! rate-limited handler answers events over the per-socket rate.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::{BufMut, Bytes, BytesMut};
+use governor::clock::{Clock, DefaultClock};
 use serde_json::json;
-use socketio::{Builder, ConnectError, ConnectRequest, Event, SocketRef};
+use socketio::{Builder, ConnectError, ConnectRequest, Event, RateLimited, RawArgs, SocketRef};
 
-use crate::auth::Identity;
-use crate::state::Shared;
+use crate::admission::Ticket;
+use crate::auth::{Identity, Tier};
+use crate::state::{Client, Shared};
+use crate::tiers::TierRefusal;
 
 /// The prefix of the rooms the server puts each user's sockets in.
 pub const USER_PREFIX: &str = "user:";
+
+/// CONNECTs refused by auth on one connection before further ones close it.
+const MAX_AUTH_FAILURES: u32 = 3;
 
 /// The room of user `id`.
 pub fn user_room(id: &str) -> String {
@@ -27,24 +41,36 @@ pub fn user_room(id: &str) -> String {
 /// A refused client request: its code and what to tell the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// `bad_request`, `forbidden`, `too_many_rooms`.
+    /// `bad_request`, `forbidden`, `too_many_rooms`, `rate_limited`, `token_expired`.
     pub code: &'static str,
     /// Human-readable.
     pub message: String,
+    /// When trying again may work.
+    pub retry_after: Option<Duration>,
 }
 
 impl Refusal {
-    fn bad_request(message: impl Into<String>) -> Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Refusal {
         Refusal {
-            code: "bad_request",
+            code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
+    fn bad_request(message: impl Into<String>) -> Refusal {
+        Refusal::new("bad_request", message)
+    }
+
     fn forbidden(message: impl Into<String>) -> Refusal {
+        Refusal::new("forbidden", message)
+    }
+
+    fn rate_limited(retry_after: Duration) -> Refusal {
         Refusal {
-            code: "forbidden",
-            message: message.into(),
+            code: "rate_limited",
+            message: "too many requests; slow down".to_owned(),
+            retry_after: Some(retry_after),
         }
     }
 }
@@ -53,23 +79,27 @@ impl Refusal {
 fn reply(outcome: &Result<(), Refusal>) -> serde_json::Value {
     match outcome {
         Ok(()) => json!({ "ok": true }),
-        Err(r) => json!({ "ok": false, "error": { "code": r.code, "message": r.message } }),
+        Err(r) => {
+            let mut error = json!({ "code": r.code, "message": r.message });
+            if let Some(after) = r.retry_after {
+                error["retryAfterMs"] = json!(after.as_millis().max(1) as u64);
+            }
+            json!({ "ok": false, "error": error })
+        }
     }
 }
 
 /// Adds namespace `/` with the connect middleware and the client events.
 pub(crate) fn install(builder: Builder, shared: Arc<Shared>) -> Builder {
-    let auth = shared.clone();
+    let on_connect = shared.clone();
+    let gate = shared.clone();
     let sub = shared.clone();
     let unsub = shared.clone();
-    let publ = shared;
+    let publ = shared.clone();
+    let limited = shared;
     builder
-        .ns("/", |socket, _req| {
-            if let Some(user) = identity(socket).user.as_deref() {
-                socket.join(user_room(user));
-            }
-        })
-        .middleware(move |req| authenticate(&auth, req))
+        .ns("/", move |socket, _req| connected(&on_connect, socket))
+        .middleware(move |req| admit(&gate, req))
         .on("subscribe", move |socket, ev| {
             let outcome = subscribe(&sub, socket, &ev);
             answer(&sub, &ev, &outcome);
@@ -82,6 +112,7 @@ pub(crate) fn install(builder: Builder, shared: Arc<Shared>) -> Builder {
             let outcome = publish(&publ, socket, &ev);
             answer(&publ, &ev, &outcome);
         })
+        .on_rate_limited(move |socket, ev, info| rate_limited(&limited, socket, &ev, info))
 }
 
 fn answer(shared: &Shared, ev: &Event, outcome: &Result<(), Refusal>) {
@@ -94,39 +125,122 @@ fn answer(shared: &Shared, ev: &Event, outcome: &Result<(), Refusal>) {
     }
 }
 
-/// The connect middleware: the token in the auth payload (`{ token }`) decides who the
-/// client is, or why it is refused.
-fn authenticate(shared: &Shared, req: &ConnectRequest) -> Result<(), ConnectError> {
-    let auth = req.auth_json();
-    let token = match auth.get("token") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(t)) => Some(t.as_str()),
-        Some(_) => {
-            let e = crate::auth::AuthError::Malformed("`token` must be a string".to_owned());
-            return Err(refuse(shared, &e));
-        }
-    };
-    match shared.verifier.authenticate(token) {
-        Ok(identity) => {
-            req.set_data(identity);
-            Ok(())
-        }
-        Err(e) => Err(refuse(shared, &e)),
-    }
+/// Tells a socket why, then disconnects it (the client does not reconnect by itself).
+pub(crate) fn force_disconnect(shared: &Shared, socket: &SocketRef, reason: &str, message: &str) {
+    shared.stats.forced(reason);
+    tracing::info!(socket = %socket.id(), reason, "disconnecting a socket");
+    let _ = socket.emit(
+        "forced_disconnect",
+        (json!({ "reason": reason, "message": message }),),
+    );
+    socket.disconnect();
+    socket.close();
 }
 
-fn refuse(shared: &Shared, e: &crate::auth::AuthError) -> ConnectError {
-    shared.stats.auth_refused(e.code());
-    tracing::debug!(code = e.code(), error = %e, "connection refused");
-    ConnectError::new(e.to_string())
-        .with_data(json!({ "code": e.code(), "message": e.to_string() }))
+/// The connect middleware: drain, then the token in the auth payload (`{ token }`),
+/// then the tier's place.
+fn admit(shared: &Shared, req: &ConnectRequest) -> Result<(), ConnectError> {
+    if shared.draining.load(Ordering::Acquire) {
+        shared.stats.connect_refused("server_shutting_down");
+        return Err(refusal(
+            "server_shutting_down",
+            "the server is shutting down; connect to another one",
+            Some(Duration::from_secs(5)),
+        ));
+    }
+    let auth = req.auth_json();
+    let token = match auth.get("token") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(t)) => Ok(Some(t.as_str())),
+        Some(_) => Err(crate::auth::AuthError::Malformed(
+            "`token` must be a string".to_owned(),
+        )),
+    };
+    let identity = match token.and_then(|t| shared.verifier.authenticate(t)) {
+        Ok(identity) => identity,
+        Err(e) => {
+            shared.stats.auth_refused(e.code());
+            tracing::debug!(code = e.code(), error = %e, "connection refused");
+            let failures = req
+                .connection()
+                .with_guard::<Ticket, _>(|t| t.map_or(0, Ticket::auth_failed));
+            if failures > MAX_AUTH_FAILURES {
+                // Honest clients do not retry bad tokens on one connection: stop paying
+                // for signature checks.
+                shared.stats.forced("auth_failures");
+                req.connection().close();
+            }
+            return Err(refusal(e.code(), &e.to_string(), None));
+        }
+    };
+    let (slot, victim) = shared.tiers.admit(identity.tier).map_err(|r| {
+        let (code, message) = match r {
+            TierRefusal::ServerFull => ("server_full", "the server is full; try again later"),
+            TierRefusal::TierFull => ("tier_full", "no room left in this connection tier"),
+        };
+        shared.stats.connect_refused(code);
+        refusal(code, message, Some(Duration::from_secs(10)))
+    })?;
+    if let Some(victim) = victim {
+        force_disconnect(
+            shared,
+            &victim,
+            "evicted",
+            "the server is full and needs room for a connection of a higher tier",
+        );
+    }
+    req.set_data(Client {
+        identity,
+        slot,
+        publish_violations: Default::default(),
+    });
+    Ok(())
+}
+
+fn refusal(code: &str, message: &str, retry_after: Option<Duration>) -> ConnectError {
+    let mut data = json!({ "code": code, "message": message });
+    if let Some(after) = retry_after {
+        data["retryAfterMs"] = json!(after.as_millis() as u64);
+    }
+    ConnectError::new(message).with_data(data)
+}
+
+/// A socket joined `/`: its user room, its tier's ping interval, eviction order.
+fn connected(shared: &Shared, socket: &SocketRef) {
+    let (user, tier) = socket.with_data::<Client, _>(|c| {
+        c.map_or((None, Tier::Standard), |c| {
+            (c.identity.user.clone(), c.slot.tier())
+        })
+    });
+    if let Some(user) = user {
+        socket.join(user_room(&user));
+    }
+    if let Some(interval) = shared.tiers_config().ping_interval[tier.index()] {
+        socket.connection().set_ping_interval(interval);
+    }
+    if tier == Tier::Degraded {
+        shared.tiers.track(socket);
+    }
 }
 
 /// The socket's identity (set by the middleware on every accepted connection).
 fn identity(socket: &SocketRef) -> Arc<Identity> {
     socket
-        .data::<Arc<Identity>>()
+        .with_data::<Client, _>(|c| c.map(|c| c.identity.clone()))
         .unwrap_or_else(|| Arc::new(Identity::nobody()))
+}
+
+/// The token's rights end when it expires, also for a socket that is still connected.
+fn check_expiry(shared: &Shared, identity: &Identity) -> Result<(), Refusal> {
+    match identity.expires {
+        Some(exp) if exp + shared.verifier.leeway_s() < jsonwebtoken::get_current_timestamp() => {
+            Err(Refusal::new(
+                "token_expired",
+                "your token has expired: reconnect with a new one",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_room(shared: &Shared, room: &str) -> Result<(), Refusal> {
@@ -161,7 +275,9 @@ fn subscribe(shared: &Shared, socket: &SocketRef, ev: &Event) -> Result<(), Refu
             "user rooms are joined by the server: you are in your own",
         ));
     }
-    if !identity(socket).rooms.matches(&room) {
+    let identity = identity(socket);
+    check_expiry(shared, &identity)?;
+    if !identity.rooms.matches(&room) {
         return Err(Refusal::forbidden(format!(
             "your token does not allow subscribing to {room:?}"
         )));
@@ -176,10 +292,10 @@ fn subscribe(shared: &Shared, socket: &SocketRef, ev: &Event) -> Result<(), Refu
         .count();
     let max = shared.limits.max_rooms_per_socket;
     if own >= max {
-        return Err(Refusal {
-            code: "too_many_rooms",
-            message: format!("a socket may subscribe to at most {max} rooms"),
-        });
+        return Err(Refusal::new(
+            "too_many_rooms",
+            format!("a socket may subscribe to at most {max} rooms"),
+        ));
     }
     socket.join(room);
     shared.stats.add(&shared.stats.subscribes);
@@ -197,16 +313,48 @@ fn unsubscribe(shared: &Shared, socket: &SocketRef, ev: &Event) -> Result<(), Re
 }
 
 fn publish(shared: &Shared, socket: &SocketRef, ev: &Event) -> Result<(), Refusal> {
-    let usage = || Refusal::bad_request("publish takes (room, event, data)");
+    let usage = || Refusal::bad_request("publish takes (room, event, data...)");
     let (room, event) = ev.args::<(String, String)>().map_err(|_| usage())?;
     check_room(shared, &room)?;
     check_event(shared, &event)?;
-    if !identity(socket).publish.matches(&room) {
+    let identity = identity(socket);
+    check_expiry(shared, &identity)?;
+    let allowed = if room.starts_with(USER_PREFIX) {
+        identity.publish.matches_under(USER_PREFIX, &room)
+    } else {
+        identity.publish.matches(&room)
+    };
+    if !allowed {
         return Err(Refusal::forbidden(format!(
             "your token does not allow publishing to {room:?}"
         )));
     }
+    if let Some(limiter) = &shared.user_publishes {
+        let key: Arc<str> = match &identity.user {
+            Some(user) => user.clone(),
+            None => Arc::from(format!("ip:{}", client_ip(socket))),
+        };
+        if let Err(not_until) = limiter.check_key(&key) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let violations = socket.with_data::<Client, _>(|c| {
+                c.map_or(0, |c| {
+                    c.publish_violations.fetch_add(1, Ordering::Relaxed) + 1
+                })
+            });
+            let max = shared.limits.max_rate_violations;
+            if max > 0 && violations >= max {
+                force_disconnect(shared, socket, "rate_limited", "rate limited");
+            }
+            return Err(Refusal::rate_limited(wait));
+        }
+        socket.with_data::<Client, _>(|c| {
+            if let Some(c) = c {
+                c.publish_violations.store(0, Ordering::Relaxed);
+            }
+        });
+    }
     let data = ev.raw_args_after(2).ok_or_else(usage)?;
+    let data = with_sender(data, identity.user.as_deref());
     let delivered = socket
         .namespace()
         .to(room)
@@ -217,6 +365,50 @@ fn publish(shared: &Shared, socket: &SocketRef, ev: &Event) -> Result<(), Refusa
         .stats
         .add_n(&shared.stats.deliveries, delivered as u64);
     Ok(())
+}
+
+/// The client address the connection was admitted for.
+fn client_ip(socket: &SocketRef) -> std::net::IpAddr {
+    let conn = socket.connection();
+    conn.with_guard::<Ticket, _>(|t| t.map(Ticket::ip))
+        .unwrap_or_else(|| conn.remote_addr().ip())
+}
+
+/// Appends the argument the server vouches for: `{ "from": <user id or null> }`.
+fn with_sender(args: RawArgs, from: Option<&str>) -> RawArgs {
+    match args {
+        RawArgs::Json(text, attachments) => {
+            let mut out = Vec::with_capacity(text.len() + 32);
+            out.extend_from_slice(&text);
+            out.push(b',');
+            // A JSON value always serializes.
+            let _ = serde_json::to_writer(&mut out, &json!({ "from": from }));
+            RawArgs::Json(Bytes::from(out), attachments)
+        }
+        RawArgs::Msgpack(raw, n) => {
+            let mut out = BytesMut::with_capacity(raw.len() + 32);
+            out.extend_from_slice(&raw);
+            out.put_u8(0x81); // a map of one pair
+            socketio_proto::msgpack::write_str(&mut out, "from");
+            match from {
+                Some(user) => socketio_proto::msgpack::write_str(&mut out, user),
+                None => out.put_u8(0xc0), // nil
+            }
+            RawArgs::Msgpack(out.freeze(), n + 1)
+        }
+    }
+}
+
+/// An event over the socket's rate: refused with a retry hint; repeated violations
+/// disconnect the socket.
+fn rate_limited(shared: &Shared, socket: &SocketRef, ev: &Event, info: RateLimited) {
+    shared.stats.add(&shared.stats.rate_limited);
+    let outcome = Err(Refusal::rate_limited(info.retry_after));
+    answer(shared, ev, &outcome);
+    let max = shared.limits.max_rate_violations;
+    if max > 0 && info.violations >= max {
+        force_disconnect(shared, socket, "rate_limited", "rate limited");
+    }
 }
 
 /// An event name a client or a backend may emit: not empty, not too long, not one of

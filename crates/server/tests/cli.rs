@@ -75,9 +75,18 @@ fn unknown_key() {
     let e = stderr(&o);
     assert!(e.contains("server.prot: unknown key"), "{e}");
     assert!(e.contains(file.to_str().unwrap()), "{e}");
-    let o = herald(&["config", "check"], &[("HERALD_API_KEY", "x")]);
+    let o = herald(&["config", "check"], &[("HERALD_API__KYE", "x")]);
     assert_eq!(o.status.code(), Some(78));
-    assert!(stderr(&o).contains("HERALD_API_KEY"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("HERALD_API__KYE"), "{}", stderr(&o));
+    // A variable that is not SECTION__KEY is no key: a warning with a hint, not an error
+    // (orchestrators set HERALD_* variables of their own).
+    let o = herald(&["config", "check"], &[("HERALD_API_KEY", "x")]);
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("did you mean HERALD_API__KEY?"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A file that is missing or not TOML is refused with the reason.
@@ -230,6 +239,9 @@ fn json_logs() {
     child.wait().unwrap();
     let v: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(v["level"], "INFO", "{first}");
-    assert!(v["message"].as_str().unwrap().contains("listening on"), "{first}");
+    assert!(
+        v["message"].as_str().unwrap().contains("listening on"),
+        "{first}"
+    );
     assert!(v["open_files"].as_u64().unwrap() > 0, "{first}");
 }

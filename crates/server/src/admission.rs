@@ -1,0 +1,460 @@
+//! Admission control: who may open a connection. Checked on every handshake (a request
+//! to the Socket.IO path without a session id), before the engine sees it:
+//!
+//! 1. draining: 503 to everyone;
+//! 2. the deny list (CIDR): 403;
+//! 3. the global cap (`limits.max_connections` plus a little headroom, so that a
+//!    higher-tier client can still reach CONNECT and evict a degraded one): 503;
+//! 4. per client address, unless it is on the allow list: concurrent connections
+//!    (`limits.max_connections_per_ip`, 429) and the connect rate
+//!    (`limits.connect_rate_per_ip` with a burst, GCRA by `governor`, 429).
+//!
+//! Refusals carry `Retry-After` where waiting helps, and are counted by reason. The
+//! client address is the peer's, or the one a trusted proxy names in
+//! `X-Forwarded-For` (`server.trusted_proxies`); a forwarded-for header from any other
+//! peer is ignored. The access lists change at run time through `POST /api/access`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use ipnet::IpNet;
+use parking_lot::RwLock;
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server is shutting down.
+    Draining,
+    /// The address is on the deny list.
+    Denied,
+    /// The server holds as many connections as it may.
+    ServerFull,
+    /// The address holds as many connections as one address may.
+    IpConnections,
+    /// The address opens connections faster than allowed.
+    IpRate,
+}
+
+impl Refusal {
+    /// Every reason, in the order of [`Refusal::index`].
+    pub const ALL: [Refusal; 5] = [
+        Refusal::Draining,
+        Refusal::Denied,
+        Refusal::ServerFull,
+        Refusal::IpConnections,
+        Refusal::IpRate,
+    ];
+
+    /// Position in [`Refusal::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The code in the answer's body and in metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Draining => "server_shutting_down",
+            Refusal::Denied => "address_denied",
+            Refusal::ServerFull => "server_full",
+            Refusal::IpConnections => "too_many_connections_from_address",
+            Refusal::IpRate => "connect_rate_exceeded",
+        }
+    }
+
+    /// The HTTP status of the answer.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::Denied => 403,
+            Refusal::Draining | Refusal::ServerFull => 503,
+            Refusal::IpConnections | Refusal::IpRate => 429,
+        }
+    }
+
+    /// What the client is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Draining => "the server is shutting down; connect to another one",
+            Refusal::Denied => "connections from this address are not accepted",
+            Refusal::ServerFull => "the server is full; try again later",
+            Refusal::IpConnections => "too many connections from this address",
+            Refusal::IpRate => "too many new connections from this address; slow down",
+        }
+    }
+}
+
+/// A refused handshake: why, and when trying again may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// Why.
+    pub reason: Refusal,
+    /// When to try again, if waiting helps.
+    pub retry_after: Option<Duration>,
+}
+
+/// Allowed and denied networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessLists {
+    /// Exempt from the per-address limits.
+    pub allow: Vec<IpNet>,
+    /// Refused.
+    pub deny: Vec<IpNet>,
+}
+
+/// Parses networks in CIDR form; a bare address is a network of one.
+///
+/// # Errors
+///
+/// The first entry that is neither, with the reason.
+pub fn parse_nets(list: &[String]) -> Result<Vec<IpNet>, String> {
+    list.iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    format!("{s:?} is not an address or a network (CIDR, e.g. 10.0.0.0/8)")
+                })
+        })
+        .collect()
+}
+
+fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// IPv4 addresses mapped into IPv6 (`::ffff:a.b.c.d`) are their IPv4 selves.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What admission is set up with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Connections the server holds at most (sockets; handshakes get some headroom).
+    pub max_connections: usize,
+    /// Connections one address holds at most; 0 for no limit.
+    pub max_per_ip: u32,
+    /// New connections per second and burst per address; `None` for no limit.
+    pub rate_per_ip: Option<(f64, u32)>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The lists at start.
+    pub lists: AccessLists,
+}
+
+/// Admission control; shared by every connection.
+pub struct Admission {
+    settings: Settings,
+    lists: RwLock<AccessLists>,
+    per_ip: Arc<DashMap<IpAddr, u32>>,
+    rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    refusals: [AtomicU64; Refusal::ALL.len()],
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Held by a session from its handshake until it closes: its address's count goes down
+/// when it is dropped.
+#[derive(Debug)]
+pub struct Ticket {
+    ip: IpAddr,
+    counted: Option<Arc<DashMap<IpAddr, u32>>>,
+    /// CONNECTs refused by auth on this connection.
+    auth_failures: std::sync::atomic::AtomicU32,
+}
+
+impl Ticket {
+    fn new(ip: IpAddr, counted: Option<Arc<DashMap<IpAddr, u32>>>) -> Ticket {
+        Ticket {
+            ip,
+            counted,
+            auth_failures: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// The client address the session was admitted for.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// Counts a CONNECT refused by auth on this connection; returns how many so far.
+    pub fn auth_failed(&self) -> u32 {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(per_ip) = &self.counted {
+            // Remove the entry with its last connection, under the shard's lock.
+            per_ip.remove_if_mut(&self.ip, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
+        }
+    }
+}
+
+impl Admission {
+    /// Admission with `settings`.
+    pub fn new(settings: Settings) -> Admission {
+        let rate = settings.rate_per_ip.and_then(|(per_second, burst)| {
+            let period = Duration::from_secs_f64(1.0 / per_second.max(1e-6));
+            let burst = NonZeroU32::new(burst.max(1))?;
+            Some(DefaultKeyedRateLimiter::keyed(
+                Quota::with_period(period)?.allow_burst(burst),
+            ))
+        });
+        Admission {
+            lists: RwLock::new(settings.lists.clone()),
+            settings,
+            per_ip: Arc::new(DashMap::new()),
+            rate,
+            refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The client address of a request from `peer` carrying `forwarded_for`.
+    pub fn client_ip(&self, peer: SocketAddr, forwarded_for: Option<&str>) -> IpAddr {
+        let peer = canonical(peer.ip());
+        if !contains(&self.settings.trusted_proxies, peer) {
+            return peer;
+        }
+        let Some(header) = forwarded_for else {
+            return peer;
+        };
+        // The rightmost address no trusted proxy added is the client: anything to its
+        // left was written by the client itself and proves nothing.
+        let hops: Vec<IpAddr> = header
+            .split(',')
+            .filter_map(|h| h.trim().parse::<IpAddr>().ok())
+            .map(canonical)
+            .collect();
+        hops.iter()
+            .rev()
+            .find(|ip| !contains(&self.settings.trusted_proxies, **ip))
+            .or(hops.first())
+            .copied()
+            .unwrap_or(peer)
+    }
+
+    /// Decides on a handshake from `ip` while `sessions` connections are open.
+    ///
+    /// # Errors
+    ///
+    /// [`Refused`] with the reason and a retry hint.
+    pub fn admit(&self, ip: IpAddr, sessions: usize, draining: bool) -> Result<Ticket, Refused> {
+        let refuse = |reason: Refusal, retry_after: Option<Duration>| {
+            self.refusals[reason.index()].fetch_add(1, Ordering::Relaxed);
+            Err(Refused {
+                reason,
+                retry_after,
+            })
+        };
+        if draining {
+            return refuse(Refusal::Draining, Some(Duration::from_secs(5)));
+        }
+        let (denied, exempt) = {
+            let lists = self.lists.read();
+            (contains(&lists.deny, ip), contains(&lists.allow, ip))
+        };
+        if denied {
+            return refuse(Refusal::Denied, None);
+        }
+        let max = self.settings.max_connections;
+        let headroom = (max / 50).max(16);
+        if sessions >= max.saturating_add(headroom) {
+            return refuse(Refusal::ServerFull, Some(Duration::from_secs(5)));
+        }
+        if exempt {
+            return Ok(Ticket::new(ip, None));
+        }
+        if let Some(rate) = &self.rate {
+            if let Err(not_until) = rate.check_key(&ip) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                return refuse(Refusal::IpRate, Some(wait.max(Duration::from_millis(1))));
+            }
+        }
+        let max_per_ip = self.settings.max_per_ip;
+        if max_per_ip > 0 {
+            let mut count = self.per_ip.entry(ip).or_insert(0);
+            if *count >= max_per_ip {
+                drop(count);
+                return refuse(Refusal::IpConnections, Some(Duration::from_secs(10)));
+            }
+            *count += 1;
+            return Ok(Ticket::new(ip, Some(self.per_ip.clone())));
+        }
+        Ok(Ticket::new(ip, None))
+    }
+
+    /// Counts a refusal decided elsewhere (a CONNECT refused because the server is full).
+    pub fn count(&self, reason: Refusal) {
+        self.refusals[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refusals so far, by [`Refusal::index`].
+    pub fn refusals(&self) -> [u64; Refusal::ALL.len()] {
+        std::array::from_fn(|i| self.refusals[i].load(Ordering::Relaxed))
+    }
+
+    /// Connections open from `ip` (counted ones: not on the allow list).
+    pub fn connections_from(&self, ip: IpAddr) -> u32 {
+        self.per_ip.get(&canonical(ip)).map_or(0, |n| *n)
+    }
+
+    /// The access lists now.
+    pub fn lists(&self) -> AccessLists {
+        self.lists.read().clone()
+    }
+
+    /// Replaces the lists given.
+    pub fn set_lists(&self, allow: Option<Vec<IpNet>>, deny: Option<Vec<IpNet>>) {
+        let mut lists = self.lists.write();
+        if let Some(allow) = allow {
+            lists.allow = allow;
+        }
+        if let Some(deny) = deny {
+            lists.deny = deny;
+        }
+    }
+
+    /// Forgets rate state of addresses that have been quiet (bounds its memory).
+    pub fn tidy(&self) {
+        if let Some(rate) = &self.rate {
+            rate.retain_recent();
+            rate.shrink_to_fit();
+        }
+        self.per_ip.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            max_connections: 100,
+            max_per_ip: 2,
+            rate_per_ip: Some((1.0, 3)),
+            trusted_proxies: parse_nets(&["10.0.0.0/8".into()]).unwrap(),
+            lists: AccessLists::default(),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Forwarded-for counts only from trusted proxies, and only up to the first hop a
+    /// trusted proxy did not add.
+    #[test]
+    fn client_address() {
+        let a = Admission::new(settings());
+        let peer = |s: &str| SocketAddr::new(ip(s), 1);
+        assert_eq!(a.client_ip(peer("1.2.3.4"), Some("9.9.9.9")), ip("1.2.3.4"));
+        assert_eq!(
+            a.client_ip(peer("10.0.0.1"), Some("9.9.9.9")),
+            ip("9.9.9.9")
+        );
+        assert_eq!(
+            a.client_ip(peer("10.0.0.1"), Some("6.6.6.6, 9.9.9.9, 10.0.0.2")),
+            ip("9.9.9.9")
+        );
+        assert_eq!(a.client_ip(peer("10.0.0.1"), Some("junk")), ip("10.0.0.1"));
+        assert_eq!(a.client_ip(peer("10.0.0.1"), None), ip("10.0.0.1"));
+        assert_eq!(
+            a.client_ip(peer("::ffff:1.2.3.4"), None),
+            ip("1.2.3.4"),
+            "mapped addresses are IPv4"
+        );
+    }
+
+    /// Per-address concurrency: tickets count, dropping one frees its place.
+    #[test]
+    fn per_address_connections() {
+        let a = Admission::new(Settings {
+            rate_per_ip: None,
+            ..settings()
+        });
+        let x = ip("1.1.1.1");
+        let t1 = a.admit(x, 0, false).unwrap();
+        let _t2 = a.admit(x, 0, false).unwrap();
+        let no = a.admit(x, 0, false).unwrap_err();
+        assert_eq!(no.reason, Refusal::IpConnections);
+        assert!(no.retry_after.is_some());
+        assert!(a.admit(ip("2.2.2.2"), 0, false).is_ok());
+        drop(t1);
+        assert_eq!(a.connections_from(x), 1);
+        assert!(a.admit(x, 0, false).is_ok());
+        assert_eq!(a.refusals()[Refusal::IpConnections.index()], 1);
+    }
+
+    /// The connect rate allows the burst, then refuses with the wait.
+    #[test]
+    fn connect_rate() {
+        let a = Admission::new(Settings {
+            max_per_ip: 0,
+            ..settings()
+        });
+        let x = ip("3.3.3.3");
+        for _ in 0..3 {
+            a.admit(x, 0, false).unwrap();
+        }
+        let no = a.admit(x, 0, false).unwrap_err();
+        assert_eq!(no.reason, Refusal::IpRate);
+        let wait = no.retry_after.unwrap();
+        assert!(
+            wait > Duration::from_millis(500) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+    }
+
+    /// Lists: denied addresses are refused, allowed ones skip the per-address limits;
+    /// both change at run time. The global cap and draining apply to everyone.
+    #[test]
+    fn lists_caps_and_draining() {
+        let a = Admission::new(settings());
+        let x = ip("4.4.4.4");
+        a.set_lists(None, Some(parse_nets(&["4.4.0.0/16".into()]).unwrap()));
+        assert_eq!(a.admit(x, 0, false).unwrap_err().reason, Refusal::Denied);
+        a.set_lists(
+            Some(parse_nets(&["4.4.4.4".into()]).unwrap()),
+            Some(Vec::new()),
+        );
+        for _ in 0..10 {
+            a.admit(x, 0, false).unwrap();
+        }
+        assert_eq!(
+            a.admit(x, 116, false).unwrap_err().reason,
+            Refusal::ServerFull
+        );
+        assert!(a.admit(x, 115, false).is_ok());
+        assert_eq!(a.admit(x, 0, true).unwrap_err().reason, Refusal::Draining);
+        assert!(parse_nets(&["300.1.1.1".into()]).is_err());
+        assert!(parse_nets(&["::1".into(), "fd00::/8".into()]).is_ok());
+    }
+}
