@@ -423,8 +423,10 @@ impl<H: EngineHandler> Engine<H> {
     ) -> Result<(), CloseReason> {
         EngineStats::add(&self.stats.packets_in, 1);
         if socket.is_closed() {
-            // The handler saw on_close: nothing may follow it.
-            return Err(CloseReason::TransportClose);
+            // The handler saw on_close: nothing may follow it. The packet is dropped,
+            // not taken for a lost connection: the transport still delivers what the
+            // server queued before it closed (its last words).
+            return Ok(());
         }
         match packet {
             Packet::Message(text) => {

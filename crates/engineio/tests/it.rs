@@ -44,6 +44,10 @@ impl EngineHandler for Recorder {
         if text == "close me" {
             socket.close();
         }
+        if text == "last words" {
+            let _ = socket.send_text(b"bye");
+            socket.close();
+        }
     }
 
     fn on_binary(&self, _socket: &Arc<Socket<()>>, _data: Bytes) {}
@@ -407,4 +411,26 @@ async fn a_stuck_slow_consumer_is_dropped() {
         stats.closes[CloseReason::SlowConsumer.index()].load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+}
+
+/// Regression: a message that arrives after the server closed a session (the client
+/// sent it before it knew) is dropped; it does not end the connection as if TCP were
+/// gone, so what the server queued before closing still arrives, then the close frame.
+#[tokio::test]
+async fn last_words_survive_packets_after_close() {
+    let server = Server::start(config()).await;
+    let mut ws = server.ws().await;
+    ws.feed(Message::text("4last words")).await.unwrap();
+    ws.feed(Message::text("4after")).await.unwrap();
+    ws.flush().await.unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
+        let close = m.is_close();
+        got.push(m);
+        if close {
+            break;
+        }
+    }
+    assert_eq!(got.first(), Some(&Message::text("4bye")), "{got:?}");
+    assert!(got.last().is_some_and(Message::is_close), "{got:?}");
 }
