@@ -355,9 +355,9 @@ impl<H: EngineHandler> Engine<H> {
             // it goes (the close code tells the client it lost packets).
             discarded = (reason == CloseReason::SlowConsumer).then(|| outbox.take());
             websocket = outbox.transport == Transport::Websocket;
-            // Packets queued by the server (its last words, then `1`) wait for a GET.
+            // Packets queued by the server (its last words, then `1`) wait for a GET:
+            // the pending one, or the next.
             linger = !websocket
-                && !outbox.get_active
                 && matches!(
                     reason,
                     CloseReason::ServerClose | CloseReason::ServerShutdown

@@ -116,6 +116,16 @@ impl Server {
         ws
     }
 
+    /// The body of a raw HTTP/1.1 request to `addr`.
+    async fn client_http(addr: SocketAddr, request: &str) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        text.split_once("\r\n\r\n").unwrap().1.to_owned()
+    }
+
     /// A raw HTTP/1.1 request; returns status, headers (lower-case names) and body.
     async fn http(&self, request: &str) -> (u16, Vec<(String, String)>, String) {
         let mut stream = TcpStream::connect(self.addr).await.unwrap();
@@ -433,4 +443,42 @@ async fn last_words_survive_packets_after_close() {
     }
     assert_eq!(got.first(), Some(&Message::text("4bye")), "{got:?}");
     assert!(got.last().is_some_and(Message::is_close), "{got:?}");
+}
+
+/// A polling session closed by the server while its GET waits: that GET gets the last
+/// packets alone, the next one the close packet (in one payload, the socket.io client
+/// would drop the packets).
+#[tokio::test]
+async fn polling_last_words_come_before_the_close_packet() {
+    let mut server = Server::start(Config {
+        ping_interval: Duration::from_secs(60),
+        ping_timeout: Duration::from_secs(60),
+        ..Config::default()
+    })
+    .await;
+    let (status, _, body) = server
+        .http("GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(status, 200);
+    let Event::Open(sid) = server.next().await else {
+        panic!("expected open")
+    };
+    assert!(body.starts_with("0{"));
+    let get = format!(
+        "GET /engine.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let addr = server.addr;
+    let pending = {
+        let get = get.clone();
+        tokio::spawn(async move { Server::client_http(addr, &get).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let socket = server
+        .engine
+        .get(engineio::Sid::parse(&sid).unwrap())
+        .unwrap();
+    socket.send_text(b"bye").unwrap();
+    socket.close_with(CloseReason::ServerShutdown);
+    assert_eq!(pending.await.unwrap(), "4bye");
+    assert_eq!(Server::client_http(addr, &get).await, "1");
 }

@@ -111,7 +111,12 @@ pub(crate) async fn get<H: EngineHandler>(
         }
         packets += 1;
     }
-    if let Some(reason) = closed {
+    if closed.is_some() && packets > 0 {
+        // The last packets go alone; the close packet comes with the next GET. In one
+        // payload, the socket.io client would act on the close before it handed the
+        // packets to the application, losing them (the Node server answers the same
+        // way: it drains its buffer before it closes).
+    } else if let Some(reason) = closed {
         // The session's last answer. A client-side close gets a noop.
         let last: &[u8] = if reason == CloseReason::ClientClose {
             b"6"
