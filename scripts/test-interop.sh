@@ -18,6 +18,8 @@ if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
   fi
   command -v chromium >/dev/null || { echo "chromium is required (apt-get install chromium, or set CHROMIUM)" >&2; exit 1; }
 fi
+# The TLS test makes its certificates with the openssl command.
+command -v openssl >/dev/null || { echo "openssl is required (apt-get install openssl)" >&2; exit 1; }
 export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
 export HERALD_BIN_DIR="${HERALD_BIN_DIR:-$PWD/../../target/debug}"
 exec node --test --test-concurrency=1 --test-reporter=spec ./*.test.mjs

@@ -88,13 +88,13 @@ export function startHerald(env = {}, args = []) {
     createInterface({ input: child.stderr }).on("line", (line) => {
       logs.push(line);
       if (process.env.HERALD_TEST_LOGS) process.stderr.write(line + "\n");
-      const m = /listening on http:\/\/[^ ]*:(\d+)/.exec(line);
+      const m = /listening on (https?):\/\/[^ ]*:(\d+)/.exec(line);
       if (m) {
         clearTimeout(timer);
-        const port = Number(m[1]);
+        const port = Number(m[2]);
         resolve({
           port,
-          url: `http://127.0.0.1:${port}`,
+          url: `${m[1]}://127.0.0.1:${port}`,
           pid: child.pid,
           logs,
           child,

@@ -68,3 +68,15 @@ pub use handler::{CloseReason, EngineHandler};
 pub use serve::serve_connection;
 pub use socket::{Guard, SendError, Socket};
 pub use stats::EngineStats;
+
+/// A connection that is not a plain `TcpStream` (TLS, say): serve it to hyper as
+/// `TokioIo<BoxedStream>` and WebSocket upgrades on it work like those on TCP.
+pub type BoxedStream = Box<dyn AsyncStream>;
+
+/// What a [`BoxedStream`] must be.
+pub trait AsyncStream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static
+{
+}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> AsyncStream for T {}

@@ -41,6 +41,8 @@ pub struct RawConfig {
     pub tiers: TiersSection,
     /// `[drain]`: graceful shutdown.
     pub drain: DrainSection,
+    /// `[tls]`: HTTPS and WSS on the listener.
+    pub tls: TlsSection,
     /// `[auth]`: JWT verification and anonymous clients.
     pub auth: AuthSection,
     /// `[api]`: the HTTP API for backends.
@@ -226,6 +228,16 @@ impl Default for TiersSection {
     }
 }
 
+/// `[tls]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM file with the certificate chain (leaf first). Defaults to none (plain HTTP).
+    pub cert_file: String,
+    /// PEM file with the private key. Defaults to none.
+    pub key_file: String,
+}
+
 /// `[drain]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -391,6 +403,8 @@ pub struct Config {
     pub tiers: TiersConfig,
     /// Graceful shutdown.
     pub drain: DrainConfig,
+    /// TLS certificate and key files, when the listener speaks TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Connection tiers: caps and ping intervals, indexed by [`Tier`](crate::auth::Tier).
@@ -1171,6 +1185,33 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         grace: Duration::from_millis(d.grace_ms),
     };
 
+    // [tls]
+    let t = &raw.tls;
+    let tls = match (t.cert_file.is_empty(), t.key_file.is_empty()) {
+        (true, true) => None,
+        (false, false) => {
+            let files = (PathBuf::from(&t.cert_file), PathBuf::from(&t.key_file));
+            match crate::tls::load(&files.0, &files.1) {
+                Ok(_) => Some(files),
+                Err(e) => {
+                    c.fail("tls.cert_file", e);
+                    None
+                }
+            }
+        }
+        (true, false) => {
+            c.fail(
+                "tls.cert_file",
+                "tls.key_file is set: set the certificate too",
+            );
+            None
+        }
+        (false, true) => {
+            c.fail("tls.key_file", "tls.cert_file is set: set the key too");
+            None
+        }
+    };
+
     // [auth]
     let a = &raw.auth;
     let hmac_secret = (!a.jwt_secret.is_empty()).then(|| a.jwt_secret.as_bytes().to_vec());
@@ -1350,6 +1391,7 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         },
         tiers,
         drain,
+        tls,
     })
 }
 

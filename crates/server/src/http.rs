@@ -25,11 +25,14 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use crate::state::AppState;
+
+/// Time a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the router for every path but the Socket.IO one.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -67,7 +70,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         )],
-        crate::metrics::render(&state),
+        crate::metrics::render(&state, state.tls.as_deref()),
     )
         .into_response()
 }
@@ -135,6 +138,7 @@ pub(crate) async fn accept_loop(
     router: Router,
     shutdown: CancellationToken,
 ) {
+    let tls = state.tls.clone();
     let mut last_error_log: Option<tokio::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
@@ -143,7 +147,35 @@ pub(crate) async fn accept_loop(
         };
         match accepted {
             Ok((stream, remote)) => {
-                tokio::spawn(serve(stream, remote, state.clone(), router.clone()));
+                let _ = stream.set_nodelay(true);
+                let (state, router) = (state.clone(), router.clone());
+                match &tls {
+                    None => {
+                        tokio::spawn(serve(TokioIo::new(stream), remote, state, router));
+                    }
+                    Some(tls) => {
+                        let tls = tls.clone();
+                        tokio::spawn(async move {
+                            let handshake = tls.acceptor().accept(stream);
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                                Ok(Ok(stream)) => {
+                                    // Boxed: the WebSocket transport runs it as a
+                                    // `BoxedStream`, as it runs a TcpStream.
+                                    let io: engineio::BoxedStream = Box::new(stream);
+                                    serve(TokioIo::new(io), remote, state, router).await;
+                                }
+                                Ok(Err(e)) => {
+                                    tls.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                                    tracing::debug!(%remote, error = %e, "tls handshake failed");
+                                }
+                                Err(_) => {
+                                    tls.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                                    tracing::debug!(%remote, "tls handshake timed out");
+                                }
+                            }
+                        });
+                    }
+                }
             }
             Err(e) => {
                 // Out of file descriptors (or a transient error): the listener stays;
@@ -219,9 +251,11 @@ fn refusal_response(refused: crate::admission::Refused) -> engineio::engine::Htt
     res
 }
 
-/// Serves one TCP connection.
-async fn serve(stream: TcpStream, remote: SocketAddr, state: Arc<AppState>, router: Router) {
-    let _ = stream.set_nodelay(true);
+/// Serves one connection (TCP, or TLS over TCP).
+async fn serve<S>(io: TokioIo<S>, remote: SocketAddr, state: Arc<AppState>, router: Router)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req: http::Request<Incoming>| {
         let state = state.clone();
         let router = router.clone();
@@ -249,9 +283,9 @@ async fn serve(stream: TcpStream, remote: SocketAddr, state: Arc<AppState>, rout
             }
         }
     });
-    // The TokioIo<TcpStream> type matters: the WebSocket transport downcasts the upgraded
-    // connection back to it to take the raw socket.
-    let conn = engineio::serve::http1_builder().serve_connection(TokioIo::new(stream), service);
+    // The TokioIo<TcpStream> (or TokioIo<BoxedStream>) type matters: the WebSocket
+    // transport downcasts the upgraded connection back to it to take the stream.
+    let conn = engineio::serve::http1_builder().serve_connection(io, service);
     if let Err(e) = conn.with_upgrades().await {
         tracing::debug!(%remote, error = %e, "http connection ended with an error");
     }

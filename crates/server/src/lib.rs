@@ -12,6 +12,7 @@
 //! - [`rooms`]: the client events (`subscribe`, `unsubscribe`, `publish`), user rooms,
 //!   the connect middleware (auth, drain, tiers) and the rate-limited handler.
 //! - `drain`: graceful shutdown in paced batches.
+//! - [`tls`]: rustls on the listener, reloaded on SIGHUP.
 //! - `api`: the HTTP API for backends (emit, disconnect, rooms, stats).
 //! - `http`: the listener and routing (engine path to the engine, the rest to the
 //!   router), health endpoints, demo page.
@@ -30,6 +31,7 @@ pub mod rooms;
 pub mod state;
 pub mod telemetry;
 pub mod tiers;
+pub mod tls;
 
 mod api;
 mod drain;
@@ -73,6 +75,9 @@ pub enum StartError {
     /// The auth keys did not load.
     #[error("auth: {0}")]
     Auth(String),
+    /// The TLS files did not load.
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// Binds `config.listen` and starts serving. `fd_limit` is the open-file limit in effect
@@ -130,7 +135,14 @@ pub async fn start(config: Config, fd_limit: u64) -> Result<App, StartError> {
     let root = io
         .of("/")
         .ok_or_else(|| StartError::Auth("namespace / missing".to_owned()))?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(Arc::new(
+            tls::Tls::new(cert.clone(), key.clone()).map_err(StartError::Tls)?,
+        )),
+        None => None,
+    };
     let state = Arc::new(AppState {
+        tls: tls.clone(),
         config,
         io,
         root,
@@ -168,6 +180,11 @@ impl App {
     /// The Socket.IO server (to add behaviour when Herald is used as a library).
     pub fn io(&self) -> &socketio::Server {
         &self.state.io
+    }
+
+    /// The listener's TLS, to reload (on SIGHUP); `None` for plain HTTP.
+    pub fn tls(&self) -> Option<Arc<tls::Tls>> {
+        self.state.tls.clone()
     }
 
     /// Resolves when `POST /api/shutdown` asks the server to stop.

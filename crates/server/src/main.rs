@@ -154,11 +154,12 @@ fn serve(loaded: Loaded) -> ExitCode {
             }
         };
         let addr = app.local_addr();
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
         tracing::info!(
             config = %loaded.sources(),
             open_files = fd_limit,
             open_files_before = before,
-            "herald {} listening on http://{addr} (open-file limit {fd_limit}, raised from {before})",
+            "herald {} listening on {scheme}://{addr} (open-file limit {fd_limit}, raised from {before})",
             env!("CARGO_PKG_VERSION"),
         );
         describe(&config, addr);
@@ -169,6 +170,23 @@ fn serve(loaded: Loaded) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // SIGHUP reloads the TLS files (and never stops the server).
+        let tls = app.tls();
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match &tls {
+                    Some(tls) => match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; the old certificate stays"),
+                    },
+                    None => tracing::info!("SIGHUP: nothing to reload (no TLS)"),
+                }
+            }
+        });
         let why = tokio::select! {
             signal = signals.next() => signal,
             () = app.shutdown_requested() => "POST /api/shutdown",

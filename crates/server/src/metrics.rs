@@ -55,8 +55,8 @@ impl Out {
     }
 }
 
-/// Renders every metric.
-pub fn render(state: &AppState) -> String {
+/// Renders every metric (`tls` when the listener speaks TLS).
+pub fn render(state: &AppState, tls: Option<&crate::tls::Tls>) -> String {
     let engine = state.io.engine().stats();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let sessions = engine.sessions.load(Ordering::Relaxed).max(0);
@@ -348,6 +348,26 @@ pub fn render(state: &AppState) -> String {
             "gauge",
             "Open file descriptors of the process.",
             open,
+        );
+    }
+    if let Some(tls) = tls {
+        out.one(
+            "herald_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out.",
+            load(&tls.handshake_failures),
+        );
+        out.one(
+            "herald_tls_reloads_total",
+            "counter",
+            "Certificate reloads (SIGHUP) that worked.",
+            load(&tls.reloads),
+        );
+        out.one(
+            "herald_tls_reload_failures_total",
+            "counter",
+            "Certificate reloads that failed (the old certificate stayed).",
+            load(&tls.reload_failures),
         );
     }
     out.one(

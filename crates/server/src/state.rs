@@ -144,6 +144,8 @@ impl ServerStats {
 
 /// What the HTTP endpoints need.
 pub struct AppState {
+    /// The listener's TLS, if it speaks TLS.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     /// The validated configuration.
     pub config: Config,
     /// The Socket.IO server.

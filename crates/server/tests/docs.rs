@@ -36,7 +36,7 @@ fn reference_lists_every_key() {
 }
 
 /// The example file names every key in its section, loads as it is, and loads with
-/// every value uncommented (but the two paths, which name files of the reader's).
+/// every value uncommented (but the paths, which name files of the reader's).
 #[test]
 fn example_lists_every_key_and_loads() {
     let path = docs().join("herald.example.toml");
@@ -58,7 +58,7 @@ fn example_lists_every_key_and_loads() {
                         .entry(current.clone())
                         .or_default()
                         .push(key.to_owned());
-                    if key != "public_key_file" && key != "client_js" {
+                    if !["public_key_file", "client_js", "cert_file", "key_file"].contains(&key) {
                         uncommented.push_str(setting);
                         uncommented.push('\n');
                     }
@@ -85,4 +85,44 @@ fn example_lists_every_key_and_loads() {
     std::fs::remove_dir_all(&dir).unwrap();
     let loaded = loaded.unwrap();
     assert!(loaded.config.auth.enabled());
+}
+
+/// Every metric `/metrics` renders is described in docs/operations.md.
+#[tokio::test]
+async fn operations_lists_every_metric() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let empty: Vec<(String, String)> = Vec::new();
+    let loaded = config::load(
+        None,
+        empty,
+        &Flags {
+            port: Some(0),
+            ..Flags::default()
+        },
+    )
+    .unwrap();
+    let app = server::start(loaded.config, 1024).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(app.local_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    let doc = std::fs::read_to_string(docs().join("operations.md")).unwrap();
+    let names: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(names.len() > 30, "{body}");
+    for name in names {
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "{name} is not in docs/operations.md"
+        );
+    }
+    app.stop().await;
 }

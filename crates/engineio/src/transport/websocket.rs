@@ -9,8 +9,9 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -18,12 +19,13 @@ use engineio_proto::{ErrorCode, Packet, Transport};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use ws::{CloseCode, Decoder, Frame, Message, OpCode, ProtocolError, Role};
 
 use crate::engine::{error_response, HttpResponse};
 use crate::socket::{Guard, Opening};
+use crate::BoxedStream;
 use crate::{CloseReason, Engine, EngineHandler, EngineStats, Socket};
 
 /// Size of the per-thread read buffer.
@@ -91,38 +93,23 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
                 return;
             }
         };
-        let (stream, inbuf) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        // Keep bytes the client sent right after its request, then drop hyper's read
+        // buffer at once: kept alive it costs 3.5 to 5 KiB per connection.
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                // Keep bytes the client sent right after its request, then drop hyper's
-                // read buffer at once: kept alive it costs 3.5 to 5 KiB per connection.
-                let inbuf =
-                    (!parts.read_buf.is_empty()).then(|| BytesMut::from(&parts.read_buf[..]));
-                (parts.io.into_inner(), inbuf)
+                let conn = Conn::new(&engine, parts.io.into_inner(), &parts.read_buf);
+                return run_upgraded(engine, target, conn).await;
+            }
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<BoxedStream>>() {
+            Ok(parts) => {
+                let conn = Conn::new(&engine, parts.io.into_inner(), &parts.read_buf);
+                run_upgraded(engine, target, conn).await;
             }
             Err(_) => {
-                tracing::error!(%remote, "upgraded connection is not a TcpStream");
+                tracing::error!(%remote, "upgraded connection is neither a TcpStream nor a BoxedStream");
                 target.abandon();
-                return;
-            }
-        };
-        let mut conn = Conn {
-            stream,
-            decoder: Decoder::new(Role::Server, engine.config.max_payload),
-            inbuf,
-        };
-        match target {
-            Target::Upgrade(socket) => {
-                // Boxed: the probe's state is needed once, not for the life of the task.
-                if Box::pin(upgrade_from_polling(&engine, &socket, &mut conn)).await {
-                    serve(engine, socket, conn);
-                }
-            }
-            Target::New(opening, guard) => {
-                let socket = engine.open(Transport::Websocket, opening, guard);
-                let open = engine.open_packet(&socket, false);
-                socket.push_control(Frame::server(OpCode::Text, &open));
-                engine.handler.on_open(&socket);
-                serve(engine, socket, conn);
             }
         }
     });
@@ -138,6 +125,30 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     res
+}
+
+/// Runs an upgraded connection, whatever its stream: the probe of a polling session, or
+/// a new session.
+async fn run_upgraded<H: EngineHandler, S: Stream>(
+    engine: Arc<Engine<H>>,
+    target: Target<H::Data>,
+    mut conn: Conn<S>,
+) {
+    match target {
+        Target::Upgrade(socket) => {
+            // Boxed: the probe's state is needed once, not for the life of the task.
+            if Box::pin(upgrade_from_polling(&engine, &socket, &mut conn)).await {
+                serve(engine, socket, conn);
+            }
+        }
+        Target::New(opening, guard) => {
+            let socket = engine.open(Transport::Websocket, opening, guard);
+            let open = engine.open_packet(&socket, false);
+            socket.push_control(Frame::server(OpCode::Text, &open));
+            engine.handler.on_open(&socket);
+            serve(engine, socket, conn);
+        }
+    }
 }
 
 /// What an upgraded connection is for.
@@ -157,10 +168,16 @@ impl<D> Target<D> {
     }
 }
 
+/// A stream an upgraded connection may run on: hyper hands over `TokioIo<TcpStream>`
+/// for plain TCP, or `TokioIo<BoxedStream>` for anything else (TLS).
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
 /// One WebSocket connection's I/O state. While idle it holds the socket, the decoder
 /// (no buffer) and no read buffer.
-struct Conn {
-    stream: TcpStream,
+struct Conn<S> {
+    stream: S,
     decoder: Decoder,
     /// Bytes of an incomplete frame; `None` between frames.
     inbuf: Option<BytesMut>,
@@ -176,35 +193,76 @@ enum Read {
     Eof,
 }
 
-impl Conn {
+impl<S: Stream> Conn<S> {
+    fn new<H: EngineHandler>(engine: &Engine<H>, stream: S, leftover: &[u8]) -> Conn<S> {
+        Conn {
+            stream,
+            decoder: Decoder::new(Role::Server, engine.config.max_payload),
+            inbuf: (!leftover.is_empty()).then(|| BytesMut::from(leftover)),
+        }
+    }
+
     /// Reads what the socket has, up to the budget, into the incomplete-frame buffer.
-    fn fill(&mut self, budget: &mut usize) -> io::Result<Read> {
+    /// `Drained` means the socket has nothing more now, and `cx` will be woken when it
+    /// has. Reads go into the per-thread scratch buffer: an idle connection holds none.
+    fn fill(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> io::Result<Read> {
         loop {
             if *budget == 0 {
                 return Ok(Read::Budget);
             }
-            let n = SCRATCH.with(|scratch| {
+            let polled = SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
-                let n = self.stream.try_read(&mut scratch)?;
-                if n > 0 {
-                    self.inbuf
-                        .get_or_insert_with(|| BytesMut::with_capacity(n))
-                        .extend_from_slice(&scratch[..n]);
+                let mut buf = ReadBuf::new(&mut scratch);
+                match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) => {
+                        let n = buf.filled().len();
+                        if n > 0 {
+                            self.inbuf
+                                .get_or_insert_with(|| BytesMut::with_capacity(n))
+                                .extend_from_slice(buf.filled());
+                        }
+                        Poll::Ready(Ok(n))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
                 }
-                Ok::<_, io::Error>(n)
             });
-            match n {
-                Ok(0) => return Ok(Read::Eof),
-                Ok(n) => {
+            match polled {
+                Poll::Ready(Ok(0)) => return Ok(Read::Eof),
+                Poll::Ready(Ok(n)) => {
                     *budget = budget.saturating_sub(n);
                     if self.inbuf.as_ref().is_some_and(|b| b.len() >= SCRATCH_LEN) {
                         return Ok(Read::Budget);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Read::Drained),
-                Err(e) => return Err(e),
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Read::Drained)
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(Read::Drained),
             }
         }
+    }
+
+    /// Waits until some bytes arrived (or the stream ended).
+    async fn read_some(&mut self) -> io::Result<Read> {
+        std::future::poll_fn(|cx| {
+            let before = self.inbuf.as_ref().map_or(0, BytesMut::len);
+            let mut budget = READ_BUDGET;
+            match self.fill(cx, &mut budget) {
+                Ok(Read::Drained) if self.inbuf.as_ref().map_or(0, BytesMut::len) == before => {
+                    Poll::Pending
+                }
+                other => Poll::Ready(other),
+            }
+        })
+        .await
+    }
+
+    /// Writes `bytes` whole, and flushes (TLS keeps records until then).
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
     }
 
     /// The next complete message in the buffer, if any.
@@ -226,24 +284,22 @@ impl Conn {
         batch: &mut Batch,
         engine: &Engine<H>,
     ) -> io::Result<()> {
-        while !batch.write_to(&self.stream, engine)? {
-            self.stream.writable().await?;
-        }
-        Ok(())
+        std::future::poll_fn(|cx| match batch.write_to(cx, &mut self.stream, engine) {
+            Ok(true) => Poll::Ready(Ok(())),
+            Ok(false) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        })
+        .await
     }
 
     /// Writes a close frame, then waits briefly for the peer's close frame or EOF.
     async fn finish(&mut self, frame: Frame) {
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            if self.stream.write_all(frame.as_bytes()).await.is_err() {
+            if self.send(frame.as_bytes()).await.is_err() {
                 return;
             }
-            let mut budget = usize::MAX;
             loop {
-                if self.stream.readable().await.is_err() {
-                    return;
-                }
-                match self.fill(&mut budget) {
+                match self.read_some().await {
                     Ok(Read::Eof) | Err(_) => return,
                     Ok(_) => {}
                 }
@@ -272,16 +328,23 @@ struct Batch {
 impl Batch {
     /// Writes as much as the socket takes, many frames per system call. Returns true
     /// when everything was written.
-    fn write_to<H: EngineHandler>(
+    /// `Ok(false)` means the socket takes no more now; `cx` is woken when it does.
+    fn write_to<H: EngineHandler, S: Stream>(
         &mut self,
-        stream: &TcpStream,
+        cx: &mut Context<'_>,
+        stream: &mut S,
         engine: &Engine<H>,
     ) -> io::Result<bool> {
         let mut bytes = 0u64;
         let mut packets = 0u64;
         let result = loop {
             if self.frames.is_empty() {
-                break Ok(true);
+                // Everything handed over; a TLS stream still holds records to flush.
+                break match Pin::new(&mut *stream).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => Ok(true),
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => Ok(false),
+                };
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
@@ -295,9 +358,9 @@ impl Batch {
                 slices[i] = IoSlice::new(&frame.as_bytes()[from..]);
                 n += 1;
             }
-            match stream.try_write_vectored(&slices[..n]) {
-                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(mut written) => {
+            match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]) {
+                Poll::Ready(Ok(0)) => break Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(mut written)) => {
                     bytes += written as u64;
                     while let Some(front) = self.frames.front() {
                         let left = front.len() - self.offset;
@@ -312,8 +375,9 @@ impl Batch {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
-                Err(e) => break Err(e),
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                Poll::Ready(Err(e)) => break Err(e),
+                Poll::Pending => break Ok(false),
             }
         };
         EngineStats::add(&engine.stats.bytes_out, bytes);
@@ -379,7 +443,11 @@ fn reason_for(error: &ProtocolError) -> CloseReason {
 /// Serves a session on its WebSocket in a task of its own. The task that did the
 /// upgrade ends here: its state (the pending upgrade, the request copy, hyper's stream
 /// wrapper) is freed, and the long-lived task holds only what the connection loop needs.
-fn serve<H: EngineHandler>(engine: Arc<Engine<H>>, socket: Arc<Socket<H::Data>>, conn: Conn) {
+fn serve<H: EngineHandler, S: Stream>(
+    engine: Arc<Engine<H>>,
+    socket: Arc<Socket<H::Data>>,
+    conn: Conn<S>,
+) {
     tokio::spawn(async move { run(&engine, &socket, conn).await });
 }
 
@@ -389,16 +457,16 @@ fn serve<H: EngineHandler>(engine: Arc<Engine<H>>, socket: Arc<Socket<H::Data>>,
 /// own read and write wakers (`poll_read_ready`, `poll_write_ready`) and the outbox's
 /// waker slot need no waiter nodes inside the task, so an idle connection's task stays
 /// a few hundred bytes.
-async fn run<H: EngineHandler>(
+async fn run<H: EngineHandler, S: Stream>(
     engine: &Arc<Engine<H>>,
     socket: &Arc<Socket<H::Data>>,
-    mut conn: Conn,
+    mut conn: Conn<S>,
 ) {
     let mut batch: Option<Batch> = None;
     let mut close_frame: Option<Frame> = None;
     let mut closing = false;
-    let mut leftover = conn.inbuf.is_some();
     let end = std::future::poll_fn(|cx| {
+        let mut read_blocked = false;
         loop {
             // 1. Once closed, leave the loop with what is left to send: it gets a bounded
             // time (a client that stopped reading must not hold the connection). Else
@@ -415,7 +483,9 @@ async fn run<H: EngineHandler>(
                         left.frames.truncate(usize::from(left.offset > 0));
                     }
                     left.frames.extend(rest);
-                    let frame = close_frame.take().unwrap_or_else(|| close_frame_for(reason));
+                    let frame = close_frame
+                        .take()
+                        .unwrap_or_else(|| close_frame_for(reason));
                     return Poll::Ready(Some((left, frame)));
                 }
                 if batch.is_none() {
@@ -430,35 +500,33 @@ async fn run<H: EngineHandler>(
             }
             // 2. Write it, as far as the socket takes it.
             if let Some(b) = batch.as_mut() {
-                match conn.stream.poll_write_ready(cx) {
-                    Poll::Ready(Ok(())) => match b.write_to(&conn.stream, engine) {
-                        Ok(true) => {
-                            batch = None;
-                            continue;
-                        }
-                        // Would block: readiness is cleared, the next poll registers.
-                        Ok(false) => continue,
-                        Err(e) => {
-                            tracing::debug!(sid = %socket.sid(), error = %e, "websocket write failed");
-                            engine.close(socket, CloseReason::TransportError);
-                            return Poll::Ready(None);
-                        }
-                    },
-                    Poll::Ready(Err(_)) => {
+                match b.write_to(cx, &mut conn.stream, engine) {
+                    Ok(true) => {
+                        batch = None;
+                        continue;
+                    }
+                    // The socket takes no more now; its waker is registered.
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::debug!(sid = %socket.sid(), error = %e, "websocket write failed");
                         engine.close(socket, CloseReason::TransportError);
                         return Poll::Ready(None);
                     }
-                    Poll::Pending => {}
                 }
             }
             // 3. Read and handle what arrived (nothing more once closing). Bytes hyper
             // read past the upgrade request are handled first, without waiting.
-            if !closing {
-                let ready = std::mem::take(&mut leftover)
-                    || matches!(conn.stream.poll_read_ready(cx), Poll::Ready(_));
-                if ready {
-                    match read_and_dispatch(engine, socket, &mut conn) {
-                        Ok(false) => continue,
+            // Bytes hyper read past the upgrade request sit in the buffer already and
+            // are handled on the first pass. Once the socket said it has nothing more
+            // (its waker is registered), it is not read again in this poll.
+            if !closing && !read_blocked {
+                {
+                    match read_and_dispatch(cx, engine, socket, &mut conn) {
+                        Ok(false) => {
+                            // Messages handled may have queued answers: back to writing.
+                            read_blocked = true;
+                            continue;
+                        }
                         Ok(true) => {
                             // Read budget spent: let other tasks run, then come back.
                             cx.waker().wake_by_ref();
@@ -496,13 +564,14 @@ async fn run<H: EngineHandler>(
 
 /// Reads and handles what is available. `Ok(true)` when the budget ran out with more
 /// bytes possibly waiting; `Err` when the session must end.
-fn read_and_dispatch<H: EngineHandler>(
+fn read_and_dispatch<H: EngineHandler, S: Stream>(
+    cx: &mut Context<'_>,
     engine: &Engine<H>,
     socket: &Arc<Socket<H::Data>>,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
 ) -> Result<bool, (CloseReason, Option<Frame>)> {
     let mut budget = READ_BUDGET;
-    let read = match conn.fill(&mut budget) {
+    let read = match conn.fill(cx, &mut budget) {
         Ok(read) => read,
         Err(_) => return Err((CloseReason::TransportError, None)),
     };
@@ -530,10 +599,10 @@ fn read_and_dispatch<H: EngineHandler>(
 /// The probe of §1.7 on a new WebSocket for a polling session. Returns true when the
 /// session moved to this WebSocket (the caller then runs it); otherwise the probing
 /// socket has been closed.
-async fn upgrade_from_polling<H: EngineHandler>(
+async fn upgrade_from_polling<H: EngineHandler, S: Stream>(
     engine: &Arc<Engine<H>>,
     socket: &Arc<Socket<H::Data>>,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
 ) -> bool {
     let outcome =
         tokio::time::timeout(engine.config.upgrade_timeout, probe(engine, socket, conn)).await;
@@ -570,10 +639,10 @@ fn reset_probe<D>(socket: &Socket<D>) {
 }
 
 /// Runs the probe. `Err` carries the close frame for the probing socket.
-async fn probe<H: EngineHandler>(
+async fn probe<H: EngineHandler, S: Stream>(
     engine: &Arc<Engine<H>>,
     socket: &Arc<Socket<H::Data>>,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
 ) -> Result<(), Frame> {
     let aborted = || Frame::close(CloseCode::NORMAL, "upgrade aborted");
     loop {
@@ -583,8 +652,7 @@ async fn probe<H: EngineHandler>(
         {
             match message {
                 Message::Text(text) if &text[..] == b"2probe" => {
-                    conn.stream
-                        .write_all(engine.frames.pong_probe.as_bytes())
+                    conn.send(engine.frames.pong_probe.as_bytes())
                         .await
                         .map_err(|_| aborted())?;
                     socket.outbox.lock().upgrading = true;
@@ -604,10 +672,7 @@ async fn probe<H: EngineHandler>(
                 }
                 Message::Ping(payload) => {
                     let pong = Frame::server(OpCode::Pong, &payload);
-                    conn.stream
-                        .write_all(pong.as_bytes())
-                        .await
-                        .map_err(|_| aborted())?;
+                    conn.send(pong.as_bytes()).await.map_err(|_| aborted())?;
                 }
                 Message::Pong(_) => {}
                 _ => return Err(aborted()),
@@ -616,9 +681,7 @@ async fn probe<H: EngineHandler>(
         if socket.is_closed() {
             return Err(aborted());
         }
-        conn.stream.readable().await.map_err(|_| aborted())?;
-        let mut budget = READ_BUDGET;
-        match conn.fill(&mut budget) {
+        match conn.read_some().await {
             Ok(Read::Eof) | Err(_) => return Err(aborted()),
             Ok(_) => {}
         }
