@@ -8,6 +8,9 @@
 //!   (the client is told, and does not reconnect by itself). Answers `{ ok, disconnected }`.
 //! - `GET /api/rooms?prefix=&limit=`: rooms and how many sockets each holds.
 //! - `GET /api/stats`: connections, sockets, rooms and traffic counters.
+//! - `GET /api/access`, `POST /api/access` `{ allow?, deny? }`: the access lists of
+//!   admission control, replaced at run time.
+//! - `POST /api/shutdown`: starts the graceful drain; answers 202.
 //!
 //! Errors answer `{ ok: false, error: { code, message } }`: 401 `unauthorized` for a
 //! missing or wrong key, 400 `bad_request` for a body that is not what the endpoint
@@ -138,10 +141,17 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
+/// A list that may be left out but not given as `null`.
+fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Vec::<String>::deserialize(d).map(Some)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EmitBody {
+    #[serde(default, deserialize_with = "list")]
     rooms: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "list")]
     users: Option<Vec<String>>,
     event: String,
     #[serde(default, deserialize_with = "present")]
@@ -327,7 +337,9 @@ async fn access(_key: ApiKey, State(state): State<Arc<AppState>>) -> Json<Value>
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AccessBody {
+    #[serde(default, deserialize_with = "list")]
     allow: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "list")]
     deny: Option<Vec<String>>,
 }
 
@@ -404,6 +416,7 @@ mod tests {
         for bad in [
             &br#"{"room":["a"],"event":"e"}"#[..],
             br#"{"rooms":"a","event":"e"}"#,
+            br#"{"users":null,"event":"e"}"#,
             br#"{"data":1}"#,
             b"",
             b"not json",
