@@ -27,7 +27,7 @@ trap stop_server EXIT
 case "$mode" in
   idle)
     start_server
-    taskset -c 1 "$bin/herald-bench" --target "127.0.0.1:$port" --server-pid "$server_pid" \
+    taskset -c 1 "$bin/herald-bench" --target "127.0.0.1:$port" --path /engine.io/ --server-pid "$server_pid" \
       idle --connections "$n" --rate 4000 --hold 8 --settle 6
     stop_server
     ;;
@@ -37,7 +37,7 @@ case "$mode" in
         flag=""; [ "$writes" = per-frame ] && flag=--per-frame-writes
         start_server $flag
         printf '%s run %s: ' "$writes" "$run"
-        taskset -c 1 "$bin/herald-bench" --target "127.0.0.1:$port" --server-pid "$server_pid" \
+        taskset -c 1 "$bin/herald-bench" --target "127.0.0.1:$port" --path /engine.io/ --server-pid "$server_pid" \
           burst --connections "$n" --rate 4000 --count 200 --size 100 2>/dev/null
         stop_server
       done

@@ -198,6 +198,39 @@ impl Conn {
         }
     }
 
+    /// Sends several raw Engine.IO text packets in one write.
+    ///
+    /// # Errors
+    ///
+    /// The write error.
+    pub async fn send_raw_batch<'a>(
+        &mut self,
+        packets: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), ClientError> {
+        let mut out = Vec::new();
+        for p in packets {
+            out.extend_from_slice(Frame::client(OpCode::Text, p, rand::random()).as_bytes());
+        }
+        self.stream.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// Splits the connection into a reader and a writer that can run in separate tasks
+    /// (the reader answers pings through a handle on the writer).
+    pub fn split(self) -> (Reader, Writer) {
+        let (read, write) = self.stream.into_split();
+        let writer = Writer(std::sync::Arc::new(tokio::sync::Mutex::new(write)));
+        (
+            Reader {
+                read,
+                buf: self.buf,
+                decoder: self.decoder,
+                writer: writer.clone(),
+            },
+            writer,
+        )
+    }
+
     /// Sends a raw Engine.IO text packet (`3`, `4...`).
     ///
     /// # Errors
@@ -207,5 +240,75 @@ impl Conn {
         let frame = Frame::client(OpCode::Text, packet, rand::random());
         self.stream.write_all(frame.as_bytes()).await?;
         Ok(())
+    }
+}
+
+/// The writing half of a split connection; clones share it.
+#[derive(Debug, Clone)]
+pub struct Writer(std::sync::Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>);
+
+impl Writer {
+    /// Sends a raw Engine.IO text packet.
+    ///
+    /// # Errors
+    ///
+    /// The write error.
+    pub async fn send_raw(&self, packet: &[u8]) -> Result<(), ClientError> {
+        let frame = Frame::client(OpCode::Text, packet, rand::random());
+        // tokio mutex: held across the write, which may wait for the socket.
+        self.0.lock().await.write_all(frame.as_bytes()).await?;
+        Ok(())
+    }
+}
+
+/// The reading half of a split connection.
+#[derive(Debug)]
+pub struct Reader {
+    read: tokio::net::tcp::OwnedReadHalf,
+    buf: BytesMut,
+    decoder: Decoder,
+    writer: Writer,
+}
+
+impl Reader {
+    /// The next Engine.IO message (text or binary); pings are answered, noops skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] on a close frame, a close packet or EOF.
+    pub async fn recv_message(&mut self) -> Result<Bytes, ClientError> {
+        loop {
+            while let Some(message) = self.decoder.decode(&mut self.buf)? {
+                let packet = match message {
+                    Message::Text(text) => Packet::decode_text(text)
+                        .map_err(|e| ClientError::Handshake(e.to_string()))?,
+                    Message::Binary(data) => Packet::Binary(data),
+                    Message::Ping(p) => {
+                        let pong = Frame::client(OpCode::Pong, &p, rand::random());
+                        self.writer
+                            .0
+                            .lock()
+                            .await
+                            .write_all(pong.as_bytes())
+                            .await?;
+                        continue;
+                    }
+                    Message::Pong(_) => continue,
+                    Message::Close(_) => return Err(ClientError::Closed),
+                };
+                match packet {
+                    Packet::Message(m) | Packet::Binary(m) => return Ok(m),
+                    Packet::Ping(_) => self.writer.send_raw(b"3").await?,
+                    Packet::Close => return Err(ClientError::Closed),
+                    _ => {}
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(16 * 1024);
+            }
+            if self.read.read_buf(&mut self.buf).await? == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
     }
 }

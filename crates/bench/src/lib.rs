@@ -11,14 +11,23 @@
 //! - [`burst`]: N receivers, one trigger; deliveries per second of one pre-encoded frame.
 //! - [`sio_burst`]: Socket.IO receivers in a room of the bench app; broadcasts per second,
 //!   loss and order.
+//! - [`fanout`]: `fanout` and `fanout-max`: receivers in a room, a paced publisher;
+//!   latency, loss, order, the highest sustained rate.
+//! - [`echo`]: events with acks at an aggregate rate; round-trip time.
+//! - [`storm`]: `connect-storm`, handshakes per second.
 //! - [`report`]: the JSON line and the human summary.
+//! - [`cli`]: the command line, shared by `herald-bench` and `herald bench`.
 
 pub mod burst;
+pub mod cli;
 pub mod client;
+pub mod echo;
+pub mod fanout;
 pub mod idle;
 pub mod proc;
 pub mod report;
 pub mod sio_burst;
+pub mod storm;
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -5,6 +5,7 @@
 //! herald config check [--config FILE]                    # validate, exit 0 or 78
 //! herald config print [--config FILE]                    # effective config, secrets redacted
 //! herald version
+//! herald bench <mode> ...                                # the load generator
 //! ```
 
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ enum Command {
     Config(ConfigCommand),
     /// Print the version.
     Version,
+    /// Herald's load generator (loopback targets only): idle, connect-storm, fanout,
+    /// fanout-max, echo.
+    Bench(bench::cli::Cli),
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +78,7 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Bench(args)) => ExitCode::from(bench::cli::run(args).clamp(0, 255) as u8),
         Some(Command::Version) => {
             println!("herald {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

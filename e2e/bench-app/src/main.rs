@@ -6,7 +6,8 @@
 //! - `broadcast` (room, data): emit `msg` with the data to everyone in the room.
 //!
 //! ```text
-//! bench-server [--port P] [--encode-per-recipient]   # or PORT=P; binds 127.0.0.1
+//! bench-server [--port P] [--encode-per-recipient] [--outbound-buffer-bytes N]
+//!              # or PORT=P; binds 127.0.0.1; N defaults to 4 MiB, Herald's default
 //! ```
 //!
 //! Prints `PID <pid>` and `LISTENING <port>` when ready; exits on SIGTERM or SIGINT.
@@ -35,6 +36,16 @@ fn main() {
             std::process::exit(64)
         });
     let per_recipient = args.iter().any(|a| a == "--encode-per-recipient");
+    // Herald's default outbound budget per connection unless told otherwise.
+    let outbound: usize = args
+        .iter()
+        .position(|a| a == "--outbound-buffer-bytes")
+        .and_then(|i| args.get(i + 1))
+        .map_or(Ok(4 << 20), |v| v.parse())
+        .unwrap_or_else(|_| {
+            eprintln!("bench-server: invalid --outbound-buffer-bytes");
+            std::process::exit(64)
+        });
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -72,7 +83,7 @@ fn main() {
             .build(Config {
                 engine: engineio::Config {
                     path: "/socket.io/".to_owned(),
-                    max_buffered_bytes: 64 << 20,
+                    max_buffered_bytes: outbound,
                     ..engineio::Config::default()
                 },
                 ..Config::default()
@@ -84,7 +95,7 @@ fn main() {
                 std::process::exit(1)
             }
         };
-        eprintln!("bench-server: open-file limit {fd_limit} (raised to the hard limit), encode per recipient: {per_recipient}");
+        eprintln!("bench-server: open-file limit {fd_limit} (raised to the hard limit), encode per recipient: {per_recipient}, outbound budget {outbound} B");
         println!("PID {}", std::process::id());
         println!("LISTENING {}", listener.local_addr().map(|a| a.port()).unwrap_or(port));
         let _ = std::io::stdout().flush();

@@ -1,0 +1,337 @@
+//! The command line of the load generator, shared by `herald-bench` and `herald bench`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::report::Report;
+
+/// Herald's load generator: loopback targets only; every run is bounded in count and
+/// time and stops by itself. One JSON line on stdout, a summary on stderr.
+#[derive(Debug, Args)]
+pub struct Cli {
+    /// Server address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:3000", global = true)]
+    target: SocketAddr,
+    /// Engine.IO path (`/socket.io/` for Socket.IO servers, `/engine.io/` for the
+    /// Engine.IO bench server).
+    #[arg(long, default_value = "/socket.io/", global = true)]
+    path: String,
+    /// Source addresses to spread connections over, comma-separated (loopback only;
+    /// about 28,000 ports each).
+    #[arg(long, value_delimiter = ',', global = true)]
+    sources: Vec<IpAddr>,
+    /// The server's process id, to read its memory and CPU from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Open N connections at a bounded rate and hold them.
+    Idle {
+        /// Connections to open.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// New connections per second at most.
+        #[arg(long, default_value_t = 2000)]
+        rate: u32,
+        /// Handshakes in flight at most.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Seconds to hold the connections.
+        #[arg(long, default_value_t = 10)]
+        hold: u64,
+        /// Seconds to wait after the last handshake before reading server memory.
+        #[arg(long, default_value_t = 3)]
+        settle: u64,
+        /// Also join the Socket.IO namespace `/` on each connection (use with
+        /// `--path /socket.io/`).
+        #[arg(long)]
+        socketio: bool,
+    },
+    /// N receivers; one trigger makes the server queue one frame COUNT times on every
+    /// session (needs eio-bench-server).
+    Burst {
+        /// Receiving connections.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Connection rate while opening.
+        #[arg(long, default_value_t = 2000)]
+        rate: u32,
+        /// Frames per receiver.
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        /// Payload bytes per frame.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Seconds before giving up.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Socket.IO receivers in one room of the bench app (`bench-server`, path
+    /// `/socket.io/`); a publisher sends COUNT broadcasts at once.
+    SioBurst {
+        /// Receivers in the room.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Connection rate while opening.
+        #[arg(long, default_value_t = 2000)]
+        rate: u32,
+        /// Broadcasts.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Padding bytes per message.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seconds before giving up.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// N Socket.IO receivers in a room, one publisher at RATE messages/s: deliveries/s,
+    /// latency percentiles, lost, out-of-order, disconnects, server memory.
+    Fanout {
+        /// Receivers in the room.
+        #[arg(long, default_value_t = 1000)]
+        receivers: usize,
+        /// Messages per second.
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+        /// Seconds to send.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Padding bytes per message.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Connections opened per second while setting up.
+        #[arg(long, default_value_t = 4000)]
+        connect_rate: u32,
+        /// Seconds to wait for deliveries after the last send.
+        #[arg(long, default_value_t = 10)]
+        drain: u64,
+    },
+    /// Fanout at rising rates on the same receivers until p99 passes a bound or a packet
+    /// is lost: the highest sustained deliveries/s.
+    FanoutMax {
+        /// Receivers in the room.
+        #[arg(long, default_value_t = 1000)]
+        receivers: usize,
+        /// Messages per second of the first step.
+        #[arg(long, default_value_t = 10.0)]
+        start_rate: f64,
+        /// Rate multiplier between steps.
+        #[arg(long, default_value_t = 1.5)]
+        factor: f64,
+        /// Steps at most.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 5)]
+        step_secs: u64,
+        /// The p99 latency a sustained step keeps under, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        p99_ms: u64,
+        /// Padding bytes per message.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Connections opened per second while setting up.
+        #[arg(long, default_value_t = 4000)]
+        connect_rate: u32,
+        /// Seconds to wait for deliveries after each step's last send.
+        #[arg(long, default_value_t = 5)]
+        drain: u64,
+    },
+    /// M connections sending `echo` events with an ack at an aggregate rate: RTT.
+    Echo {
+        /// Connections.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Echoes per second, all connections together.
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+        /// Seconds to send.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Padding bytes per echo.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// Connections opened per second while setting up.
+        #[arg(long, default_value_t = 4000)]
+        connect_rate: u32,
+    },
+    /// As many Socket.IO handshakes per second as the server takes.
+    ConnectStorm {
+        /// Connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Handshakes in flight at most.
+        #[arg(long, default_value_t = 512)]
+        concurrency: usize,
+    },
+}
+
+/// Runs the load generator; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let target = crate::Target {
+        addr: cli.target,
+        path: cli.path.clone(),
+        sources: cli.sources.clone(),
+    };
+    if let Err(e) = target.check_loopback() {
+        eprintln!("bench: {e}: load is only sent to this machine");
+        return 64;
+    }
+    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    eprintln!("bench: open-file limit {fd_limit}");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return 70;
+        }
+    };
+    let server_pid = cli.server_pid;
+    let report: Report = runtime.block_on(async {
+        match cli.mode {
+            Mode::Idle {
+                connections,
+                rate,
+                concurrency,
+                hold,
+                settle,
+                socketio,
+            } => {
+                let opts = crate::idle::IdleOptions {
+                    connections,
+                    rate,
+                    concurrency,
+                    hold: Duration::from_secs(hold.max(settle)),
+                    settle: Duration::from_secs(settle),
+                    server_pid,
+                    socketio,
+                };
+                crate::idle::run(&target, &opts).await
+            }
+            Mode::Burst {
+                connections,
+                rate,
+                count,
+                size,
+                timeout,
+            } => {
+                let opts = crate::burst::BurstOptions {
+                    connections: connections + 1,
+                    rate,
+                    count,
+                    size,
+                    timeout: Duration::from_secs(timeout),
+                    server_pid,
+                };
+                crate::burst::run(&target, &opts).await
+            }
+            Mode::SioBurst {
+                connections,
+                rate,
+                count,
+                size,
+                timeout,
+            } => {
+                let opts = crate::sio_burst::SioBurstOptions {
+                    connections: connections + 1,
+                    rate,
+                    count,
+                    size,
+                    timeout: Duration::from_secs(timeout),
+                    server_pid,
+                };
+                crate::sio_burst::run(&target, &opts).await
+            }
+            Mode::Fanout {
+                receivers,
+                rate,
+                duration,
+                size,
+                connect_rate,
+                drain,
+            } => {
+                let opts = crate::fanout::FanoutOptions {
+                    receivers,
+                    connect_rate,
+                    rate,
+                    duration: Duration::from_secs(duration),
+                    size,
+                    drain: Duration::from_secs(drain),
+                    server_pid,
+                    max: None,
+                };
+                crate::fanout::run(&target, &opts).await
+            }
+            Mode::FanoutMax {
+                receivers,
+                start_rate,
+                factor,
+                steps,
+                step_secs,
+                p99_ms,
+                size,
+                connect_rate,
+                drain,
+            } => {
+                let opts = crate::fanout::FanoutOptions {
+                    receivers,
+                    connect_rate,
+                    rate: start_rate,
+                    duration: Duration::from_secs(step_secs),
+                    size,
+                    drain: Duration::from_secs(drain),
+                    server_pid,
+                    max: Some(crate::fanout::MaxOptions {
+                        p99_bound: Duration::from_millis(p99_ms),
+                        factor: factor.max(1.01),
+                        steps,
+                    }),
+                };
+                crate::fanout::run(&target, &opts).await
+            }
+            Mode::Echo {
+                connections,
+                rate,
+                duration,
+                size,
+                connect_rate,
+            } => {
+                let opts = crate::echo::EchoOptions {
+                    connections,
+                    connect_rate,
+                    rate,
+                    duration: Duration::from_secs(duration),
+                    size,
+                    server_pid,
+                };
+                crate::echo::run(&target, &opts).await
+            }
+            Mode::ConnectStorm {
+                connections,
+                concurrency,
+            } => {
+                let opts = crate::storm::StormOptions {
+                    connections,
+                    concurrency,
+                    server_pid,
+                };
+                crate::storm::run(&target, &opts).await
+            }
+        }
+    });
+    println!("{}", report.json_line());
+    eprintln!("{}", report.summary());
+    // Connections still open are dropped with the runtime.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    0
+}
