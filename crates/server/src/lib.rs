@@ -80,6 +80,26 @@ pub enum StartError {
     Tls(String),
 }
 
+/// Connections the kernel may hold for the listener before they are accepted (it caps
+/// this at `net.core.somaxconn`). Reconnect storms arrive all at once: a short queue
+/// drops SYNs, and each dropped SYN costs its client a second.
+pub const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds `addr` with address reuse and a long accept queue.
+///
+/// # Errors
+///
+/// The bind or listen error.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds `config.listen` and starts serving. `fd_limit` is the open-file limit in effect
 /// (reported by metrics).
 ///
@@ -91,12 +111,10 @@ pub enum StartError {
 ///
 /// Outside a Tokio runtime.
 pub async fn start(config: Config, fd_limit: u64) -> Result<App, StartError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = listen(config.listen).map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: config.listen,
         source,

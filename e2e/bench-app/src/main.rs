@@ -88,7 +88,13 @@ fn main() {
                 },
                 ..Config::default()
             });
-        let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        // A long accept queue (capped by net.core.somaxconn), as the herald binary has.
+        let bound = tokio::net::TcpSocket::new_v4().and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
+            s.listen(65_535)
+        });
+        let listener = match bound {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("bench-server: bind: {e}");
