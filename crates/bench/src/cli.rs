@@ -25,6 +25,13 @@ pub struct Cli {
     /// The server's process id, to read its memory and CPU from /proc.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
+    /// Client processes to spread the connections over (one process holds about
+    /// 19,900 sockets here): idle, connect-storm, fanout, fanout-max, echo.
+    #[arg(long, default_value_t = 1, global = true)]
+    procs: usize,
+    /// This process is shard I of a multi-process run (set by the parent).
+    #[arg(long, hide = true, global = true)]
+    shard: Option<usize>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -48,10 +55,13 @@ enum Mode {
         /// Seconds to wait after the last handshake before reading server memory.
         #[arg(long, default_value_t = 3)]
         settle: u64,
-        /// Also join the Socket.IO namespace `/` on each connection (use with
-        /// `--path /socket.io/`).
+        /// Also join the Socket.IO namespace `/` on each connection.
         #[arg(long)]
         socketio: bool,
+        /// HTTP long-polling instead of WebSocket (for small runs: each session holds
+        /// two TCP connections and a pending request).
+        #[arg(long)]
+        polling: bool,
     },
     /// N receivers; one trigger makes the server queue one frame COUNT times on every
     /// session (needs eio-bench-server).
@@ -179,6 +189,7 @@ pub fn run(cli: Cli) -> i32 {
         addr: cli.target,
         path: cli.path.clone(),
         sources: cli.sources.clone(),
+        offset: 0,
     };
     if let Err(e) = target.check_loopback() {
         eprintln!("bench: {e}: load is only sent to this machine");
@@ -197,8 +208,14 @@ pub fn run(cli: Cli) -> i32 {
         }
     };
     let server_pid = cli.server_pid;
-    let report: Report = runtime.block_on(async {
-        match cli.mode {
+    let procs = cli.procs.max(1);
+    let shard = cli.shard;
+    if procs > 1 && matches!(cli.mode, Mode::Burst { .. } | Mode::SioBurst { .. }) {
+        eprintln!("bench: --procs is for idle, connect-storm, fanout, fanout-max and echo");
+        return 64;
+    }
+    let report: Option<Report> = runtime.block_on(async {
+        Some(match cli.mode {
             Mode::Idle {
                 connections,
                 rate,
@@ -206,6 +223,7 @@ pub fn run(cli: Cli) -> i32 {
                 hold,
                 settle,
                 socketio,
+                polling,
             } => {
                 let opts = crate::idle::IdleOptions {
                     connections,
@@ -215,8 +233,13 @@ pub fn run(cli: Cli) -> i32 {
                     settle: Duration::from_secs(settle),
                     server_pid,
                     socketio,
+                    polling,
                 };
-                crate::idle::run(&target, &opts).await
+                if let Some(i) = shard {
+                    crate::idle::run_shard(&target, &opts, procs, i).await;
+                    return None;
+                }
+                crate::idle::run(&target, &opts, procs).await
             }
             Mode::Burst {
                 connections,
@@ -270,7 +293,11 @@ pub fn run(cli: Cli) -> i32 {
                     server_pid,
                     max: None,
                 };
-                crate::fanout::run(&target, &opts).await
+                if let Some(i) = shard {
+                    crate::fanout::run_shard(&target, &opts, procs, i).await;
+                    return None;
+                }
+                crate::fanout::run(&target, &opts, procs).await
             }
             Mode::FanoutMax {
                 receivers,
@@ -297,7 +324,11 @@ pub fn run(cli: Cli) -> i32 {
                         steps,
                     }),
                 };
-                crate::fanout::run(&target, &opts).await
+                if let Some(i) = shard {
+                    crate::fanout::run_shard(&target, &opts, procs, i).await;
+                    return None;
+                }
+                crate::fanout::run(&target, &opts, procs).await
             }
             Mode::Echo {
                 connections,
@@ -314,7 +345,11 @@ pub fn run(cli: Cli) -> i32 {
                     size,
                     server_pid,
                 };
-                crate::echo::run(&target, &opts).await
+                if let Some(i) = shard {
+                    crate::echo::run_shard(&target, &opts, procs, i).await;
+                    return None;
+                }
+                crate::echo::run(&target, &opts, procs).await
             }
             Mode::ConnectStorm {
                 connections,
@@ -325,12 +360,19 @@ pub fn run(cli: Cli) -> i32 {
                     concurrency,
                     server_pid,
                 };
-                crate::storm::run(&target, &opts).await
+                if let Some(i) = shard {
+                    crate::storm::run_shard(&target, &opts, procs, i).await;
+                    return None;
+                }
+                crate::storm::run(&target, &opts, procs).await
             }
-        }
+        })
     });
-    println!("{}", report.json_line());
-    eprintln!("{}", report.summary());
+    // A shard reported to its parent already.
+    if let Some(report) = report {
+        println!("{}", report.json_line());
+        eprintln!("{}", report.summary());
+    }
     // Connections still open are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
     0

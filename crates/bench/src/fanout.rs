@@ -20,6 +20,7 @@ use crate::client::Conn;
 use crate::idle::open_many;
 use crate::proc::{rss_bytes, CpuMeter};
 use crate::report::{latency_json, Report};
+use crate::shard::{self, hist_json, Children};
 use crate::Target;
 
 /// Histogram shards: receivers record into shard `i % SHARDS`, so they rarely share a
@@ -65,8 +66,7 @@ struct Phase {
     deliveries: AtomicU64,
     out_of_order: AtomicU64,
     disconnected: AtomicU64,
-    last_ns: AtomicU64,
-    rss_max: AtomicU64,
+    last_us: AtomicU64,
     hist: [Mutex<Option<Histogram<u64>>>; SHARDS],
 }
 
@@ -120,7 +120,6 @@ fn field(packet: &[u8], key: &[u8]) -> Option<u64> {
 struct Shared {
     phases: Vec<Phase>,
     alive: AtomicU64,
-    epoch: Instant,
 }
 
 /// A receiver: joins the room, then reads until the run ends.
@@ -167,25 +166,97 @@ async fn receive(i: usize, mut conn: Conn, shared: Arc<Shared>) {
         } else {
             expect = seq + 1;
         }
-        stats
-            .last_ns
-            .fetch_max(shared.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        stats.last_us.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// The receivers of one process, and what they measured.
+pub struct Receivers {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Connections that opened.
+    pub connected: usize,
+    /// Connections that failed, by reason.
+    pub failures: crate::report::Failures,
+}
+
+impl Receivers {
+    /// Opens `n` receivers (connection indices from the target's offset) and waits
+    /// until they joined the room.
+    pub async fn open(target: &Target, n: usize, connect_rate: u32) -> Receivers {
+        let shared = Arc::new(Shared {
+            phases: (0..MAX_PHASES).map(|_| Phase::default()).collect(),
+            alive: AtomicU64::new(0),
+        });
+        let recv = {
+            let shared = shared.clone();
+            move |i: usize, conn: Conn| receive(i, conn, shared.clone())
+        };
+        let opened = open_many(target, n, connect_rate, 256, true, recv).await;
+        for _ in 0..200 {
+            if shared.alive.load(Ordering::Relaxed) as usize >= opened.connected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Receivers {
+            shared,
+            tasks: opened.tasks,
+            connected: opened.connected,
+            failures: opened.failures,
+        }
+    }
+
+    /// Receivers still connected.
+    pub fn alive(&self) -> u64 {
+        self.shared.alive.load(Ordering::Relaxed)
+    }
+
+    /// Waits until phase `p` (with `sent` messages) is delivered to every live receiver
+    /// or `drain` is up, and says what it delivered, histogram included.
+    pub async fn phase(&self, p: usize, sent: u64, drain: Duration) -> Value {
+        let Some(phase) = self.shared.phases.get(p) else {
+            return Value::Null;
+        };
+        let deadline = Instant::now() + drain;
+        while Instant::now() < deadline {
+            let unique = phase.deliveries.load(Ordering::Relaxed)
+                - phase.out_of_order.load(Ordering::Relaxed);
+            if unique >= sent * self.alive() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        json!({
+            "alive": self.alive(),
+            "deliveries": phase.deliveries.load(Ordering::Relaxed),
+            "out_of_order": phase.out_of_order.load(Ordering::Relaxed),
+            "disconnected": phase.disconnected.load(Ordering::Relaxed),
+            "last_us": phase.last_us.load(Ordering::Relaxed),
+            "hist": hist_json(&phase.merged()),
+        })
+    }
+
+    /// Closes every receiver.
+    pub fn close(self) {
+        for task in self.tasks {
+            task.abort();
+        }
     }
 }
 
 /// Sends phase `p` at `rate` for `duration`; returns how many were sent and when the
-/// first one went (ns on the run's clock).
+/// first one went (µs since the epoch).
 async fn publish(
     conn: &mut Conn,
     p: usize,
     rate: f64,
     duration: Duration,
     pad: &str,
-    epoch: Instant,
 ) -> (u64, u64) {
     let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
     let start = Instant::now();
-    let started_ns = epoch.elapsed().as_nanos() as u64;
+    let started_us = now_us();
     let mut sent = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -213,17 +284,89 @@ async fn publish(
         }
         sent = due;
     }
-    (sent, started_ns)
+    (sent, started_us)
 }
 
-/// Runs `fanout` (one phase) or `fanout-max` (rising phases) and reports.
-pub async fn run(target: &Target, opts: &FanoutOptions) -> Report {
-    let epoch = Instant::now();
-    let shared = Arc::new(Shared {
-        phases: (0..MAX_PHASES).map(|_| Phase::default()).collect(),
-        alive: AtomicU64::new(0),
-        epoch,
-    });
+/// Where the receivers are: in this process, or in child processes.
+enum Group {
+    Local(Receivers),
+    Children(Children, u64),
+}
+
+impl Group {
+    fn cpu_meters(&self) -> Vec<CpuMeter> {
+        let mut meters = vec![CpuMeter::start(std::process::id())];
+        if let Group::Children(c, _) = self {
+            meters.extend(c.cpu_meters());
+        }
+        meters
+    }
+
+    fn alive(&self) -> u64 {
+        match self {
+            Group::Local(r) => r.alive(),
+            Group::Children(_, alive) => *alive,
+        }
+    }
+
+    async fn phase(&mut self, p: usize, sent: u64, drain: Duration) -> Vec<Value> {
+        match self {
+            Group::Local(r) => vec![r.phase(p, sent, drain).await],
+            Group::Children(c, alive) => {
+                c.tell(&format!("PHASE {p} {sent} {}", drain.as_millis()))
+                    .await;
+                let results = c.collect("RESULT", drain + Duration::from_secs(30)).await;
+                *alive = shard::sum(&results, "alive");
+                results
+            }
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Group::Local(r) => r.close(),
+            Group::Children(c, _) => c.stop().await,
+        }
+    }
+}
+
+/// Runs as shard `shard` of a multi-process run: this process's share of the receivers,
+/// answering the parent's commands (see [`shard`]).
+pub async fn run_shard(target: &Target, opts: &FanoutOptions, procs: usize, shard: usize) {
+    let (count, first) = shard::share(opts.receivers, procs, shard);
+    let target = Target {
+        offset: first,
+        ..target.clone()
+    };
+    let receivers = Receivers::open(&target, count, opts.connect_rate).await;
+    shard::say(&format!(
+        "READY {}",
+        json!({
+            "alive": receivers.alive(),
+            "connected": receivers.connected,
+            "failures": receivers.failures,
+        })
+    ));
+    let mut commands = shard::Commands::default();
+    while let Some(line) = commands.next().await {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("PHASE") => {
+                let p = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                let sent = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                let drain = words.next().and_then(|w| w.parse().ok()).unwrap_or(5000);
+                let result = receivers.phase(p, sent, Duration::from_millis(drain)).await;
+                shard::say(&format!("RESULT {result}"));
+            }
+            _ => break,
+        }
+    }
+    receivers.close();
+}
+
+/// Runs `fanout` (one phase) or `fanout-max` (rising phases) and reports. With `procs`
+/// above 1 the receivers live in child processes.
+pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report {
     let mode = if opts.max.is_some() {
         "fanout-max"
     } else {
@@ -231,32 +374,41 @@ pub async fn run(target: &Target, opts: &FanoutOptions) -> Report {
     };
     let mut report = Report::new(mode);
     report.set("target", json!(target.addr.to_string()));
+    report.set("procs", json!(procs));
     let rss_idle = opts.server_pid.and_then(rss_bytes);
-    let recv = {
-        let shared = shared.clone();
-        move |i: usize, conn: Conn| receive(i, conn, shared.clone())
+    let mut group = if procs > 1 {
+        let mut children = match Children::spawn(procs) {
+            Ok(c) => c,
+            Err(e) => {
+                report.set("error", json!(format!("cannot start the children: {e}")));
+                return report;
+            }
+        };
+        let ready = children.collect("READY", Duration::from_secs(600)).await;
+        report.set("connect_failures", shard::merge_counts(&ready, "failures"));
+        let alive = shard::sum(&ready, "alive");
+        Group::Children(children, alive)
+    } else {
+        let r = Receivers::open(target, opts.receivers, opts.connect_rate).await;
+        report.set("connect_failures", json!(r.failures));
+        Group::Local(r)
     };
-    let opened = open_many(target, opts.receivers, opts.connect_rate, 256, true, recv).await;
-    let mut publisher = match Conn::connect_socketio(target, opts.receivers).await {
+    let publisher_target = Target {
+        offset: opts.receivers,
+        ..target.clone()
+    };
+    let mut publisher = match Conn::connect_socketio(&publisher_target, 0).await {
         Ok(c) => c,
         Err(e) => {
             report.set(
                 "error",
                 json!(format!("the publisher did not connect: {e}")),
             );
+            group.close().await;
             return report;
         }
     };
-    // Let every receiver's join land.
-    for _ in 0..100 {
-        if shared.alive.load(Ordering::Relaxed) as usize >= opened.connected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let receivers = shared.alive.load(Ordering::Relaxed);
-    report.set("receivers", json!(receivers));
-    report.set("connect_failures", json!(opened.failures));
+    report.set("receivers", json!(group.alive()));
     let rss_ready = opts.server_pid.and_then(rss_bytes);
     if let (Some(idle), Some(ready)) = (rss_idle, rss_ready) {
         report.set("server_rss_idle_bytes", json!(idle));
@@ -264,16 +416,14 @@ pub async fn run(target: &Target, opts: &FanoutOptions) -> Report {
     }
     let pad = "x".repeat(opts.size);
 
-    // Server memory, sampled into the phase running.
-    let current = Arc::new(AtomicU64::new(0));
+    // Server memory, sampled over each phase.
+    let rss_max = Arc::new(AtomicU64::new(0));
     let sampler = opts.server_pid.map(|pid| {
-        let shared = shared.clone();
-        let current = current.clone();
+        let rss_max = rss_max.clone();
         tokio::spawn(async move {
             loop {
                 if let Some(rss) = rss_bytes(pid) {
-                    let p = current.load(Ordering::Relaxed) as usize;
-                    shared.phases[p].rss_max.fetch_max(rss, Ordering::Relaxed);
+                    rss_max.fetch_max(rss, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -285,34 +435,27 @@ pub async fn run(target: &Target, opts: &FanoutOptions) -> Report {
     let mut results = Vec::new();
     let mut best: Option<Value> = None;
     for p in 0..steps {
-        current.store(p as u64, Ordering::Relaxed);
-        let alive_before = shared.alive.load(Ordering::Relaxed);
+        rss_max.store(0, Ordering::Relaxed);
+        let alive_before = group.alive();
         let server_cpu = opts.server_pid.map(CpuMeter::start);
-        let client_cpu = CpuMeter::start(std::process::id());
-        let (sent, started_ns) = publish(&mut publisher, p, rate, opts.duration, &pad, epoch).await;
-        let phase = &shared.phases[p];
-        // Deliveries still on their way: wait until every live receiver has all, or
-        // the drain time is up.
-        let deadline = Instant::now() + opts.drain;
-        while Instant::now() < deadline {
-            let unique = phase.deliveries.load(Ordering::Relaxed)
-                - phase.out_of_order.load(Ordering::Relaxed);
-            if unique >= sent * shared.alive.load(Ordering::Relaxed) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let client_cpu = group.cpu_meters();
+        let (sent, started_us) = publish(&mut publisher, p, rate, opts.duration, &pad).await;
+        let parts = group.phase(p, sent, opts.drain).await;
+        let deliveries = shard::sum(&parts, "deliveries");
+        let out_of_order = shard::sum(&parts, "out_of_order");
+        let disconnected = shard::sum(&parts, "disconnected");
+        let last_us = parts
+            .iter()
+            .filter_map(|v| v["last_us"].as_u64())
+            .max()
+            .unwrap_or(started_us);
+        let mut hist = new_histogram();
+        for part in &parts {
+            shard::hist_add(&mut hist, &part["hist"]);
         }
-        let deliveries = phase.deliveries.load(Ordering::Relaxed);
-        let out_of_order = phase.out_of_order.load(Ordering::Relaxed);
         let expected = sent * alive_before;
         let lost = expected.saturating_sub(deliveries.saturating_sub(out_of_order));
-        let span_s = (phase
-            .last_ns
-            .load(Ordering::Relaxed)
-            .saturating_sub(started_ns)
-            .max(1)) as f64
-            / 1e9;
-        let hist = phase.merged();
+        let span_s = (last_us.saturating_sub(started_us).max(1)) as f64 / 1e6;
         let mut step = json!({
             "rate_msgs_per_s": rate,
             "sent": sent,
@@ -322,20 +465,22 @@ pub async fn run(target: &Target, opts: &FanoutOptions) -> Report {
             "deliveries_per_s": (deliveries as f64 / span_s).round(),
             "lost": lost,
             "out_of_order": out_of_order,
-            "disconnected": phase.disconnected.load(Ordering::Relaxed),
+            "disconnected": disconnected,
             "latency": latency_json(&hist),
-            "client_cpu_cores": (client_cpu.cores() * 100.0).round() / 100.0,
+            "client_cpu_cores": (client_cpu.iter().map(CpuMeter::cores).sum::<f64>() * 100.0)
+                .round()
+                / 100.0,
         });
         if let Some(cpu) = &server_cpu {
             step["server_cpu_cores"] = json!((cpu.cores() * 100.0).round() / 100.0);
         }
         if opts.server_pid.is_some() {
-            step["server_rss_max_bytes"] = json!(phase.rss_max.load(Ordering::Relaxed));
+            step["server_rss_max_bytes"] = json!(rss_max.load(Ordering::Relaxed));
         }
         let p99 = hist.value_at_quantile(0.99);
         let passed = lost == 0
             && out_of_order == 0
-            && phase.disconnected.load(Ordering::Relaxed) == 0
+            && disconnected == 0
             && opts
                 .max
                 .is_none_or(|m| p99 <= m.p99_bound.as_micros() as u64);
@@ -358,9 +503,7 @@ pub async fn run(target: &Target, opts: &FanoutOptions) -> Report {
     if let Some(s) = sampler {
         s.abort();
     }
-    for task in opened.tasks {
-        task.abort();
-    }
+    group.close().await;
     match opts.max {
         None => {
             if let Some(Value::Object(step)) = results.pop() {

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use crate::client::Conn;
 use crate::proc::{rss_bytes, CpuMeter};
 use crate::report::{latency_json, Failures, Report};
+use crate::shard::{hist_add, hist_json, merge_counts, say, share, sum, Children, Commands};
 use crate::Target;
 
 /// Options of the idle run.
@@ -32,6 +33,9 @@ pub struct IdleOptions {
     pub server_pid: Option<u32>,
     /// Also join the Socket.IO namespace `/` on each connection.
     pub socketio: bool,
+    /// Use HTTP long-polling instead of WebSocket (for small runs: two TCP connections
+    /// per session).
+    pub polling: bool,
 }
 
 /// What opening the connections took.
@@ -64,6 +68,32 @@ where
     F: Fn(usize, Conn) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let connect = move |target: Target, i: usize| async move {
+        if socketio {
+            Conn::connect_socketio(&target, i).await
+        } else {
+            Conn::connect(&target, i).await
+        }
+    };
+    open_many_with(target, n, rate, concurrency, connect, then).await
+}
+
+/// As [`open_many`], with any kind of connection `connect` makes (polling ones, say).
+pub async fn open_many_with<C, Fc, Fcut, F, Fut>(
+    target: &Target,
+    n: usize,
+    rate: u32,
+    concurrency: usize,
+    connect: Fc,
+    then: F,
+) -> Opened
+where
+    C: Send + 'static,
+    Fc: Fn(Target, usize) -> Fcut + Clone + Send + 'static,
+    Fcut: std::future::Future<Output = Result<C, crate::client::ClientError>> + Send + 'static,
+    F: Fn(usize, C) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let semaphore = Arc::new(Semaphore::new(concurrency.max(1)));
     let (done_tx, mut done_rx) =
         tokio::sync::mpsc::unbounded_channel::<Result<u64, &'static str>>();
@@ -82,16 +112,10 @@ where
         let target = target.clone();
         let done = done_tx.clone();
         let then = then.clone();
+        let connect = connect.clone();
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
-            let connect = async {
-                if socketio {
-                    Conn::connect_socketio(&target, i).await
-                } else {
-                    Conn::connect(&target, i).await
-                }
-            };
-            let result = tokio::time::timeout(Duration::from_secs(30), connect).await;
+            let result = tokio::time::timeout(Duration::from_secs(30), connect(target, i)).await;
             drop(permit);
             match result {
                 Ok(Ok(conn)) => {
@@ -131,83 +155,187 @@ where
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 µs to 100 s, 3 significant digits.
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("constant bounds are valid")
 }
 
-/// Runs the idle scenario and reports.
-pub async fn run(target: &Target, opts: &IdleOptions) -> Report {
+/// One process's idle connections: open, held until told to stop.
+struct Held {
+    opened: Opened,
+    stop_tx: watch::Sender<bool>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Held {
+    async fn open(target: &Target, n: usize, opts: &IdleOptions) -> Held {
+        // Hold: every connection answers pings until told to stop.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let hold = {
+            let dropped = dropped.clone();
+            move |_i: usize, mut conn: Conn| {
+                let mut stop = stop_rx.clone();
+                let dropped = dropped.clone();
+                async move {
+                    let held = async {
+                        loop {
+                            if conn.recv_message().await.is_err() {
+                                dropped.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = stop.changed() => {}
+                        _ = held => {}
+                    }
+                }
+            }
+        };
+        let opened = if opts.polling {
+            let socketio = opts.socketio;
+            let hold = {
+                let dropped = dropped.clone();
+                let stop_rx = stop_tx.subscribe();
+                move |_i: usize, mut conn: crate::polling::PollConn| {
+                    let mut stop = stop_rx.clone();
+                    let dropped = dropped.clone();
+                    async move {
+                        let held = async {
+                            loop {
+                                if conn.recv_message().await.is_err() {
+                                    dropped.fetch_add(1, Ordering::Relaxed);
+                                    return;
+                                }
+                            }
+                        };
+                        tokio::select! {
+                            _ = stop.changed() => {}
+                            _ = held => {}
+                        }
+                    }
+                }
+            };
+            let connect = move |target: Target, i: usize| async move {
+                crate::polling::PollConn::connect(&target, i, socketio).await
+            };
+            open_many_with(target, n, opts.rate, opts.concurrency, connect, hold).await
+        } else {
+            open_many(target, n, opts.rate, opts.concurrency, opts.socketio, hold).await
+        };
+        Held {
+            opened,
+            stop_tx,
+            dropped,
+        }
+    }
+
+    /// What opening measured.
+    fn opened_json(&self) -> serde_json::Value {
+        json!({
+            "connected": self.opened.connected,
+            "failures": self.opened.failures,
+            "elapsed_ms": self.opened.elapsed.as_secs_f64() * 1e3,
+            "hist": hist_json(&self.opened.latency),
+        })
+    }
+
+    async fn stop(self) -> u64 {
+        let _ = self.stop_tx.send(true);
+        for task in self.opened.tasks {
+            let _ = task.await;
+        }
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs as shard `shard` of `procs`: opens this process's share, says `READY` with what
+/// opening measured, holds the connections until `GO`, answers with how many dropped,
+/// then closes them on `STOP`.
+pub async fn run_shard(target: &Target, opts: &IdleOptions, procs: usize, shard: usize) {
+    let (count, first) = share(opts.connections, procs, shard);
+    let target = Target {
+        offset: first,
+        ..target.clone()
+    };
+    let held = Held::open(&target, count, opts).await;
+    say(&format!("READY {}", held.opened_json()));
+    let mut commands = Commands::default();
+    let _ = commands.next().await;
+    let dropped = held.dropped.load(Ordering::Relaxed);
+    say(&format!("RESULT {}", json!({ "dropped": dropped })));
+    let _ = commands.next().await;
+    held.stop().await;
+}
+
+/// Runs the idle scenario and reports; with `procs` above 1 the connections live in
+/// child processes.
+pub async fn run(target: &Target, opts: &IdleOptions, procs: usize) -> Report {
     let server_cpu = opts.server_pid.map(CpuMeter::start);
     let client_cpu = CpuMeter::start(std::process::id());
     let rss_before = opts.server_pid.and_then(rss_bytes);
-    // Hold: every connection answers pings until told to stop.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let dropped = Arc::new(AtomicU64::new(0));
-    let hold = {
-        let dropped = dropped.clone();
-        move |_i: usize, mut conn: Conn| {
-            let mut stop = stop_rx.clone();
-            let dropped = dropped.clone();
-            async move {
-                let held = async {
-                    loop {
-                        if conn.recv_message().await.is_err() {
-                            dropped.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                    }
-                };
-                tokio::select! {
-                    _ = stop.changed() => {}
-                    _ = held => {}
-                }
-            }
-        }
-    };
-    let opened = open_many(
-        target,
-        opts.connections,
-        opts.rate,
-        opts.concurrency,
-        opts.socketio,
-        hold,
-    )
-    .await;
-    let connected = opened.connected;
-    tokio::time::sleep(opts.settle).await;
-    let rss_after = opts.server_pid.and_then(rss_bytes);
-    tokio::time::sleep(opts.hold.saturating_sub(opts.settle)).await;
-    let _ = stop_tx.send(true);
-    for task in opened.tasks {
-        let _ = task.await;
-    }
-
     let mut r = Report::new(if opts.socketio {
         "idle-socketio"
     } else {
         "idle"
     });
+    r.set("procs", json!(procs));
+    let mut clients = vec![client_cpu];
+    let (opened, rss_after, dropped) = if procs > 1 {
+        let mut children = match Children::spawn(procs) {
+            Ok(c) => c,
+            Err(e) => {
+                r.set("error", json!(format!("cannot start the children: {e}")));
+                return r;
+            }
+        };
+        clients.extend(children.cpu_meters());
+        let ready = children.collect("READY", Duration::from_secs(3600)).await;
+        tokio::time::sleep(opts.settle).await;
+        let rss_after = opts.server_pid.and_then(rss_bytes);
+        tokio::time::sleep(opts.hold.saturating_sub(opts.settle)).await;
+        children.tell("GO").await;
+        let results = children.collect("RESULT", Duration::from_secs(60)).await;
+        // Read before the children exit and their /proc entries go.
+        r.set_cpu_of(server_cpu.as_ref(), &clients);
+        children.stop().await;
+        (ready, rss_after, sum(&results, "dropped"))
+    } else {
+        let held = Held::open(target, opts.connections, opts).await;
+        tokio::time::sleep(opts.settle).await;
+        let rss_after = opts.server_pid.and_then(rss_bytes);
+        tokio::time::sleep(opts.hold.saturating_sub(opts.settle)).await;
+        let opened = vec![held.opened_json()];
+        r.set_cpu_of(server_cpu.as_ref(), &clients);
+        let dropped = held.stop().await;
+        (opened, rss_after, dropped)
+    };
+    let connected = sum(&opened, "connected");
+    let elapsed_ms = opened
+        .iter()
+        .filter_map(|v| v["elapsed_ms"].as_f64())
+        .fold(0.0, f64::max);
+    let mut latency = new_histogram();
+    for part in &opened {
+        hist_add(&mut latency, &part["hist"]);
+    }
     r.set("target", json!(target.addr.to_string()));
     r.set("connections", json!(opts.connections));
     r.set("connected", json!(connected));
-    r.set("failures", json!(opened.failures));
-    r.set("dropped_while_held", json!(dropped.load(Ordering::Relaxed)));
+    r.set("failures", merge_counts(&opened, "failures"));
+    r.set("dropped_while_held", json!(dropped));
     r.set(
         "connect_rate_per_s",
-        json!((connected as f64 / opened.elapsed.as_secs_f64().max(1e-9)).round()),
+        json!((connected as f64 / (elapsed_ms / 1e3).max(1e-9)).round()),
     );
-    r.set("handshake_latency", latency_json(&opened.latency));
+    r.set("handshake_latency", latency_json(&latency));
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         r.set("server_rss_before_bytes", json!(before));
         r.set("server_rss_after_bytes", json!(after));
-        if connected > 0 {
-            r.set(
-                "server_rss_per_connection_bytes",
-                json!((after.saturating_sub(before)) / connected as u64),
-            );
+        if let Some(per) = after.saturating_sub(before).checked_div(connected) {
+            r.set("server_rss_per_connection_bytes", json!(per));
         }
     }
-    r.set_cpu(server_cpu.as_ref(), &client_cpu);
     r
 }

@@ -5,6 +5,7 @@
 //!
 //! - [`client`]: an Engine.IO v4 client over WebSocket: connect (from a chosen source
 //!   address), handshake, packets in and out, pings answered.
+//! - [`polling`]: an Engine.IO client over HTTP long-polling, for small runs.
 //! - [`proc`]: what `/proc` says about a process: resident memory and CPU time.
 //! - [`idle`]: open N connections at a bounded rate and hold them; handshake latency and
 //!   server memory per connection.
@@ -16,6 +17,8 @@
 //! - [`echo`]: events with acks at an aggregate rate; round-trip time.
 //! - [`storm`]: `connect-storm`, handshakes per second.
 //! - [`report`]: the JSON line and the human summary.
+//! - [`shard`]: several load-generator processes (`--procs`): the parent spawns the
+//!   children, tells them when to start and stop, and merges what they measured.
 //! - [`cli`]: the command line, shared by `herald-bench` and `herald bench`.
 
 pub mod burst;
@@ -24,8 +27,10 @@ pub mod client;
 pub mod echo;
 pub mod fanout;
 pub mod idle;
+pub mod polling;
 pub mod proc;
 pub mod report;
+pub mod shard;
 pub mod sio_burst;
 pub mod storm;
 
@@ -41,12 +46,15 @@ pub struct Target {
     pub path: String,
     /// Source addresses, used round-robin; empty means the system's choice.
     pub sources: Vec<IpAddr>,
+    /// Where this process's connections start in the round-robin (a shard of a
+    /// multi-process run starts after the shards before it).
+    pub offset: usize,
 }
 
 impl Target {
     /// The source address of connection number `i`.
     pub fn source(&self, i: usize) -> Option<IpAddr> {
-        (!self.sources.is_empty()).then(|| self.sources[i % self.sources.len()])
+        (!self.sources.is_empty()).then(|| self.sources[(i + self.offset) % self.sources.len()])
     }
 
     /// Refuses anything outside 127.0.0.0/8 (and ::1): load is only ever sent to this

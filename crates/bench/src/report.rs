@@ -52,6 +52,20 @@ impl Report {
         self.set("client_cpu_cores", json!(round(client.cores())));
     }
 
+    /// As [`Report::set_cpu`], the load generator being several processes.
+    pub fn set_cpu_of(
+        &mut self,
+        server: Option<&crate::proc::CpuMeter>,
+        clients: &[crate::proc::CpuMeter],
+    ) {
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        if let Some(server) = server {
+            self.set("server_cpu_cores", json!(round(server.cores())));
+        }
+        let total: f64 = clients.iter().map(crate::proc::CpuMeter::cores).sum();
+        self.set("client_cpu_cores", json!(round(total)));
+    }
+
     /// The JSON line.
     pub fn json_line(&self) -> String {
         Value::Object(self.fields.clone()).to_string()

@@ -245,3 +245,21 @@ fn json_logs() {
     );
     assert!(v["open_files"].as_u64().unwrap() > 0, "{first}");
 }
+
+/// `herald bench` is the load generator, and it refuses targets off this machine.
+#[test]
+fn bench_subcommand() {
+    let o = herald(&["bench", "--help"], &[]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    for mode in ["idle", "connect-storm", "fanout", "fanout-max", "echo"] {
+        assert!(help.contains(mode), "{help}");
+    }
+    let o = herald(&["bench", "--target", "192.0.2.1:3000", "idle"], &[]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).contains("not a loopback address"),
+        "{}",
+        stderr(&o)
+    );
+}
