@@ -192,6 +192,28 @@ describe("tiers", () => {
   });
 });
 
+describe("tier ping intervals", () => {
+  // A tier's own ping interval applies from the start: critical connections are pinged
+  // more often than the interval the handshake announced.
+  test("critical connections are pinged more often", async () => {
+    const s = await herald({
+      HERALD_AUTH__JWT_SECRET: SECRET,
+      HERALD_SOCKETIO__PING_INTERVAL_MS: "3000",
+      HERALD_TIERS__CRITICAL_PING_INTERVAL_MS: "300",
+    });
+    const tok = (sub, tier) => jwt({ sub, tier, exp: now(600) }, { secret: SECRET });
+    const vip = await connected(s, { auth: { token: tok("p1", "critical") } });
+    const std = await connected(s, { auth: { token: tok("p2", "standard") } });
+    const pings = { vip: 0, std: 0 };
+    vip.io.engine.on("ping", () => pings.vip++);
+    std.io.engine.on("ping", () => pings.std++);
+    await sleep(2000);
+    assert.ok(pings.vip >= 4, `critical pinged ${pings.vip} times in 2 s`);
+    assert.equal(pings.std, 0, "standard follows the announced 3 s interval");
+    assert.ok(vip.connected && std.connected);
+  });
+});
+
 describe("rates", () => {
   // An event flood gets rate_limited acks with a retry hint, then a forced disconnect;
   // a calm socket on the same server is unaffected.

@@ -46,6 +46,65 @@ impl ClientError {
     }
 }
 
+/// A TCP connection to the target from connection `i`'s source address, no delay.
+///
+/// # Errors
+///
+/// [`ClientError::Connect`] when it cannot be made.
+pub async fn tcp_connect(target: &Target, i: usize) -> Result<TcpStream, ClientError> {
+    let socket = match target.addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(ClientError::Connect)?;
+    if let Some(source) = target.source(i) {
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(ClientError::Connect)?;
+    }
+    let stream = socket
+        .connect(target.addr)
+        .await
+        .map_err(ClientError::Connect)?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The number after `key` (e.g. `"seq":`) in a packet, read from its bytes (no JSON
+/// parse per delivery).
+pub fn number_after(packet: &[u8], key: &[u8]) -> Option<u64> {
+    let at = packet
+        .windows(key.len())
+        .position(|w| w == key)
+        .map(|p| p + key.len())?;
+    let digits = packet[at..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&packet[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A connection messages can be read from, whatever its transport.
+pub trait Receive: Send + 'static {
+    /// The next message; pings are answered.
+    fn recv(&mut self) -> impl std::future::Future<Output = Result<Bytes, ClientError>> + Send;
+}
+
+impl Receive for Conn {
+    fn recv(&mut self) -> impl std::future::Future<Output = Result<Bytes, ClientError>> + Send {
+        self.recv_message()
+    }
+}
+
+impl Receive for crate::polling::PollConn {
+    fn recv(&mut self) -> impl std::future::Future<Output = Result<Bytes, ClientError>> + Send {
+        self.recv_message()
+    }
+}
+
 /// One Engine.IO session over WebSocket.
 #[derive(Debug)]
 pub struct Conn {
@@ -64,21 +123,7 @@ impl Conn {
     ///
     /// A [`ClientError`] saying which step failed.
     pub async fn connect(target: &Target, i: usize) -> Result<Conn, ClientError> {
-        let socket = match target.addr {
-            SocketAddr::V4(_) => TcpSocket::new_v4(),
-            SocketAddr::V6(_) => TcpSocket::new_v6(),
-        }
-        .map_err(ClientError::Connect)?;
-        if let Some(source) = target.source(i) {
-            socket
-                .bind(SocketAddr::new(source, 0))
-                .map_err(ClientError::Connect)?;
-        }
-        let stream = socket
-            .connect(target.addr)
-            .await
-            .map_err(ClientError::Connect)?;
-        stream.set_nodelay(true)?;
+        let stream = tcp_connect(target, i).await?;
         let key = ws::handshake::client_key(rand::random());
         let path = format!("{}?EIO=4&transport=websocket", target.path);
         let request = ws::handshake::client_request(&target.addr.to_string(), &path, &key);

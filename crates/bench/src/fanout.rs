@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::client::Conn;
+use crate::client::{number_after, Conn};
 use crate::idle::open_many;
 use crate::proc::{rss_bytes, CpuMeter};
 use crate::report::{latency_json, Report};
@@ -100,23 +100,6 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The number after `"key":` in a packet, scanning the bytes (no JSON parse per
-/// delivery).
-fn field(packet: &[u8], key: &[u8]) -> Option<u64> {
-    let at = packet
-        .windows(key.len())
-        .position(|w| w == key)
-        .map(|p| p + key.len())?;
-    let digits = packet[at..]
-        .iter()
-        .take_while(|c| c.is_ascii_digit())
-        .count();
-    std::str::from_utf8(&packet[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
-}
-
 struct Shared {
     phases: Vec<Phase>,
     alive: AtomicU64,
@@ -145,9 +128,9 @@ async fn receive(i: usize, mut conn: Conn, shared: Arc<Shared>) {
         };
         let now = now_us();
         let (Some(p), Some(seq), Some(t)) = (
-            field(&packet, b"\"p\":"),
-            field(&packet, b"\"s\":"),
-            field(&packet, b"\"t\":"),
+            number_after(&packet, b"\"p\":"),
+            number_after(&packet, b"\"s\":"),
+            number_after(&packet, b"\"t\":"),
         ) else {
             continue;
         };
@@ -536,9 +519,9 @@ mod tests {
     #[test]
     fn fields() {
         let p = br#"2["msg",{"s":12,"p":3,"t":1795871247629123,"x":"pad"}]"#;
-        assert_eq!(field(p, b"\"p\":"), Some(3));
-        assert_eq!(field(p, b"\"s\":"), Some(12));
-        assert_eq!(field(p, b"\"t\":"), Some(1_795_871_247_629_123));
-        assert_eq!(field(p, b"\"q\":"), None);
+        assert_eq!(number_after(p, b"\"p\":"), Some(3));
+        assert_eq!(number_after(p, b"\"s\":"), Some(12));
+        assert_eq!(number_after(p, b"\"t\":"), Some(1_795_871_247_629_123));
+        assert_eq!(number_after(p, b"\"q\":"), None);
     }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
-use crate::client::Conn;
+use crate::client::{Conn, Receive};
 use crate::proc::{rss_bytes, CpuMeter};
 use crate::report::{latency_json, Failures, Report};
 use crate::shard::{hist_add, hist_json, merge_counts, say, share, sum, Children, Commands};
@@ -160,6 +160,35 @@ pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("constant bounds are valid")
 }
 
+/// What each held connection runs: read (answering pings) until the stop, counting the
+/// connections that end before it.
+fn hold<C: Receive>(
+    stop_rx: watch::Receiver<bool>,
+    dropped: Arc<AtomicU64>,
+) -> impl Fn(usize, C) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+       + Clone
+       + Send
+       + 'static {
+    move |_i: usize, mut conn: C| {
+        let mut stop = stop_rx.clone();
+        let dropped = dropped.clone();
+        Box::pin(async move {
+            let held = async {
+                loop {
+                    if conn.recv().await.is_err() {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = held => {}
+            }
+        })
+    }
+}
+
 /// One process's idle connections: open, held until told to stop.
 struct Held {
     opened: Opened,
@@ -172,56 +201,15 @@ impl Held {
         // Hold: every connection answers pings until told to stop.
         let (stop_tx, stop_rx) = watch::channel(false);
         let dropped = Arc::new(AtomicU64::new(0));
-        let hold = {
-            let dropped = dropped.clone();
-            move |_i: usize, mut conn: Conn| {
-                let mut stop = stop_rx.clone();
-                let dropped = dropped.clone();
-                async move {
-                    let held = async {
-                        loop {
-                            if conn.recv_message().await.is_err() {
-                                dropped.fetch_add(1, Ordering::Relaxed);
-                                return;
-                            }
-                        }
-                    };
-                    tokio::select! {
-                        _ = stop.changed() => {}
-                        _ = held => {}
-                    }
-                }
-            }
-        };
         let opened = if opts.polling {
             let socketio = opts.socketio;
-            let hold = {
-                let dropped = dropped.clone();
-                let stop_rx = stop_tx.subscribe();
-                move |_i: usize, mut conn: crate::polling::PollConn| {
-                    let mut stop = stop_rx.clone();
-                    let dropped = dropped.clone();
-                    async move {
-                        let held = async {
-                            loop {
-                                if conn.recv_message().await.is_err() {
-                                    dropped.fetch_add(1, Ordering::Relaxed);
-                                    return;
-                                }
-                            }
-                        };
-                        tokio::select! {
-                            _ = stop.changed() => {}
-                            _ = held => {}
-                        }
-                    }
-                }
-            };
             let connect = move |target: Target, i: usize| async move {
                 crate::polling::PollConn::connect(&target, i, socketio).await
             };
+            let hold = hold(stop_rx, dropped.clone());
             open_many_with(target, n, opts.rate, opts.concurrency, connect, hold).await
         } else {
+            let hold = hold(stop_rx, dropped.clone());
             open_many(target, n, opts.rate, opts.concurrency, opts.socketio, hold).await
         };
         Held {

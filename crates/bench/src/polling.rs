@@ -2,14 +2,12 @@
 //! a long-poll GET always pending and a POST per message, each on a keep-alive
 //! HTTP/1.1 connection of its own.
 
-use std::net::SocketAddr;
-
 use bytes::{Bytes, BytesMut};
 use engineio_proto::{payload, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
-use crate::client::ClientError;
+use crate::client::{tcp_connect, ClientError};
 use crate::Target;
 
 /// One keep-alive HTTP/1.1 connection.
@@ -22,23 +20,8 @@ struct Http {
 
 impl Http {
     async fn connect(target: &Target, i: usize) -> Result<Http, ClientError> {
-        let socket = match target.addr {
-            SocketAddr::V4(_) => TcpSocket::new_v4(),
-            SocketAddr::V6(_) => TcpSocket::new_v6(),
-        }
-        .map_err(ClientError::Connect)?;
-        if let Some(source) = target.source(i) {
-            socket
-                .bind(SocketAddr::new(source, 0))
-                .map_err(ClientError::Connect)?;
-        }
-        let stream = socket
-            .connect(target.addr)
-            .await
-            .map_err(ClientError::Connect)?;
-        stream.set_nodelay(true)?;
         Ok(Http {
-            stream,
+            stream: tcp_connect(target, i).await?,
             buf: BytesMut::with_capacity(1024),
             host: target.addr.to_string(),
         })

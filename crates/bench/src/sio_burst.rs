@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::client::Conn;
+use crate::client::{number_after, Conn};
 use crate::idle::open_many;
 use crate::proc::CpuMeter;
 use crate::report::Report;
@@ -26,19 +26,6 @@ struct Counts {
     complete: AtomicU64,
     first: AtomicU64,
     last: AtomicU64,
-}
-
-/// The `seq` field of a `2["msg",{"seq":N,...}]` packet.
-fn seq_of(packet: &[u8]) -> Option<u64> {
-    let at = packet.windows(6).position(|w| w == b"\"seq\":")? + 6;
-    let digits = packet[at..]
-        .iter()
-        .take_while(|c| c.is_ascii_digit())
-        .count();
-    std::str::from_utf8(&packet[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// Runs the scenario and reports.
@@ -74,7 +61,9 @@ pub async fn run(target: &Target, opts: &SioBurstOptions) -> Report {
                     let Ok(packet) = conn.recv_message().await else {
                         return;
                     };
-                    let Some(seq) = seq_of(&packet) else { continue };
+                    let Some(seq) = number_after(&packet, b"\"seq\":") else {
+                        continue;
+                    };
                     let now = epoch.elapsed().as_nanos() as u64;
                     counts.first.fetch_min(now, Ordering::Relaxed);
                     counts.last.fetch_max(now, Ordering::Relaxed);

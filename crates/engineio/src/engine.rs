@@ -462,6 +462,10 @@ impl<H: EngineHandler> Closer<H::Data> for Engine<H> {
             self.close(&socket, reason);
         }
     }
+
+    fn now_ms(&self) -> u64 {
+        Engine::now_ms(self)
+    }
 }
 
 /// The query parameters the transport reads.

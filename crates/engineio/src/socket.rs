@@ -32,6 +32,8 @@ pub type Guard = Box<dyn std::any::Any + Send + Sync>;
 /// What the engine calls to close a session on behalf of [`Socket::close`].
 pub(crate) trait Closer<D>: Send + Sync {
     fn close_sid(&self, sid: Sid, reason: CloseReason);
+    /// The engine's clock, in milliseconds.
+    fn now_ms(&self) -> u64;
 }
 
 /// The HTTP request that opened the session, copied compactly.
@@ -229,6 +231,11 @@ impl<D> Socket<D> {
     pub fn set_ping_interval(&self, interval: std::time::Duration) {
         let ms = u32::try_from(interval.as_millis()).unwrap_or(u32::MAX);
         self.ping_interval_ms.store(ms, Ordering::Relaxed);
+        // A shorter interval applies to the ping already scheduled too.
+        if let Some(engine) = self.closer.upgrade() {
+            let sooner = engine.now_ms() + u64::from(ms);
+            self.next_ping.fetch_min(sooner, Ordering::Relaxed);
+        }
     }
 
     /// This session's ping interval, if it has one of its own.
@@ -395,6 +402,9 @@ mod tests {
 
     impl Closer<()> for NoEngine {
         fn close_sid(&self, _sid: Sid, _reason: CloseReason) {}
+        fn now_ms(&self) -> u64 {
+            0
+        }
     }
 
     fn socket(max_buffered: usize) -> Socket<()> {

@@ -154,6 +154,20 @@ impl Server {
     }
 }
 
+/// A raw TCP connection that asks for a WebSocket session and then reads nothing.
+async fn raw_upgrade(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    stream
+}
+
 fn config() -> Config {
     Config {
         ping_interval: Duration::from_millis(300),
@@ -323,14 +337,7 @@ async fn slow_consumer_hits_the_byte_budget() {
     })
     .await;
     // Connect raw, upgrade, then never read again.
-    let mut slow = TcpStream::connect(server.addr).await.unwrap();
-    slow.write_all(
-        b"GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
-          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-          Sec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let slow = raw_upgrade(server.addr).await;
     let Event::Open(slow_sid) = server.next().await else {
         panic!("expected open")
     };
@@ -378,14 +385,7 @@ async fn a_stuck_slow_consumer_is_dropped() {
         ..Config::default()
     })
     .await;
-    let mut slow = TcpStream::connect(server.addr).await.unwrap();
-    slow.write_all(
-        b"GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
-          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-          Sec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let mut slow = raw_upgrade(server.addr).await;
     let Event::Open(sid) = server.next().await else {
         panic!("expected open")
     };
