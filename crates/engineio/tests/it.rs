@@ -168,6 +168,21 @@ async fn raw_upgrade(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// Sends 16 KiB packets to a session whose client reads nothing until one is refused:
+/// how many went, and the error.
+async fn fill(socket: &Socket<()>) -> (usize, SendError) {
+    let chunk = vec![b'x'; 16 * 1024];
+    for i in 0..100_000 {
+        if let Err(e) = socket.send_text(&chunk) {
+            return (i, e);
+        }
+        if i % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    panic!("the budget was never hit")
+}
+
 fn config() -> Config {
     Config {
         ping_interval: Duration::from_millis(300),
@@ -349,21 +364,7 @@ async fn slow_consumer_hits_the_byte_budget() {
         .engine
         .get(engineio::Sid::parse(&slow_sid).unwrap())
         .unwrap();
-    let chunk = vec![b'x'; 16 * 1024];
-    let mut refused = None;
-    for i in 0..100_000 {
-        match slow_socket.send_text(&chunk) {
-            Ok(()) => {}
-            Err(e) => {
-                refused = Some((i, e));
-                break;
-            }
-        }
-        if i % 64 == 0 {
-            tokio::task::yield_now().await;
-        }
-    }
-    let (after, error) = refused.expect("the budget was never hit");
+    let (after, error) = fill(&slow_socket).await;
     assert_eq!(error, SendError::QueueFull);
     // At least the budget's worth (4 x 16 KiB) is accepted; the socket buffers may
     // absorb more before the queue fills.
@@ -393,18 +394,8 @@ async fn a_stuck_slow_consumer_is_dropped() {
         .engine
         .get(engineio::Sid::parse(&sid).unwrap())
         .unwrap();
-    let chunk = vec![b'x'; 16 * 1024];
-    let mut full = false;
-    for i in 0..100_000 {
-        if socket.send_text(&chunk).is_err() {
-            full = true;
-            break;
-        }
-        if i % 64 == 0 {
-            tokio::task::yield_now().await;
-        }
-    }
-    assert!(full);
+    let (_, error) = fill(&socket).await;
+    assert_eq!(error, SendError::QueueFull);
     socket.close_with(CloseReason::SlowConsumer);
     assert_eq!(server.close_reason().await, CloseReason::SlowConsumer);
     assert_eq!(socket.queued_bytes(), 0, "the queue is dropped at once");

@@ -325,15 +325,7 @@ pub fn event_args(json: &Bytes) -> Option<Bytes> {
     // The end of the name: a string (skipping escapes) or a number.
     let mut i = start;
     if b[start] == b'"' {
-        i += 1;
-        loop {
-            match *b.get(i)? {
-                b'\\' => i += 2,
-                b'"' => break,
-                _ => i += 1,
-            }
-        }
-        i += 1;
+        i = string_end(b, start)? + 1;
     } else {
         while b
             .get(i)
@@ -344,6 +336,19 @@ pub fn event_args(json: &Bytes) -> Option<Bytes> {
     }
     let close = b.iter().rposition(|&c| c == b']')?;
     (i <= close).then(|| json.slice(i..close))
+}
+
+/// The index of the quote that closes the JSON string opening at `open`, escapes
+/// skipped; `None` when the string does not end.
+fn string_end(b: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    loop {
+        match *b.get(i)? {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
 }
 
 /// Skips the first `n` values of raw event arguments as [`event_args`] gives them
@@ -374,16 +379,7 @@ pub fn skip_args(args: &Bytes, n: usize) -> Option<Bytes> {
         let mut depth = 0usize;
         while let Some(&c) = b.get(i) {
             match c {
-                b'"' => {
-                    i += 1;
-                    loop {
-                        match *b.get(i)? {
-                            b'\\' => i += 2,
-                            b'"' => break,
-                            _ => i += 1,
-                        }
-                    }
-                }
+                b'"' => i = string_end(b, i)?,
                 b'[' | b'{' => depth += 1,
                 b']' | b'}' => depth = depth.checked_sub(1)?,
                 b',' if depth == 0 => break,
