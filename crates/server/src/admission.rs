@@ -117,7 +117,7 @@ pub fn parse_nets(list: &[String]) -> Result<Vec<IpNet>, String> {
             let s = s.trim();
             s.parse::<IpNet>()
                 .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map(|n| n.trunc())
+                .map(|n| canonical_net(n.trunc()))
                 .map_err(|_| {
                     format!("{s:?} is not an address or a network (CIDR, e.g. 10.0.0.0/8)")
                 })
@@ -128,6 +128,18 @@ pub fn parse_nets(list: &[String]) -> Result<Vec<IpNet>, String> {
 fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
     let ip = canonical(ip);
     nets.iter().any(|n| n.contains(&ip))
+}
+
+/// Networks inside `::ffff:0:0/96` (IPv4 mapped into IPv6) are their IPv4 selves, as the
+/// addresses they are matched against are (see [`canonical`]).
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        other => other,
+    }
 }
 
 /// IPv4 addresses mapped into IPv6 (`::ffff:a.b.c.d`) are their IPv4 selves.
@@ -149,6 +161,9 @@ pub struct Settings {
     pub rate_per_ip: Option<(f64, u32)>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// IPv6 clients are counted by network of this prefix length (one host commonly
+    /// holds a whole /64); IPv4 clients by address.
+    pub ipv6_prefix_len: u8,
     /// The lists at start.
     pub lists: AccessLists,
 }
@@ -175,15 +190,18 @@ impl std::fmt::Debug for Admission {
 #[derive(Debug)]
 pub struct Ticket {
     ip: IpAddr,
+    /// What the per-address limits count: the address, or its IPv6 network.
+    key: IpAddr,
     counted: Option<Arc<DashMap<IpAddr, u32>>>,
     /// CONNECTs refused by auth on this connection.
     auth_failures: std::sync::atomic::AtomicU32,
 }
 
 impl Ticket {
-    fn new(ip: IpAddr, counted: Option<Arc<DashMap<IpAddr, u32>>>) -> Ticket {
+    fn new(ip: IpAddr, key: IpAddr, counted: Option<Arc<DashMap<IpAddr, u32>>>) -> Ticket {
         Ticket {
             ip,
+            key,
             counted,
             auth_failures: std::sync::atomic::AtomicU32::new(0),
         }
@@ -192,6 +210,12 @@ impl Ticket {
     /// The client address the session was admitted for.
     pub fn ip(&self) -> IpAddr {
         self.ip
+    }
+
+    /// What the per-address limits count the session under: the address, or for IPv6
+    /// its network (`limits.ipv6_prefix_len`).
+    pub fn key(&self) -> IpAddr {
+        self.key
     }
 
     /// Counts a CONNECT refused by auth on this connection; returns how many so far.
@@ -204,7 +228,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(per_ip) = &self.counted {
             // Remove the entry with its last connection, under the shard's lock.
-            per_ip.remove_if_mut(&self.ip, |_, n| {
+            per_ip.remove_if_mut(&self.key, |_, n| {
                 *n = n.saturating_sub(1);
                 *n == 0
             });
@@ -236,28 +260,50 @@ impl Admission {
         &self.settings
     }
 
-    /// The client address of a request from `peer` carrying `forwarded_for`.
-    pub fn client_ip(&self, peer: SocketAddr, forwarded_for: Option<&str>) -> IpAddr {
+    /// The client address of a request from `peer` carrying the `X-Forwarded-For`
+    /// header lines `forwarded_for`, in the order received (several lines are one list).
+    pub fn client_ip<'a>(
+        &self,
+        peer: SocketAddr,
+        forwarded_for: impl IntoIterator<Item = &'a str>,
+    ) -> IpAddr {
         let peer = canonical(peer.ip());
         if !contains(&self.settings.trusted_proxies, peer) {
             return peer;
         }
-        let Some(header) = forwarded_for else {
-            return peer;
-        };
-        // The rightmost address no trusted proxy added is the client: anything to its
-        // left was written by the client itself and proves nothing.
-        let hops: Vec<IpAddr> = header
-            .split(',')
-            .filter_map(|h| h.trim().parse::<IpAddr>().ok())
-            .map(canonical)
+        let hops: Vec<&str> = forwarded_for
+            .into_iter()
+            .flat_map(|line| line.split(','))
             .collect();
-        hops.iter()
-            .rev()
-            .find(|ip| !contains(&self.settings.trusted_proxies, **ip))
-            .or(hops.first())
-            .copied()
-            .unwrap_or(peer)
+        // Walk from the right, past the trusted proxies: the first address no trusted
+        // proxy is, is the client. Anything to its left was written by the client
+        // itself and proves nothing. An entry that is not an address ends the walk: a
+        // trusted proxy does not write one, so the hop that passed it on (the last
+        // trusted one) is as far as the header can be believed.
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            let Ok(ip) = hop.trim().parse::<IpAddr>().map(canonical) else {
+                break;
+            };
+            client = ip;
+            if !contains(&self.settings.trusted_proxies, ip) {
+                break;
+            }
+        }
+        client
+    }
+
+    /// What the per-address limits count `ip` under: itself, or for IPv6 its network
+    /// of `ipv6_prefix_len` bits.
+    pub fn key(&self, ip: IpAddr) -> IpAddr {
+        match canonical(ip) {
+            IpAddr::V6(v6) => {
+                let bits = u32::from(self.settings.ipv6_prefix_len.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+            v4 => v4,
+        }
     }
 
     /// Decides on a handshake from `ip` while `sessions` connections are open.
@@ -288,26 +334,27 @@ impl Admission {
         if sessions >= max.saturating_add(headroom) {
             return refuse(Refusal::ServerFull, Some(Duration::from_secs(5)));
         }
+        let key = self.key(ip);
         if exempt {
-            return Ok(Ticket::new(ip, None));
+            return Ok(Ticket::new(ip, key, None));
         }
         if let Some(rate) = &self.rate {
-            if let Err(not_until) = rate.check_key(&ip) {
+            if let Err(not_until) = rate.check_key(&key) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 return refuse(Refusal::IpRate, Some(wait.max(Duration::from_millis(1))));
             }
         }
         let max_per_ip = self.settings.max_per_ip;
         if max_per_ip > 0 {
-            let mut count = self.per_ip.entry(ip).or_insert(0);
+            let mut count = self.per_ip.entry(key).or_insert(0);
             if *count >= max_per_ip {
                 drop(count);
                 return refuse(Refusal::IpConnections, Some(Duration::from_secs(10)));
             }
             *count += 1;
-            return Ok(Ticket::new(ip, Some(self.per_ip.clone())));
+            return Ok(Ticket::new(ip, key, Some(self.per_ip.clone())));
         }
-        Ok(Ticket::new(ip, None))
+        Ok(Ticket::new(ip, key, None))
     }
 
     /// Counts a refusal decided elsewhere (a CONNECT refused because the server is full).
@@ -320,9 +367,10 @@ impl Admission {
         std::array::from_fn(|i| self.refusals[i].load(Ordering::Relaxed))
     }
 
-    /// Connections open from `ip` (counted ones: not on the allow list).
+    /// Connections open from `ip` or, for IPv6, its network (counted ones: not on the
+    /// allow list).
     pub fn connections_from(&self, ip: IpAddr) -> u32 {
-        self.per_ip.get(&canonical(ip)).map_or(0, |n| *n)
+        self.per_ip.get(&self.key(ip)).map_or(0, |n| *n)
     }
 
     /// The access lists now.
@@ -361,6 +409,7 @@ mod tests {
             max_per_ip: 2,
             rate_per_ip: Some((1.0, 3)),
             trusted_proxies: parse_nets(&["10.0.0.0/8".into()]).unwrap(),
+            ipv6_prefix_len: 64,
             lists: AccessLists::default(),
         }
     }
@@ -375,22 +424,87 @@ mod tests {
     fn client_address() {
         let a = Admission::new(settings());
         let peer = |s: &str| SocketAddr::new(ip(s), 1);
-        assert_eq!(a.client_ip(peer("1.2.3.4"), Some("9.9.9.9")), ip("1.2.3.4"));
+        assert_eq!(a.client_ip(peer("1.2.3.4"), ["9.9.9.9"]), ip("1.2.3.4"));
+        assert_eq!(a.client_ip(peer("10.0.0.1"), ["9.9.9.9"]), ip("9.9.9.9"));
         assert_eq!(
-            a.client_ip(peer("10.0.0.1"), Some("9.9.9.9")),
+            a.client_ip(peer("10.0.0.1"), ["6.6.6.6, 9.9.9.9, 10.0.0.2"]),
+            ip("9.9.9.9")
+        );
+        // Several header lines are one list, in order: the client cannot hide behind a
+        // second line (a proxy appends to the last one).
+        assert_eq!(
+            a.client_ip(peer("10.0.0.1"), ["6.6.6.6", "9.9.9.9, 10.0.0.2"]),
             ip("9.9.9.9")
         );
         assert_eq!(
-            a.client_ip(peer("10.0.0.1"), Some("6.6.6.6, 9.9.9.9, 10.0.0.2")),
+            a.client_ip(peer("10.0.0.1"), ["9.9.9.9, 10.0.0.2", "10.0.0.3"]),
             ip("9.9.9.9")
         );
-        assert_eq!(a.client_ip(peer("10.0.0.1"), Some("junk")), ip("10.0.0.1"));
-        assert_eq!(a.client_ip(peer("10.0.0.1"), None), ip("10.0.0.1"));
+        // Junk ends the walk: nothing left of it is believed, not even a valid address
+        // the client wrote further left.
+        assert_eq!(a.client_ip(peer("10.0.0.1"), ["junk"]), ip("10.0.0.1"));
         assert_eq!(
-            a.client_ip(peer("::ffff:1.2.3.4"), None),
+            a.client_ip(peer("10.0.0.1"), ["6.6.6.6, junk, 10.0.0.2"]),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            a.client_ip(peer("10.0.0.1"), ["6.6.6.6, 9.9.9.9 junk"]),
+            ip("10.0.0.1")
+        );
+        // Every hop trusted: the farthest one.
+        assert_eq!(
+            a.client_ip(peer("10.0.0.1"), ["10.0.0.5, 10.0.0.2"]),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            a.client_ip(peer("10.0.0.1"), std::iter::empty()),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            a.client_ip(peer("::ffff:1.2.3.4"), std::iter::empty()),
             ip("1.2.3.4"),
             "mapped addresses are IPv4"
         );
+        assert_eq!(
+            a.client_ip(peer("::ffff:10.1.1.1"), ["9.9.9.9"]),
+            ip("9.9.9.9"),
+            "a mapped proxy address is trusted"
+        );
+    }
+
+    /// IPv6 clients are counted per /64 (one host holds a whole /64); IPv4 per address.
+    #[test]
+    fn ipv6_networks_count_as_one() {
+        let a = Admission::new(Settings {
+            rate_per_ip: None,
+            ..settings()
+        });
+        let _t1 = a.admit(ip("2001:db8:1:2::1"), 0, false).unwrap();
+        let t2 = a.admit(ip("2001:db8:1:2:ffff::9"), 0, false).unwrap();
+        assert_eq!(t2.ip(), ip("2001:db8:1:2:ffff::9"));
+        assert_eq!(t2.key(), ip("2001:db8:1:2::"));
+        assert_eq!(
+            a.admit(ip("2001:db8:1:2::77"), 0, false)
+                .unwrap_err()
+                .reason,
+            Refusal::IpConnections
+        );
+        assert!(a.admit(ip("2001:db8:1:3::1"), 0, false).is_ok());
+        assert_eq!(a.connections_from(ip("2001:db8:1:2::abc")), 2);
+        drop(t2);
+        assert_eq!(a.connections_from(ip("2001:db8:1:2::1")), 1);
+        let per_host = Admission::new(Settings {
+            ipv6_prefix_len: 128,
+            rate_per_ip: None,
+            ..settings()
+        });
+        assert_eq!(per_host.key(ip("2001:db8::5")), ip("2001:db8::5"));
+        let all = Admission::new(Settings {
+            ipv6_prefix_len: 0,
+            ..settings()
+        });
+        assert_eq!(all.key(ip("2001:db8::5")), ip("::"));
+        assert_eq!(all.key(ip("1.2.3.4")), ip("1.2.3.4"));
     }
 
     /// Per-address concurrency: tickets count, dropping one frees its place.
@@ -456,5 +570,18 @@ mod tests {
         assert_eq!(a.admit(x, 0, true).unwrap_err().reason, Refusal::Draining);
         assert!(parse_nets(&["300.1.1.1".into()]).is_err());
         assert!(parse_nets(&["::1".into(), "fd00::/8".into()]).is_ok());
+        // Mapped networks are written as IPv4 ones, and match IPv4 clients.
+        assert_eq!(
+            parse_nets(&["::ffff:5.5.0.0/112".into(), "::ffff:6.6.6.6".into()]).unwrap(),
+            parse_nets(&["5.5.0.0/16".into(), "6.6.6.6/32".into()]).unwrap()
+        );
+        a.set_lists(
+            None,
+            Some(parse_nets(&["::ffff:7.7.0.0/112".into()]).unwrap()),
+        );
+        assert_eq!(
+            a.admit(ip("7.7.1.1"), 0, false).unwrap_err().reason,
+            Refusal::Denied
+        );
     }
 }

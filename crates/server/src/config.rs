@@ -144,6 +144,8 @@ pub struct LimitsSection {
     pub max_connections: u64,
     /// Connections one client address holds; 0 for no limit. Defaults to 1,000.
     pub max_connections_per_ip: u64,
+    /// IPv6 clients are counted per network of this many leading bits. Defaults to 64.
+    pub ipv6_prefix_len: u64,
     /// New connections per second from one address; 0 for no limit. Defaults to 50.
     pub connect_rate_per_ip: f64,
     /// New connections one address may open at once. Defaults to 100.
@@ -171,6 +173,7 @@ impl Default for LimitsSection {
             max_event_name_chars: 100,
             max_connections: 0,
             max_connections_per_ip: 1000,
+            ipv6_prefix_len: 64,
             connect_rate_per_ip: 50.0,
             connect_burst_per_ip: 100,
             events_per_second: 50.0,
@@ -641,6 +644,11 @@ impl ConfigError {
 }
 
 const DEFAULTS: &str = "defaults";
+/// The longest time a clients' timer can wait (JavaScript's `setTimeout`), in ms.
+const MAX_TIMER_MS: u64 = (1 << 31) - 1;
+/// The highest rate a limit takes, per second: a GCRA period shorter than a
+/// microsecond is not a limit anyone means.
+const MAX_RATE: f64 = 1_000_000.0;
 const FLAGS: &str = "command-line flags";
 const ENVIRONMENT: &str = "environment";
 
@@ -997,8 +1005,30 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         s.max_http_buffer_size,
         1 << 30,
     );
+    // Clients wait ping_interval + ping_timeout with a JavaScript timer, and a timer
+    // longer than 2^31 - 1 ms fires at once: every client would drop at its first ping.
+    c.at_most(
+        "socketio.ping_interval_ms",
+        s.ping_interval_ms,
+        MAX_TIMER_MS / 2,
+    );
+    c.at_most(
+        "socketio.ping_timeout_ms",
+        s.ping_timeout_ms,
+        MAX_TIMER_MS / 2,
+    );
     c.positive("socketio.upgrade_timeout_ms", s.upgrade_timeout_ms);
+    c.at_most(
+        "socketio.upgrade_timeout_ms",
+        s.upgrade_timeout_ms,
+        MAX_TIMER_MS,
+    );
     c.positive("socketio.connect_timeout_ms", s.connect_timeout_ms);
+    c.at_most(
+        "socketio.connect_timeout_ms",
+        s.connect_timeout_ms,
+        MAX_TIMER_MS,
+    );
     let mut polling = false;
     let mut websocket = false;
     for t in &s.transports {
@@ -1071,6 +1101,13 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         if per_second > 0.0 && burst == 0 {
             c.fail(burst_key, "must be at least 1 when the rate is on");
         }
+        if per_second > MAX_RATE {
+            c.fail(
+                key,
+                format!("must be at most {MAX_RATE} per second (0 turns the limit off)"),
+            );
+            return None;
+        }
         c.at_most(burst_key, burst, 1_000_000);
         (per_second > 0.0).then_some((per_second, burst.clamp(1, 1_000_000) as u32))
     };
@@ -1100,6 +1137,7 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         l.max_connections_per_ip,
         u64::from(u32::MAX),
     );
+    c.at_most("limits.ipv6_prefix_len", l.ipv6_prefix_len, 128);
     c.at_most(
         "limits.max_rate_violations",
         l.max_rate_violations,
@@ -1385,6 +1423,7 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         admission: crate::admission::Settings {
             max_connections: l.max_connections as usize,
             max_per_ip: l.max_connections_per_ip as u32,
+            ipv6_prefix_len: l.ipv6_prefix_len.min(128) as u8,
             rate_per_ip: connect_rate,
             trusted_proxies,
             lists: crate::admission::AccessLists { allow, deny },
@@ -1538,6 +1577,55 @@ mod tests {
             vec!["socketio.transports", "auth.jwt_secret", "log.format"]
         );
         assert_eq!(err.0[2].origin.as_deref(), Some("flag --log-format"));
+    }
+
+    /// Values that would overflow a timer or turn a limit off without saying so are
+    /// refused: client timers, GCRA periods, prefix lengths.
+    #[test]
+    fn bounds() {
+        for (var, value, key) in [
+            (
+                "HERALD_SOCKETIO__PING_INTERVAL_MS",
+                "1073741824",
+                "socketio.ping_interval_ms",
+            ),
+            (
+                "HERALD_SOCKETIO__PING_TIMEOUT_MS",
+                "18446744073709551615",
+                "socketio.ping_timeout_ms",
+            ),
+            (
+                "HERALD_SOCKETIO__CONNECT_TIMEOUT_MS",
+                "2147483648",
+                "socketio.connect_timeout_ms",
+            ),
+            (
+                "HERALD_LIMITS__EVENTS_PER_SECOND",
+                "1000000000000",
+                "limits.events_per_second",
+            ),
+            (
+                "HERALD_LIMITS__CONNECT_RATE_PER_IP",
+                "1000001",
+                "limits.connect_rate_per_ip",
+            ),
+            (
+                "HERALD_LIMITS__IPV6_PREFIX_LEN",
+                "129",
+                "limits.ipv6_prefix_len",
+            ),
+        ] {
+            let err = load_env(&[(var, value)]).unwrap_err();
+            assert_eq!(err.0[0].key.as_deref(), Some(key), "{var}={value}");
+            assert!(err.0[0].message.contains("at most"), "{}", err.0[0].message);
+        }
+        let ok = load_env(&[
+            ("HERALD_SOCKETIO__PING_INTERVAL_MS", "1073741823"),
+            ("HERALD_LIMITS__EVENTS_PER_SECOND", "1000000"),
+            ("HERALD_LIMITS__IPV6_PREFIX_LEN", "48"),
+        ])
+        .unwrap();
+        assert_eq!(ok.config.admission.ipv6_prefix_len, 48);
     }
 
     /// Paths that would hide Herald's own routes are refused; anonymous rights must be

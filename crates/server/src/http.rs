@@ -209,10 +209,13 @@ fn admit<B>(
     remote: SocketAddr,
 ) -> Result<crate::admission::Ticket, crate::admission::Refused> {
     let admission = &state.shared.admission;
+    // Every line of the header, in order; a line that is not text is junk and ends
+    // the walk like any other junk entry.
     let forwarded = req
         .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str().unwrap_or("?"));
     let ip = admission.client_ip(remote, forwarded);
     let result = admission.admit(
         ip,

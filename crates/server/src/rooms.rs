@@ -113,6 +113,14 @@ pub(crate) fn install(builder: Builder, shared: Arc<Shared>) -> Builder {
             answer(&publ, &ev, &outcome);
         })
         .on_rate_limited(move |socket, ev, info| rate_limited(&limited, socket, &ev, info))
+        // The tier place goes back when the socket leaves, whoever still holds it.
+        .on_disconnect(|socket, _reason| {
+            socket.with_data::<Client, _>(|c| {
+                if let Some(c) = c {
+                    c.slot.release();
+                }
+            });
+        })
 }
 
 fn answer(shared: &Shared, ev: &Event, outcome: &Result<(), Refusal>) {
@@ -367,10 +375,11 @@ fn publish(shared: &Shared, socket: &SocketRef, ev: &Event) -> Result<(), Refusa
     Ok(())
 }
 
-/// The client address the connection was admitted for.
+/// The client address the connection was admitted for, as the per-address limits count
+/// it (IPv6: its network).
 fn client_ip(socket: &SocketRef) -> std::net::IpAddr {
     let conn = socket.connection();
-    conn.with_guard::<Ticket, _>(|t| t.map(Ticket::ip))
+    conn.with_guard::<Ticket, _>(|t| t.map(Ticket::key))
         .unwrap_or_else(|| conn.remote_addr().ip())
 }
 

@@ -5,7 +5,7 @@
 //! known.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -23,7 +23,7 @@ pub enum TierRefusal {
     TierFull,
 }
 
-/// Counts of sockets per tier. A [`Slot`] holds one place until it is dropped.
+/// Counts of sockets per tier. A [`Slot`] holds one place until it is released.
 #[derive(Debug, Default)]
 pub struct Counts([AtomicUsize; 3]);
 
@@ -38,12 +38,13 @@ impl Counts {
     }
 }
 
-/// One socket's place in its tier; the place is given back when this is dropped (when
-/// the socket is, or when its CONNECT fails).
+/// One socket's place in its tier; the place is given back by [`Slot::release`] (when
+/// the socket leaves) or when this is dropped (when its CONNECT fails), once.
 #[derive(Debug)]
 pub struct Slot {
     tier: Tier,
     counts: Arc<Counts>,
+    released: AtomicBool,
 }
 
 impl Slot {
@@ -51,11 +52,19 @@ impl Slot {
     pub fn tier(&self) -> Tier {
         self.tier
     }
+
+    /// Gives the place back now, not when the last reference to the socket goes (a
+    /// task may hold a socket that has left for a while).
+    pub fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.counts.0[self.tier.index()].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.counts.0[self.tier.index()].fetch_sub(1, Ordering::Relaxed);
+        self.release();
     }
 }
 
@@ -65,6 +74,9 @@ pub struct Tiers {
     config: TiersConfig,
     max_total: usize,
     counts: Arc<Counts>,
+    /// Held from the check to the count in [`Tiers::admit`], so two connects cannot
+    /// both take the last place. Releases only lower the counts: they need no lock.
+    admitting: Mutex<()>,
     /// Degraded sockets, oldest first. Weak: the queue never keeps a socket alive;
     /// entries of sockets gone are skipped and swept.
     degraded: Mutex<VecDeque<Weak<Socket>>>,
@@ -77,6 +89,7 @@ impl Tiers {
             config,
             max_total,
             counts: Arc::default(),
+            admitting: Mutex::new(()),
             degraded: Mutex::new(VecDeque::new()),
         }
     }
@@ -98,6 +111,7 @@ impl Tiers {
     ///
     /// [`TierRefusal`] when there is no place.
     pub fn admit(&self, tier: Tier) -> Result<(Slot, Option<SocketRef>), TierRefusal> {
+        let _admitting = self.admitting.lock();
         let cap = self.config.max_connections[tier.index()];
         if cap > 0 && self.counts.get(tier) >= cap {
             return Err(TierRefusal::TierFull);
@@ -114,6 +128,7 @@ impl Tiers {
             Slot {
                 tier,
                 counts: self.counts.clone(),
+                released: AtomicBool::new(false),
             },
             victim,
         ))
@@ -178,8 +193,12 @@ mod tests {
             TierRefusal::ServerFull
         );
         drop(c1);
-        drop(s1);
+        s1.release();
         assert_eq!(t.counts().get(Tier::Critical), 0);
+        assert_eq!(t.counts().get(Tier::Standard), 0);
+        // Released once: dropping after a release gives nothing back twice.
+        drop(s1);
+        assert_eq!(t.counts().total(), 1);
         assert!(t.admit(Tier::Critical).is_ok());
     }
 }

@@ -53,7 +53,10 @@ fn example_lists_every_key_and_loads() {
         }
         if let Some(setting) = line.strip_prefix("# ") {
             if let Some((key, _)) = setting.split_once(" = ") {
-                if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                if key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
                     sections
                         .entry(current.clone())
                         .or_default()

@@ -424,13 +424,21 @@ impl Handler {
         conn.data()
             .joined
             .store(true, std::sync::atomic::Ordering::Release);
+        ns.sockets.insert(socket.id(), socket.clone());
         {
             let mut sockets = conn.data().sockets.lock();
             // Most connections join one namespace: room for one, not the default four.
             sockets.reserve_exact(1);
             sockets.push(socket.clone());
         }
-        ns.sockets.insert(socket.id(), socket.clone());
+        // The connection may have closed meanwhile (a ping timeout, a kick from another
+        // task): its `on_close` then ran before the push above and did not see this
+        // socket. The engine marks a session closed before calling `on_close`, so
+        // checking after the push leaves no gap; leaving twice is harmless.
+        if conn.is_closed() {
+            socket.leave_namespace(crate::DisconnectReason::TransportClose);
+            return;
+        }
         (ns.on_connect)(&socket, &request);
     }
 

@@ -313,7 +313,12 @@ impl Socket {
             }
             rooms.push(room.clone());
         }
-        self.nsp.add_to_room(room, self);
+        self.nsp.add_to_room(room.clone(), self);
+        // A disconnect racing with this join may have emptied the rooms before the
+        // line above: check again, so no room keeps a socket that has left.
+        if !self.connected() {
+            self.nsp.remove_from_room(&room, self.id);
+        }
     }
 
     /// Leaves `room`.

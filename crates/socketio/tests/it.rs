@@ -712,3 +712,47 @@ async fn stats_of_broadcasts_and_acks() {
     assert_eq!(stats.broadcast_fanout.snapshot().count, 1);
     assert_eq!(stats.ack_rtt.snapshot().count, 1);
 }
+
+/// A connection that closes while its CONNECT is being accepted (here: by the
+/// middleware; in production, a ping timeout or a kick from another task) leaves no
+/// socket behind in the namespace or its rooms, and the connect handler never runs.
+#[tokio::test]
+async fn connection_closed_during_connect_leaves_nothing() {
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = connected.clone();
+    let server = Server::builder()
+        .ns("/", move |socket, _| {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            socket.join("lobby");
+        })
+        .middleware(|req| {
+            if req.auth_json().get("close").is_some() {
+                req.connection().close();
+            }
+            Ok(())
+        })
+        .build(config());
+    let addr = serve(server.clone()).await;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    next_text(&mut ws).await; // open packet
+    ws.send(Message::text(r#"40{"close":1}"#)).await.unwrap();
+    // The connection ends (the server closed it).
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the server closes the connection");
+    let nsp = server.of("/").unwrap();
+    assert_eq!(nsp.len(), 0, "no ghost socket");
+    assert!(nsp.rooms().is_empty(), "no ghost room member");
+    assert_eq!(connected.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // A normal client still connects and is counted.
+    let (_b, _) = client(addr).await;
+    assert_eq!(nsp.len(), 1);
+    assert_eq!(connected.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
