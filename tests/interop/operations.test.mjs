@@ -121,20 +121,49 @@ describe("admission", () => {
 
   // Concurrent connections per address: the extra one is refused until one closes.
   test("connections per address", async () => {
-    const s = await herald({ HERALD_LIMITS__MAX_CONNECTIONS_PER_IP: "3" });
+    const s = await herald({
+      HERALD_LIMITS__MAX_CONNECTIONS_PER_IP: "3",
+      HERALD_SOCKETIO__CORS_ORIGINS: "https://app.test",
+    });
     const three = [];
     for (let i = 0; i < 3; i++) three.push(await connected(s, { localAddress: "127.0.0.6" }));
     const fourth = client(s, { localAddress: "127.0.0.6" });
     const err = await once(fourth, "connect_error");
     assert.match(String(err.message), /websocket error|xhr poll error|429/i);
-    const res = await handshake(s, "127.0.0.6");
+    const res = await handshake(s, "127.0.0.6", { origin: "https://app.test" });
     assert.equal(res.status, 429);
     assert.equal(JSON.parse(res.body).code, "too_many_connections_from_address");
+    // A browser may read the refusal: it carries the CORS headers of any answer.
+    assert.equal(res.headers["access-control-allow-origin"], "https://app.test");
     three[0].close();
     await sleep(200);
     const again = await connected(s, { localAddress: "127.0.0.6" });
     await stillServes(again);
     await stillServes(three[1]);
+  });
+
+  // TCP connections that never send a request count against their address too (twice
+  // the per-address cap plus 16): past that, new ones are closed at once; others are
+  // not affected, and the address gets its share back as they close.
+  test("idle TCP connections per address", async () => {
+    const s = await herald({ HERALD_LIMITS__MAX_CONNECTIONS_PER_IP: "2" });
+    const idle = [];
+    for (let i = 0; i < 20; i++) {
+      const sock = net.connect({ host: "127.0.0.1", port: s.port, localAddress: "127.0.0.7" });
+      await once(sock, "connect");
+      idle.push(sock);
+    }
+    await sleep(100);
+    const extra = net.connect({ host: "127.0.0.1", port: s.port, localAddress: "127.0.0.7" });
+    extra.on("error", () => {});
+    await once(extra, "close");
+    for (const sock of idle) assert.ok(!sock.destroyed, "the first 20 stay open");
+    const bystander = await connected(s, { localAddress: "127.0.0.8" });
+    await stillServes(bystander);
+    for (const sock of idle) sock.destroy();
+    await sleep(200);
+    assert.equal((await handshake(s, "127.0.0.7")).status, 200);
+    assert.ok((await metric(s, 'herald_handshake_refusals_total{reason="too_many_connections_from_address"}')) >= 1);
   });
 
   // Access lists change at run time: denied addresses get 403, allowed ones skip the

@@ -177,13 +177,7 @@ impl<H: EngineHandler> Engine<H> {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let allow_origin = self.config.cors.as_ref().and_then(|c| {
-            let origin = req
-                .headers()
-                .get(header::ORIGIN)
-                .and_then(|v| v.to_str().ok());
-            c.allow_origin(origin)
-        });
+        let allow_origin = self.allowed_origin(req.headers());
         let upgrade = is_upgrade(&req);
         let mut res = self.route(req, remote, guard).await;
         if upgrade && res.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -198,6 +192,22 @@ impl<H: EngineHandler> Engine<H> {
             }
         }
         res
+    }
+
+    /// Adds the CORS headers the engine's own answers carry to `res`, an answer made
+    /// elsewhere to a request with `headers` (a handshake refused before it reached
+    /// the engine): without them a browser hides the answer from the client.
+    pub fn add_cors_headers(&self, headers: &http::HeaderMap, res: &mut HttpResponse) {
+        if let (Some(origin), Some(cors)) = (self.allowed_origin(headers), &self.config.cors) {
+            add_cors(res, &origin, cors.credentials);
+        }
+    }
+
+    fn allowed_origin(&self, headers: &http::HeaderMap) -> Option<String> {
+        self.config.cors.as_ref().and_then(|c| {
+            let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+            c.allow_origin(origin)
+        })
     }
 
     async fn route<B>(

@@ -9,6 +9,9 @@ pub struct EngineStats {
     pub sessions: AtomicI64,
     /// Open sessions on the WebSocket transport (gauge).
     pub websocket_sessions: AtomicI64,
+    /// WebSocket connections still being served (gauge): a session's connection stays
+    /// a while after the session closed, to write its last frames and the close frame.
+    pub websocket_connections: AtomicI64,
     /// Sessions opened.
     pub handshakes: AtomicU64,
     /// Engine.IO packets received.

@@ -173,6 +173,8 @@ pub struct Admission {
     settings: Settings,
     lists: RwLock<AccessLists>,
     per_ip: Arc<DashMap<IpAddr, u32>>,
+    /// TCP connections open per peer address (network, for IPv6), handshake or not.
+    sockets_per_ip: Arc<DashMap<IpAddr, u32>>,
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
     refusals: [AtomicU64; Refusal::ALL.len()],
 }
@@ -250,6 +252,7 @@ impl Admission {
             lists: RwLock::new(settings.lists.clone()),
             settings,
             per_ip: Arc::new(DashMap::new()),
+            sockets_per_ip: Arc::new(DashMap::new()),
             rate,
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -396,6 +399,67 @@ impl Admission {
             rate.shrink_to_fit();
         }
         self.per_ip.shrink_to_fit();
+        self.sockets_per_ip.shrink_to_fit();
+    }
+
+    /// TCP connections one peer address may hold, handshake done or not: room for
+    /// its sessions' connections (a polling session can use two, one more while it
+    /// upgrades) and a few more. `None` without a per-address limit.
+    pub fn sockets_per_ip(&self) -> Option<u32> {
+        let max = self.settings.max_per_ip;
+        (max > 0).then(|| max.saturating_mul(2).saturating_add(16))
+    }
+
+    /// Decides on a TCP connection from `peer` as it is accepted, before any TLS or
+    /// HTTP: connections that never finish a handshake are not counted by [`admit`]
+    /// and must not pile up either. Trusted proxies and addresses on the allow list
+    /// are not counted (behind a proxy every client shares its address).
+    ///
+    /// [`admit`]: Admission::admit
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::IpConnections`] when the address holds its share already; the
+    /// connection is then closed without an answer.
+    pub fn accept(&self, peer: IpAddr) -> Result<Option<Held>, Refusal> {
+        let Some(max) = self.sockets_per_ip() else {
+            return Ok(None);
+        };
+        let peer = canonical(peer);
+        if contains(&self.settings.trusted_proxies, peer)
+            || contains(&self.lists.read().allow, peer)
+        {
+            return Ok(None);
+        }
+        let key = self.key(peer);
+        let mut count = self.sockets_per_ip.entry(key).or_insert(0);
+        if *count >= max {
+            drop(count);
+            self.count(Refusal::IpConnections);
+            return Err(Refusal::IpConnections);
+        }
+        *count += 1;
+        Ok(Some(Held {
+            key,
+            map: self.sockets_per_ip.clone(),
+        }))
+    }
+}
+
+/// One TCP connection counted against its peer address; the count goes down when this
+/// is dropped (when the connection ends).
+#[derive(Debug)]
+pub struct Held {
+    key: IpAddr,
+    map: Arc<DashMap<IpAddr, u32>>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.map.remove_if_mut(&self.key, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
     }
 }
 
@@ -525,6 +589,31 @@ mod tests {
         assert_eq!(a.connections_from(x), 1);
         assert!(a.admit(x, 0, false).is_ok());
         assert_eq!(a.refusals()[Refusal::IpConnections.index()], 1);
+    }
+
+    /// TCP connections per peer address are capped before any handshake, at twice the
+    /// per-address limit and 16; trusted proxies and allowed addresses are not counted.
+    #[test]
+    fn raw_connections_per_address() {
+        let a = Admission::new(settings());
+        assert_eq!(a.sockets_per_ip(), Some(20));
+        let x = ip("5.5.5.5");
+        let held: Vec<_> = (0..20).map(|_| a.accept(x).unwrap().unwrap()).collect();
+        assert_eq!(a.accept(x).unwrap_err(), Refusal::IpConnections);
+        assert_eq!(a.refusals()[Refusal::IpConnections.index()], 1);
+        assert!(a.accept(ip("5.5.5.6")).unwrap().is_some());
+        drop(held);
+        assert!(a.accept(x).unwrap().is_some());
+        for _ in 0..50 {
+            assert!(a.accept(ip("10.1.2.3")).unwrap().is_none(), "trusted proxy");
+        }
+        a.set_lists(Some(parse_nets(&["6.6.6.6".into()]).unwrap()), None);
+        assert!(a.accept(ip("6.6.6.6")).unwrap().is_none(), "allowed");
+        let unlimited = Admission::new(Settings {
+            max_per_ip: 0,
+            ..settings()
+        });
+        assert!(unlimited.accept(x).unwrap().is_none());
     }
 
     /// The connect rate allows the burst, then refuses with the wait.

@@ -154,7 +154,7 @@ pub struct LimitsSection {
     pub events_per_second: f64,
     /// Events one socket may send at once. Defaults to 100.
     pub events_burst: u64,
-    /// Events refused in a row before the socket is disconnected (reason `rate
+    /// Refusals by a rate before the socket is disconnected (reason `rate
     /// limited`); 0 never disconnects. Defaults to 50.
     pub max_rate_violations: u64,
     /// Publishes per second one user may make across all its sockets; 0 for no limit.
@@ -441,7 +441,7 @@ pub struct Limits {
     pub max_room_name_chars: usize,
     /// Longest event name a client may publish, in characters.
     pub max_event_name_chars: usize,
-    /// Events refused in a row before a socket is disconnected; 0 never.
+    /// Refusals by a rate before a socket is disconnected; 0 never.
     pub max_rate_violations: u32,
     /// Publishes per second and burst per user; `None` for no limit.
     pub user_publish_rate: Option<(f64, u32)>,

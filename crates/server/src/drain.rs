@@ -59,11 +59,24 @@ pub(crate) async fn run(state: Arc<AppState>) {
             tokio::time::sleep(TICK.mul_f64(jitter)).await;
         }
     }
+    // Wait for the sessions to go, and for their WebSocket connections to write their
+    // last frames and close (each is bounded: a stuck one gives up after a few
+    // seconds), within the grace time.
+    let engine = state.io.engine();
+    let writing = || engine.stats().websocket_connections.load(Ordering::Relaxed);
     let deadline = tokio::time::Instant::now() + drain.grace;
-    while !state.io.engine().is_empty() && tokio::time::Instant::now() < deadline {
+    while (!engine.is_empty() || writing() > 0) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Let the transports write their last frames.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    tracing::info!(closed, left = state.io.engine().len(), "drained");
+    if engine.is_empty() && writing() == 0 {
+        // What the kernel still holds goes out after the process exits; a beat more
+        // lets polling clients collect their last response.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!(
+        closed,
+        left = engine.len(),
+        connections_left = writing(),
+        "drained"
+    );
 }

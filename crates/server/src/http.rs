@@ -147,15 +147,28 @@ pub(crate) async fn accept_loop(
         };
         match accepted {
             Ok((stream, remote)) => {
+                // Counted per address from here, so connections that never finish a
+                // TLS or HTTP handshake cannot pile up; over the share: closed at once.
+                let held = match state.shared.admission.accept(remote.ip()) {
+                    Ok(held) => held,
+                    Err(_) => {
+                        tracing::debug!(%remote, "too many connections from this address; closed");
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let (state, router) = (state.clone(), router.clone());
                 match &tls {
                     None => {
-                        tokio::spawn(serve(TokioIo::new(stream), remote, state, router));
+                        tokio::spawn(async move {
+                            serve(TokioIo::new(stream), remote, state, router).await;
+                            drop(held);
+                        });
                     }
                     Some(tls) => {
                         let tls = tls.clone();
                         tokio::spawn(async move {
+                            let _held = held;
                             let handshake = tls.acceptor().accept(stream);
                             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
                                 Ok(Ok(stream)) => {
@@ -269,7 +282,9 @@ where
                     match admit(&state, &req, remote) {
                         Ok(ticket) => Some(Box::new(ticket) as engineio::Guard),
                         Err(refused) => {
-                            return Ok::<_, Infallible>(refusal_response(refused).map(Either::Left))
+                            let mut res = refusal_response(refused);
+                            engine.add_cors_headers(req.headers(), &mut res);
+                            return Ok::<_, Infallible>(res.map(Either::Left));
                         }
                     }
                 } else {

@@ -150,6 +150,18 @@ fn serve(loaded: Loaded) -> ExitCode {
     };
     runtime.block_on(async move {
         let config = loaded.config.clone();
+        // Signals are taken over before anything binds: a SIGTERM or SIGHUP that comes
+        // while the server starts is handled (after it started), not fatal.
+        let (mut signals, mut hup) = match Signals::new().and_then(|s| {
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            Ok((s, hup))
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("herald: cannot listen for signals: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let app = match server::start(loaded.config.clone(), fd_limit).await {
             Ok(app) => app,
             Err(e) => {
@@ -168,20 +180,9 @@ fn serve(loaded: Loaded) -> ExitCode {
             env!("CARGO_PKG_VERSION"),
         );
         describe(&config, addr);
-        let mut signals = match Signals::new() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("herald: cannot listen for signals: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
         // SIGHUP reloads the TLS files (and never stops the server).
         let tls = app.tls();
         tokio::spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                return;
-            };
             while hup.recv().await.is_some() {
                 match &tls {
                     Some(tls) => match tls.reload() {

@@ -102,7 +102,8 @@ pub struct Socket {
 pub struct RateLimited {
     /// How long until the socket may send again.
     pub retry_after: Duration,
-    /// Events refused in a row (reset once the socket keeps to its rate).
+    /// Events refused since the socket last had its whole burst (reset once it kept to
+    /// its rate long enough to earn it back, not by one accepted event).
     pub violations: u32,
 }
 

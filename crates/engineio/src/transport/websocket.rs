@@ -304,13 +304,14 @@ impl<S: Stream> Conn<S> {
                     Ok(_) => {}
                 }
                 loop {
+                    // Messages are dropped; an incomplete frame stays in the buffer
+                    // for the next read to finish (`next_message` frees it once empty).
                     match self.next_message() {
                         Ok(Some(Message::Close(_))) | Err(_) => return,
                         Ok(Some(_)) => {}
                         Ok(None) => break,
                     }
                 }
-                self.inbuf = None;
             }
         })
         .await;
@@ -448,7 +449,15 @@ fn serve<H: EngineHandler, S: Stream>(
     socket: Arc<Socket<H::Data>>,
     conn: Conn<S>,
 ) {
-    tokio::spawn(async move { run(&engine, &socket, conn).await });
+    let live = &engine.stats.websocket_connections;
+    live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tokio::spawn(async move {
+        run(&engine, &socket, conn).await;
+        engine
+            .stats
+            .websocket_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    });
 }
 
 /// Serves a session on its WebSocket until it ends.
