@@ -53,6 +53,7 @@
 //! ```
 
 pub mod config;
+pub mod direct;
 pub mod engine;
 pub mod handler;
 mod heartbeat;
@@ -62,6 +63,7 @@ pub mod stats;
 mod transport;
 
 pub use config::{Config, Cors};
+pub use direct::{read_first_request, DirectUpgrade, FirstRequest};
 pub use engine::Engine;
 pub use engineio_proto::{Sid, Transport};
 pub use handler::{CloseReason, EngineHandler};

@@ -24,24 +24,44 @@ pub async fn serve_connection<H: EngineHandler>(
     remote: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
+    // A WebSocket opened directly is answered without hyper (`direct`).
+    let io = match crate::direct::read_first_request(stream, HEAD_READ_TIMEOUT).await {
+        crate::FirstRequest::WebSocket(upgrade) => {
+            if engine.matches(upgrade.request().uri().path()) {
+                engine.serve_direct(upgrade, remote, None).await;
+            } else {
+                upgrade.refuse(not_found()).await;
+            }
+            return;
+        }
+        crate::FirstRequest::Other(io) => io,
+        crate::FirstRequest::Gone => return,
+    };
     let service = service_fn(move |req| {
         let engine = engine.clone();
         async move {
             if engine.matches(req.uri().path()) {
                 Ok::<_, Infallible>(engine.handle(req, remote).await)
             } else {
-                let mut res = Response::new(Full::new(Bytes::from_static(b"Not Found")));
-                *res.status_mut() = StatusCode::NOT_FOUND;
-                Ok(res)
+                Ok(not_found())
             }
         }
     });
-    // The TokioIo<TcpStream> type matters: the WebSocket transport downcasts the upgraded
-    // connection back to it to take the raw socket.
-    let conn = http1_builder().serve_connection(TokioIo::new(stream), service);
+    // The TokioIo<BoxedStream> type matters: the WebSocket transport downcasts the
+    // upgraded connection back to it to take the stream.
+    let conn = http1_builder().serve_connection(TokioIo::new(io), service);
     if let Err(e) = conn.with_upgrades().await {
         tracing::debug!(%remote, error = %e, "http connection ended with an error");
     }
+}
+
+/// Time a client has to send its first request's head (as hyper's header timeout).
+const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn not_found() -> crate::engine::HttpResponse {
+    let mut res = Response::new(Full::new(Bytes::from_static(b"Not Found")));
+    *res.status_mut() = StatusCode::NOT_FOUND;
+    res
 }
 
 /// The HTTP/1.1 settings every Engine.IO connection uses.

@@ -473,3 +473,95 @@ async fn polling_last_words_come_before_the_close_packet() {
     assert_eq!(pending.await.unwrap(), "4bye");
     assert_eq!(Server::client_http(addr, &get).await, "1");
 }
+
+const UPGRADE_HEAD: &str = "GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n\
+    Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// Reads until `buf` holds `n` bytes past the HTTP head; returns the head's length.
+async fn read_past_head(stream: &mut TcpStream, buf: &mut Vec<u8>, n: usize) -> usize {
+    loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if buf.len() >= at + 4 + n {
+                return at + 4;
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let got = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("bytes within 5 s")
+            .unwrap();
+        assert!(got > 0, "closed early: {:?}", String::from_utf8_lossy(buf));
+        buf.extend_from_slice(&chunk[..got]);
+    }
+}
+
+/// A WebSocket opened directly is answered without hyper: the 101 and the open packet
+/// arrive in one write (one read on loopback gets both), and a frame the client sent
+/// in the same write as its request is not lost.
+#[tokio::test]
+async fn direct_websocket_answers_in_one_write_and_keeps_early_frames() {
+    let mut server = Server::start(config()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    // The request and a masked text frame "4hi" in one write.
+    let mut first = UPGRADE_HEAD.as_bytes().to_vec();
+    let key = [1u8, 2, 3, 4];
+    first.extend_from_slice(&[0x81, 0x80 | 3]);
+    first.extend_from_slice(&key);
+    first.extend(b"4hi".iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    stream.write_all(&first).await.unwrap();
+    let mut chunk = vec![0u8; 4096];
+    let got = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&chunk[..got]).into_owned();
+    assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{text}"
+    );
+    let (_, frames) = text.split_once("\r\n\r\n").unwrap();
+    assert!(frames.contains("0{\"sid\":"), "open packet in the same read: {text:?}");
+    assert!(matches!(server.next().await, Event::Open(_)));
+    assert_eq!(server.next().await, Event::Message("hi".into()));
+}
+
+/// A request head that arrives in pieces is still read whole; a WebSocket upgrade with
+/// a bad query gets the engine's error, written in full, and the connection closes; one
+/// for another path gets 404.
+#[tokio::test]
+async fn direct_websocket_split_heads_and_refusals() {
+    let mut server = Server::start(config()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let (a, b) = UPGRADE_HEAD.split_at(40);
+    stream.write_all(a.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(b.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let head = read_past_head(&mut stream, &mut buf, 4).await;
+    assert!(buf.starts_with(b"HTTP/1.1 101 "));
+    assert_eq!(&buf[head + 2..head + 4], b"0{");
+    assert!(matches!(server.next().await, Event::Open(_)));
+
+    let bad = UPGRADE_HEAD.replace("EIO=4", "EIO=3");
+    let (status, headers, body) = server.http(&bad).await;
+    assert_eq!(status, 400);
+    assert_eq!(header(&headers, "connection"), Some("close"));
+    assert_eq!(
+        header(&headers, "content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    assert!(body.contains("\"code\":5"), "{body}");
+
+    let elsewhere = UPGRADE_HEAD.replace("/engine.io/", "/other/");
+    let (status, _, _) = server.http(&elsewhere).await;
+    assert_eq!(status, 404);
+    // Plain requests still go to hyper, after the bytes read to tell them apart.
+    let (status, _, body) = server
+        .http("GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("0{"), "{body}");
+}

@@ -33,6 +33,8 @@ use crate::state::AppState;
 
 /// Time a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send its first request's head (as hyper's header timeout).
+const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the router for every path but the Socket.IO one.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -161,7 +163,7 @@ pub(crate) async fn accept_loop(
                 match &tls {
                     None => {
                         tokio::spawn(async move {
-                            serve(TokioIo::new(stream), remote, state, router).await;
+                            serve_tcp(stream, remote, state, router).await;
                             drop(held);
                         });
                     }
@@ -267,6 +269,61 @@ fn refusal_response(refused: crate::admission::Refused) -> engineio::engine::Htt
     res
 }
 
+/// Serves one plain TCP connection: a WebSocket opened directly on the engine's path
+/// is answered without hyper (the 101 and the open packet in one write); anything
+/// else goes to hyper, with the bytes read so far put back.
+async fn serve_tcp(
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    state: Arc<AppState>,
+    router: Router,
+) {
+    use engineio::FirstRequest;
+    match engineio::read_first_request(stream, HEAD_READ_TIMEOUT).await {
+        FirstRequest::WebSocket(upgrade) => {
+            let engine = state.io.engine().clone();
+            if !engine.matches(upgrade.request().uri().path()) {
+                upgrade.refuse(not_found_response()).await;
+                return;
+            }
+            match admit_handshake(&state, upgrade.request(), remote) {
+                Ok(guard) => engine.serve_direct(upgrade, remote, guard).await,
+                Err(res) => upgrade.refuse(*res).await,
+            }
+        }
+        FirstRequest::Other(io) => serve(TokioIo::new(io), remote, state, router).await,
+        FirstRequest::Gone => {}
+    }
+}
+
+/// Admission for a request to the engine's path: a handshake (no session id yet) needs
+/// a ticket, held by the session; other requests belong to a session admitted before.
+fn admit_handshake<B>(
+    state: &AppState,
+    req: &http::Request<B>,
+    remote: SocketAddr,
+) -> Result<Option<engineio::Guard>, Box<engineio::engine::HttpResponse>> {
+    if !is_handshake(req) {
+        return Ok(None);
+    }
+    match admit(state, req, remote) {
+        Ok(ticket) => Ok(Some(Box::new(ticket) as engineio::Guard)),
+        Err(refused) => {
+            let mut res = refusal_response(refused);
+            state.io.engine().add_cors_headers(req.headers(), &mut res);
+            Err(Box::new(res))
+        }
+    }
+}
+
+fn not_found_response() -> engineio::engine::HttpResponse {
+    let mut res = http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+        b"not found\n",
+    )));
+    *res.status_mut() = StatusCode::NOT_FOUND;
+    res
+}
+
 /// Serves one connection (TCP, or TLS over TCP).
 async fn serve<S>(io: TokioIo<S>, remote: SocketAddr, state: Arc<AppState>, router: Router)
 where
@@ -278,17 +335,9 @@ where
         async move {
             let engine = state.io.engine();
             if engine.matches(req.uri().path()) {
-                let guard = if is_handshake(&req) {
-                    match admit(&state, &req, remote) {
-                        Ok(ticket) => Some(Box::new(ticket) as engineio::Guard),
-                        Err(refused) => {
-                            let mut res = refusal_response(refused);
-                            engine.add_cors_headers(req.headers(), &mut res);
-                            return Ok::<_, Infallible>(res.map(Either::Left));
-                        }
-                    }
-                } else {
-                    None
+                let guard = match admit_handshake(&state, &req, remote) {
+                    Ok(guard) => guard,
+                    Err(res) => return Ok::<_, Infallible>((*res).map(Either::Left)),
                 };
                 let res = engine.handle_with(req, remote, guard).await;
                 Ok::<_, Infallible>(res.map(Either::Left))

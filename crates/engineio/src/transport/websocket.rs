@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use engineio_proto::{ErrorCode, Packet, Transport};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use ws::{CloseCode, Decoder, Frame, Message, OpCode, ProtocolError, Role};
 
+use crate::direct::{response_head, DirectSlot};
 use crate::engine::{error_response, HttpResponse};
 use crate::socket::{Guard, Opening};
 use crate::BoxedStream;
@@ -76,12 +77,26 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
         }
         outbox.probing = true;
     }
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    // Copied now, so the task below holds no part of hyper's request.
+    // Copied now, so the task below holds no part of the request.
     let target = match existing {
         Some(socket) => Target::Upgrade(socket),
         None => Target::New(Opening::new(req.uri(), req.headers(), remote), guard),
     };
+    // Read without hyper (`direct`): the connection is at hand, and the 101 goes out
+    // with the first frames.
+    let direct = req
+        .extensions_mut()
+        .remove::<DirectSlot>()
+        .and_then(|slot| slot.take());
+    if let Some((stream, leftover)) = direct {
+        drop(req);
+        let res = switching_protocols(&accept);
+        let mut conn = Conn::new(engine, stream, &leftover);
+        conn.head = Some(Bytes::from(response_head(&res)));
+        tokio::spawn(run_upgraded(engine.clone(), target, conn));
+        return res;
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
     let engine = engine.clone();
     tokio::spawn(async move {
@@ -113,6 +128,11 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
             }
         }
     });
+    switching_protocols(&accept)
+}
+
+/// The `101 Switching Protocols` answer with `Sec-WebSocket-Accept: accept`.
+fn switching_protocols(accept: &str) -> HttpResponse {
     let mut res = Response::new(Full::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
@@ -121,7 +141,7 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
         header::CONNECTION,
         http::HeaderValue::from_static("Upgrade"),
     );
-    if let Ok(v) = http::HeaderValue::from_str(&accept) {
+    if let Ok(v) = http::HeaderValue::from_str(accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     res
@@ -136,6 +156,13 @@ async fn run_upgraded<H: EngineHandler, S: Stream>(
 ) {
     match target {
         Target::Upgrade(socket) => {
+            // The client waits for the 101 before it probes.
+            if let Some(head) = conn.head.take() {
+                if conn.send(&head).await.is_err() {
+                    socket.outbox.lock().probing = false;
+                    return;
+                }
+            }
             // Boxed: the probe's state is needed once, not for the life of the task.
             if Box::pin(upgrade_from_polling(&engine, &socket, &mut conn)).await {
                 serve(engine, socket, conn);
@@ -181,6 +208,9 @@ struct Conn<S> {
     decoder: Decoder,
     /// Bytes of an incomplete frame; `None` between frames.
     inbuf: Option<BytesMut>,
+    /// The HTTP `101` head, when the transport answers the upgrade itself: written
+    /// before the first frames, in the same write.
+    head: Option<Bytes>,
 }
 
 /// What reading produced.
@@ -199,6 +229,7 @@ impl<S: Stream> Conn<S> {
             stream,
             decoder: Decoder::new(Role::Server, engine.config.max_payload),
             inbuf: (!leftover.is_empty()).then(|| BytesMut::from(leftover)),
+            head: None,
         }
     }
 
@@ -321,8 +352,10 @@ impl<S: Stream> Conn<S> {
 /// Frames taken from the outbound queue and not yet fully written.
 #[derive(Default)]
 struct Batch {
+    /// The HTTP head of a connection the transport answered itself, before the frames.
+    head: Option<Bytes>,
     frames: VecDeque<Frame>,
-    /// Bytes of the first frame already written.
+    /// Bytes already written of the head, or else of the first frame.
     offset: usize,
 }
 
@@ -339,7 +372,7 @@ impl Batch {
         let mut bytes = 0u64;
         let mut packets = 0u64;
         let result = loop {
-            if self.frames.is_empty() {
+            if self.frames.is_empty() && self.head.is_none() {
                 // Everything handed over; a TLS stream still holds records to flush.
                 break match Pin::new(&mut *stream).poll_flush(cx) {
                     Poll::Ready(Ok(())) => Ok(true),
@@ -349,20 +382,36 @@ impl Batch {
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
+            let mut from = self.offset;
+            if let Some(head) = &self.head {
+                slices[0] = IoSlice::new(&head[from..]);
+                n = 1;
+                from = 0;
+            }
             let per_call = if engine.config.coalesce_writes {
-                MAX_IOV
+                MAX_IOV - n
             } else {
                 1
             };
-            for (i, frame) in self.frames.iter().take(per_call).enumerate() {
-                let from = if i == 0 { self.offset } else { 0 };
-                slices[i] = IoSlice::new(&frame.as_bytes()[from..]);
+            for frame in self.frames.iter().take(per_call) {
+                slices[n] = IoSlice::new(&frame.as_bytes()[from..]);
+                from = 0;
                 n += 1;
             }
             match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]) {
                 Poll::Ready(Ok(0)) => break Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(mut written)) => {
                     bytes += written as u64;
+                    if let Some(head) = &self.head {
+                        let left = head.len() - self.offset;
+                        if written < left {
+                            self.offset += written;
+                            continue;
+                        }
+                        written -= left;
+                        self.offset = 0;
+                        self.head = None;
+                    }
                     while let Some(front) = self.frames.front() {
                         let left = front.len() - self.offset;
                         if written >= left {
@@ -471,7 +520,12 @@ async fn run<H: EngineHandler, S: Stream>(
     socket: &Arc<Socket<H::Data>>,
     mut conn: Conn<S>,
 ) {
-    let mut batch: Option<Batch> = None;
+    // A 101 head still to write goes out with what is queued (the open packet).
+    let mut batch: Option<Batch> = conn.head.take().map(|head| Batch {
+        head: Some(head),
+        frames: socket.outbox.lock().take(),
+        offset: 0,
+    });
     let mut close_frame: Option<Frame> = None;
     let mut closing = false;
     let end = std::future::poll_fn(|cx| {
@@ -500,7 +554,11 @@ async fn run<H: EngineHandler, S: Stream>(
                 if batch.is_none() {
                     let frames = outbox.take();
                     if !frames.is_empty() {
-                        batch = Some(Batch { frames, offset: 0 });
+                        batch = Some(Batch {
+                            head: None,
+                            frames,
+                            offset: 0,
+                        });
                     }
                 }
                 // Registered also while a batch waits on the socket, so a close from
