@@ -255,11 +255,14 @@ impl<H: EngineHandler> Engine<H> {
                 crate::transport::websocket::upgrade(self, req, remote, Some(socket), None)
             }
             Transport::Websocket => error_response(ErrorCode::BadRequest),
+            // Boxed: their state (a long-poll, a body being read) is large, and the
+            // futures of every other request, WebSocket handshakes above all, would
+            // otherwise carry room for it.
             Transport::Polling if req.method() == Method::GET => {
-                crate::transport::polling::get(self, socket).await
+                Box::pin(crate::transport::polling::get(self, socket)).await
             }
             Transport::Polling if req.method() == Method::POST => {
-                crate::transport::polling::post(self, socket, req).await
+                Box::pin(crate::transport::polling::post(self, socket, req)).await
             }
             Transport::Polling => error_response(ErrorCode::BadRequest),
         }

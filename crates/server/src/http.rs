@@ -291,7 +291,9 @@ async fn serve_tcp(
                 Err(res) => upgrade.refuse(*res).await,
             }
         }
-        FirstRequest::Other(io) => serve(TokioIo::new(io), remote, state, router).await,
+        // Boxed: hyper's connection state is large, and the WebSocket connections this
+        // task mostly serves should not carry room for it.
+        FirstRequest::Other(io) => Box::pin(serve(TokioIo::new(io), remote, state, router)).await,
         FirstRequest::Gone => {}
     }
 }
