@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use engineio_proto::{ErrorCode, Packet, Transport};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -91,9 +91,9 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
     if let Some((stream, leftover)) = direct {
         drop(req);
         let res = switching_protocols(&accept);
-        let mut conn = Conn::new(engine, stream, &leftover);
-        conn.head = Some(Bytes::from(response_head(&res)));
-        tokio::spawn(run_upgraded(engine.clone(), target, conn));
+        let conn = Conn::new(engine, stream, &leftover);
+        let head = response_head(&res);
+        tokio::spawn(run_upgraded(engine.clone(), target, conn, Some(head)));
         return res;
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -113,14 +113,14 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let conn = Conn::new(&engine, parts.io.into_inner(), &parts.read_buf);
-                return run_upgraded(engine, target, conn).await;
+                return run_upgraded(engine, target, conn, None).await;
             }
             Err(upgraded) => upgraded,
         };
         match upgraded.downcast::<TokioIo<BoxedStream>>() {
             Ok(parts) => {
                 let conn = Conn::new(&engine, parts.io.into_inner(), &parts.read_buf);
-                run_upgraded(engine, target, conn).await;
+                run_upgraded(engine, target, conn, None).await;
             }
             Err(_) => {
                 tracing::error!(%remote, "upgraded connection is neither a TcpStream nor a BoxedStream");
@@ -153,11 +153,12 @@ async fn run_upgraded<H: EngineHandler, S: Stream>(
     engine: Arc<Engine<H>>,
     target: Target<H::Data>,
     mut conn: Conn<S>,
+    head: Option<Vec<u8>>,
 ) {
     match target {
         Target::Upgrade(socket) => {
             // The client waits for the 101 before it probes.
-            if let Some(head) = conn.head.take() {
+            if let Some(head) = head {
                 if conn.send(&head).await.is_err() {
                     socket.outbox.lock().probing = false;
                     return;
@@ -170,9 +171,25 @@ async fn run_upgraded<H: EngineHandler, S: Stream>(
         }
         Target::New(opening, guard) => {
             let socket = engine.open(Transport::Websocket, opening, guard);
-            let open = engine.open_packet(&socket, false);
-            socket.push_control(Frame::server(OpCode::Text, &open));
+            let open = Frame::server(OpCode::Text, &engine.open_packet(&socket, false));
             engine.handler.on_open(&socket);
+            match head {
+                // The 101 and the open packet in one write, ahead of anything queued;
+                // written here, so the connection's long-lived task holds nothing of it.
+                Some(mut first) => {
+                    first.extend_from_slice(open.as_bytes());
+                    if let Err(e) = conn.send(&first).await {
+                        tracing::debug!(sid = %socket.sid(), error = %e, "websocket write failed");
+                        engine.close(&socket, CloseReason::TransportError);
+                        return;
+                    }
+                    EngineStats::add(&engine.stats.bytes_out, open.len() as u64);
+                    EngineStats::add(&engine.stats.packets_out, 1);
+                }
+                None => {
+                    socket.push_control(open);
+                }
+            }
             serve(engine, socket, conn);
         }
     }
@@ -208,9 +225,6 @@ struct Conn<S> {
     decoder: Decoder,
     /// Bytes of an incomplete frame; `None` between frames.
     inbuf: Option<BytesMut>,
-    /// The HTTP `101` head, when the transport answers the upgrade itself: written
-    /// before the first frames, in the same write.
-    head: Option<Bytes>,
 }
 
 /// What reading produced.
@@ -229,7 +243,6 @@ impl<S: Stream> Conn<S> {
             stream,
             decoder: Decoder::new(Role::Server, engine.config.max_payload),
             inbuf: (!leftover.is_empty()).then(|| BytesMut::from(leftover)),
-            head: None,
         }
     }
 
@@ -352,10 +365,8 @@ impl<S: Stream> Conn<S> {
 /// Frames taken from the outbound queue and not yet fully written.
 #[derive(Default)]
 struct Batch {
-    /// The HTTP head of a connection the transport answered itself, before the frames.
-    head: Option<Bytes>,
     frames: VecDeque<Frame>,
-    /// Bytes already written of the head, or else of the first frame.
+    /// Bytes of the first frame already written.
     offset: usize,
 }
 
@@ -372,7 +383,7 @@ impl Batch {
         let mut bytes = 0u64;
         let mut packets = 0u64;
         let result = loop {
-            if self.frames.is_empty() && self.head.is_none() {
+            if self.frames.is_empty() {
                 // Everything handed over; a TLS stream still holds records to flush.
                 break match Pin::new(&mut *stream).poll_flush(cx) {
                     Poll::Ready(Ok(())) => Ok(true),
@@ -382,36 +393,20 @@ impl Batch {
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
-            let mut from = self.offset;
-            if let Some(head) = &self.head {
-                slices[0] = IoSlice::new(&head[from..]);
-                n = 1;
-                from = 0;
-            }
             let per_call = if engine.config.coalesce_writes {
-                MAX_IOV - n
+                MAX_IOV
             } else {
                 1
             };
-            for frame in self.frames.iter().take(per_call) {
-                slices[n] = IoSlice::new(&frame.as_bytes()[from..]);
-                from = 0;
+            for (i, frame) in self.frames.iter().take(per_call).enumerate() {
+                let from = if i == 0 { self.offset } else { 0 };
+                slices[i] = IoSlice::new(&frame.as_bytes()[from..]);
                 n += 1;
             }
             match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]) {
                 Poll::Ready(Ok(0)) => break Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(mut written)) => {
                     bytes += written as u64;
-                    if let Some(head) = &self.head {
-                        let left = head.len() - self.offset;
-                        if written < left {
-                            self.offset += written;
-                            continue;
-                        }
-                        written -= left;
-                        self.offset = 0;
-                        self.head = None;
-                    }
                     while let Some(front) = self.frames.front() {
                         let left = front.len() - self.offset;
                         if written >= left {
@@ -520,12 +515,7 @@ async fn run<H: EngineHandler, S: Stream>(
     socket: &Arc<Socket<H::Data>>,
     mut conn: Conn<S>,
 ) {
-    // A 101 head still to write goes out with what is queued (the open packet).
-    let mut batch: Option<Batch> = conn.head.take().map(|head| Batch {
-        head: Some(head),
-        frames: socket.outbox.lock().take(),
-        offset: 0,
-    });
+    let mut batch: Option<Batch> = None;
     let mut close_frame: Option<Frame> = None;
     let mut closing = false;
     let end = std::future::poll_fn(|cx| {
@@ -554,11 +544,7 @@ async fn run<H: EngineHandler, S: Stream>(
                 if batch.is_none() {
                     let frames = outbox.take();
                     if !frames.is_empty() {
-                        batch = Some(Batch {
-                            head: None,
-                            frames,
-                            offset: 0,
-                        });
+                        batch = Some(Batch { frames, offset: 0 });
                     }
                 }
                 // Registered also while a batch waits on the socket, so a close from
