@@ -18,7 +18,11 @@
 //!   idle, and drains the queue into one vectored write per wakeup.
 //! - `heartbeat`: one sweeper task for all sessions, no timer per connection.
 //! - [`stats`]: [`EngineStats`], atomic counters read by the server's metrics.
-//! - [`serve`]: [`serve_connection`], hyper's HTTP/1.1 with upgrades on an accepted stream.
+//! - [`direct`]: WebSockets opened directly, answered without hyper: the first request
+//!   is read into a small buffer, the `101` and the open packet go out in one write;
+//!   anything else goes on to hyper with the bytes read put back.
+//! - [`serve`]: [`serve_connection`], an accepted TCP connection: the direct path for
+//!   WebSockets, hyper's HTTP/1.1 with upgrades for the rest.
 //!
 //! # Example
 //!

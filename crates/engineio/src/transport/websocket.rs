@@ -1,7 +1,9 @@
 //! The WebSocket transport (`PROTOCOL.md` §1.6, §1.7).
 //!
-//! After hyper's upgrade the raw `TcpStream` is taken back and hyper's leftover read
-//! buffer dropped at once. One task per connection then waits for readiness: reads go
+//! A WebSocket opened directly arrives here without hyper (`direct`), its `101` written
+//! with the open packet; one upgraded through hyper (a polling session's probe, or a
+//! TLS connection) has its stream taken back and hyper's leftover read buffer dropped
+//! at once. One task per connection then waits for readiness: reads go
 //! into a scratch buffer per worker thread, and bytes are kept per connection only while
 //! a frame is incomplete; writes drain the whole outbound queue in vectored writes.
 
