@@ -21,5 +21,5 @@ fi
 # The TLS test makes its certificates with the openssl command.
 command -v openssl >/dev/null || { echo "openssl is required (apt-get install openssl)" >&2; exit 1; }
 export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
-export HERALD_BIN_DIR="${HERALD_BIN_DIR:-$PWD/../../target/debug}"
+export HERALD_BIN_DIR="${HERALD_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/../../target}/debug}"
 exec node --test --test-concurrency=1 --test-reporter=spec ./*.test.mjs

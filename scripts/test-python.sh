@@ -8,6 +8,6 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-export HERALD_BIN_DIR="${HERALD_BIN_DIR:-$PWD/target/debug}"
+export HERALD_BIN_DIR="${HERALD_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug}"
 cd tests/python
 exec "../../$venv/bin/python" -m pytest -q -p no:cacheprovider .
