@@ -50,6 +50,8 @@ pub enum FirstRequest {
 pub struct DirectUpgrade {
     request: Request<Empty<Bytes>>,
     stream: TcpStream,
+    /// The request's head as read, to put back if the request goes to hyper after all.
+    head: Bytes,
     /// Bytes the client sent after its request (frames it did not wait to send).
     leftover: Bytes,
 }
@@ -63,6 +65,18 @@ impl DirectUpgrade {
     /// Answers the request with `res` (a refusal made by the caller) and closes.
     pub async fn refuse(mut self, res: HttpResponse) {
         write_response(&mut self.stream, res).await;
+    }
+
+    /// The connection with everything read from it put back, for hyper (a WebSocket
+    /// request for a path that is not the engine's).
+    pub fn into_stream(self) -> BoxedStream {
+        let mut prefix = BytesMut::with_capacity(self.head.len() + self.leftover.len());
+        prefix.extend_from_slice(&self.head);
+        prefix.extend_from_slice(&self.leftover);
+        Box::new(Rewind {
+            prefix: prefix.freeze(),
+            inner: self.stream,
+        })
     }
 }
 
@@ -104,6 +118,7 @@ pub async fn read_first_request(mut stream: TcpStream, timeout: Duration) -> Fir
             FirstRequest::WebSocket(DirectUpgrade {
                 request,
                 stream,
+                head: buf.freeze(),
                 leftover,
             })
         }
@@ -173,6 +188,7 @@ impl<H: EngineHandler> Engine<H> {
             mut request,
             stream,
             leftover,
+            ..
         } = upgrade;
         let slot = DirectSlot(Arc::new(Mutex::new(Some((stream, leftover)))));
         request.extensions_mut().insert(slot.clone());
@@ -222,8 +238,20 @@ pub async fn write_response(stream: &mut TcpStream, res: HttpResponse) {
     let mut out = response_head(&Response::from_parts(parts, ()));
     out.extend_from_slice(&body);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = stream.write_all(&out).await;
-        let _ = stream.shutdown().await;
+        if stream.write_all(&out).await.is_err() || stream.shutdown().await.is_err() {
+            return;
+        }
+        // Closing with unread bytes would send a reset, which can reach the client
+        // before it reads the answer: read what it still sends (a little, briefly)
+        // until it closes too.
+        let mut sink = [0u8; 4096];
+        let mut budget: usize = 64 * 1024;
+        while budget > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => budget = budget.saturating_sub(n),
+            }
+        }
     })
     .await;
 }
@@ -244,6 +272,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // Let the buffer go: the connection may live long.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

@@ -516,14 +516,20 @@ async fn direct_websocket_answers_in_one_write_and_keeps_early_frames() {
         .unwrap()
         .unwrap();
     let text = String::from_utf8_lossy(&chunk[..got]).into_owned();
-    assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{text}"
+    );
     assert!(
         text.to_ascii_lowercase()
             .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
         "{text}"
     );
     let (_, frames) = text.split_once("\r\n\r\n").unwrap();
-    assert!(frames.contains("0{\"sid\":"), "open packet in the same read: {text:?}");
+    assert!(
+        frames.contains("0{\"sid\":"),
+        "open packet in the same read: {text:?}"
+    );
     assert!(matches!(server.next().await, Event::Open(_)));
     assert_eq!(server.next().await, Event::Message("hi".into()));
 }

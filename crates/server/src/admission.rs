@@ -268,15 +268,15 @@ impl Admission {
     pub fn client_ip<'a>(
         &self,
         peer: SocketAddr,
-        forwarded_for: impl IntoIterator<Item = &'a str>,
+        forwarded_for: impl IntoIterator<Item = &'a [u8]>,
     ) -> IpAddr {
         let peer = canonical(peer.ip());
         if !contains(&self.settings.trusted_proxies, peer) {
             return peer;
         }
-        let hops: Vec<&str> = forwarded_for
+        let hops: Vec<&[u8]> = forwarded_for
             .into_iter()
-            .flat_map(|line| line.split(','))
+            .flat_map(|line| line.split(|&b| b == b','))
             .collect();
         // Walk from the right, past the trusted proxies: the first address no trusted
         // proxy is, is the client. Anything to its left was written by the client
@@ -285,7 +285,10 @@ impl Admission {
         // trusted one) is as far as the header can be believed.
         let mut client = peer;
         for hop in hops.iter().rev() {
-            let Ok(ip) = hop.trim().parse::<IpAddr>().map(canonical) else {
+            let parsed = std::str::from_utf8(hop)
+                .ok()
+                .and_then(|h| h.trim().parse::<IpAddr>().ok());
+            let Some(ip) = parsed.map(canonical) else {
                 break;
             };
             client = ip;
@@ -488,36 +491,57 @@ mod tests {
     fn client_address() {
         let a = Admission::new(settings());
         let peer = |s: &str| SocketAddr::new(ip(s), 1);
-        assert_eq!(a.client_ip(peer("1.2.3.4"), ["9.9.9.9"]), ip("1.2.3.4"));
-        assert_eq!(a.client_ip(peer("10.0.0.1"), ["9.9.9.9"]), ip("9.9.9.9"));
         assert_eq!(
-            a.client_ip(peer("10.0.0.1"), ["6.6.6.6, 9.9.9.9, 10.0.0.2"]),
+            a.client_ip(peer("1.2.3.4"), ["9.9.9.9".as_bytes()]),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            a.client_ip(peer("10.0.0.1"), ["9.9.9.9".as_bytes()]),
+            ip("9.9.9.9")
+        );
+        assert_eq!(
+            a.client_ip(peer("10.0.0.1"), ["6.6.6.6, 9.9.9.9, 10.0.0.2".as_bytes()]),
             ip("9.9.9.9")
         );
         // Several header lines are one list, in order: the client cannot hide behind a
         // second line (a proxy appends to the last one).
         assert_eq!(
-            a.client_ip(peer("10.0.0.1"), ["6.6.6.6", "9.9.9.9, 10.0.0.2"]),
+            a.client_ip(
+                peer("10.0.0.1"),
+                ["6.6.6.6".as_bytes(), "9.9.9.9, 10.0.0.2".as_bytes()]
+            ),
             ip("9.9.9.9")
         );
         assert_eq!(
-            a.client_ip(peer("10.0.0.1"), ["9.9.9.9, 10.0.0.2", "10.0.0.3"]),
+            a.client_ip(
+                peer("10.0.0.1"),
+                ["9.9.9.9, 10.0.0.2".as_bytes(), "10.0.0.3".as_bytes()]
+            ),
             ip("9.9.9.9")
         );
         // Junk ends the walk: nothing left of it is believed, not even a valid address
         // the client wrote further left.
-        assert_eq!(a.client_ip(peer("10.0.0.1"), ["junk"]), ip("10.0.0.1"));
         assert_eq!(
-            a.client_ip(peer("10.0.0.1"), ["6.6.6.6, junk, 10.0.0.2"]),
+            a.client_ip(peer("10.0.0.1"), ["junk".as_bytes()]),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            a.client_ip(peer("10.0.0.1"), ["6.6.6.6, junk, 10.0.0.2".as_bytes()]),
             ip("10.0.0.2")
         );
         assert_eq!(
-            a.client_ip(peer("10.0.0.1"), ["6.6.6.6, 9.9.9.9 junk"]),
+            a.client_ip(peer("10.0.0.1"), ["6.6.6.6, 9.9.9.9 junk".as_bytes()]),
             ip("10.0.0.1")
+        );
+        // An entry that is not text is junk where it stands: the address the proxy
+        // appended after it still counts.
+        assert_eq!(
+            a.client_ip(peer("10.0.0.1"), [b"\xe9, 9.9.9.9".as_slice()]),
+            ip("9.9.9.9")
         );
         // Every hop trusted: the farthest one.
         assert_eq!(
-            a.client_ip(peer("10.0.0.1"), ["10.0.0.5, 10.0.0.2"]),
+            a.client_ip(peer("10.0.0.1"), ["10.0.0.5, 10.0.0.2".as_bytes()]),
             ip("10.0.0.5")
         );
         assert_eq!(
@@ -530,7 +554,7 @@ mod tests {
             "mapped addresses are IPv4"
         );
         assert_eq!(
-            a.client_ip(peer("::ffff:10.1.1.1"), ["9.9.9.9"]),
+            a.client_ip(peer("::ffff:10.1.1.1"), ["9.9.9.9".as_bytes()]),
             ip("9.9.9.9"),
             "a mapped proxy address is trusted"
         );

@@ -66,6 +66,18 @@ pub(crate) async fn run(state: Arc<AppState>) {
     let writing = || engine.stats().websocket_connections.load(Ordering::Relaxed);
     let deadline = tokio::time::Instant::now() + drain.grace;
     while (!engine.is_empty() || writing() > 0) && tokio::time::Instant::now() < deadline {
+        // A session whose handshake was admitted just before the drain began may have
+        // opened after the list above was taken: close those as they appear.
+        // (Collected first: closing takes the session out of the table being walked.)
+        let mut late = Vec::new();
+        engine.for_each(|s| {
+            if !s.is_closed() {
+                late.push(s.clone());
+            }
+        });
+        for session in late {
+            session.close_with(engineio::CloseReason::ServerShutdown);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if engine.is_empty() && writing() == 0 {

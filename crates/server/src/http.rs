@@ -224,13 +224,13 @@ fn admit<B>(
     remote: SocketAddr,
 ) -> Result<crate::admission::Ticket, crate::admission::Refused> {
     let admission = &state.shared.admission;
-    // Every line of the header, in order; a line that is not text is junk and ends
-    // the walk like any other junk entry.
+    // Every line of the header, in order, as bytes: an entry that is not text is junk
+    // where it stands, and does not spoil the entries a proxy appended after it.
     let forwarded = req
         .headers()
         .get_all("x-forwarded-for")
         .iter()
-        .map(|v| v.to_str().unwrap_or("?"));
+        .map(http::HeaderValue::as_bytes);
     let ip = admission.client_ip(remote, forwarded);
     let result = admission.admit(
         ip,
@@ -283,7 +283,9 @@ async fn serve_tcp(
         FirstRequest::WebSocket(upgrade) => {
             let engine = state.io.engine().clone();
             if !engine.matches(upgrade.request().uri().path()) {
-                upgrade.refuse(not_found_response()).await;
+                // Not the engine's: the router answers it, as any other request.
+                let io = upgrade.into_stream();
+                Box::pin(serve(TokioIo::new(io), remote, state, router)).await;
                 return;
             }
             match admit_handshake(&state, upgrade.request(), remote) {
@@ -316,14 +318,6 @@ fn admit_handshake<B>(
             Err(Box::new(res))
         }
     }
-}
-
-fn not_found_response() -> engineio::engine::HttpResponse {
-    let mut res = http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
-        b"not found\n",
-    )));
-    *res.status_mut() = StatusCode::NOT_FOUND;
-    res
 }
 
 /// Serves one connection (TCP, or TLS over TCP).

@@ -199,6 +199,18 @@ fn serves_and_stops_on_sigterm() {
     let mut res = String::new();
     s.read_to_string(&mut res).unwrap();
     assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+    // A WebSocket upgrade for a path that is not the engine's still reaches the
+    // router (WebSockets for the engine's path are answered without it).
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(
+        b"GET /livez HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 256];
+    let n = s.read(&mut head).unwrap();
+    let res = String::from_utf8_lossy(&head[..n]);
+    assert!(res.starts_with("HTTP/1.1 200"), "{res}");
 
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
