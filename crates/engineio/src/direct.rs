@@ -98,6 +98,8 @@ pub async fn read_first_request(mut stream: TcpStream, timeout: Duration) -> Fir
     let read = tokio::time::timeout(timeout, async {
         loop {
             match stream.read_buf(&mut buf).await {
+                // Closed mid-head: hyper gets what was sent and answers as it does.
+                Ok(0) if !buf.is_empty() => return Some(Parsed::Other),
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
@@ -309,5 +311,130 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests unwrap what they set up
+
+    use super::*;
+    use proptest::prelude::*;
+    use tokio::net::TcpListener;
+
+    const HEAD: &[u8] = b"GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n\
+        Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    /// Sends `chunks` over a fresh TCP connection (a pause between them), then closes;
+    /// returns what `read_first_request` made of it and everything the stream then
+    /// yields, the bytes put back first.
+    fn through_tcp(chunks: Vec<Vec<u8>>) -> (&'static str, Vec<u8>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                for chunk in chunks {
+                    s.write_all(&chunk).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                s.shutdown().await.unwrap();
+                // Kept open for reading until the server is done.
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink).await;
+            });
+            let (stream, _) = listener.accept().await.unwrap();
+            let (kind, mut rest): (&'static str, BoxedStream) =
+                match read_first_request(stream, Duration::from_secs(5)).await {
+                    FirstRequest::WebSocket(u) => ("websocket", u.into_stream()),
+                    FirstRequest::Other(io) => ("other", io),
+                    FirstRequest::Gone => return ("gone", Vec::new()),
+                };
+            let mut all = Vec::new();
+            rest.read_to_end(&mut all).await.unwrap();
+            drop(rest);
+            client.await.unwrap();
+            (kind, all)
+        })
+    }
+
+    fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut chunks = Vec::new();
+        let mut from = 0;
+        for p in points.into_iter().chain([bytes.len()]) {
+            if p > from {
+                chunks.push(bytes[from..p].to_vec());
+                from = p;
+            }
+        }
+        chunks
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever arrives, in whatever pieces, nothing read is lost: the stream handed
+        /// on yields exactly the bytes sent. A whole upgrade head is recognised however
+        /// it was split, and whatever follows it is kept.
+        #[test]
+        fn nothing_read_is_lost(
+            upgrade in any::<bool>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..300),
+            cuts in proptest::collection::vec(any::<usize>(), 0..4),
+        ) {
+            let sent = match (upgrade, tail.first()) {
+                (true, _) => [HEAD, &tail].concat(),
+                // Half the time a head cut short, then the connection closed.
+                (false, Some(&b)) if b % 2 == 0 => {
+                    let head = b"GET /engine.io/?EIO=4 HTTP/1.1\r\nHost: x\r\n";
+                    head[..1 + usize::from(b) % head.len()].to_vec()
+                }
+                (false, _) => tail.clone(),
+            };
+            let (kind, got) = through_tcp(split(&sent, &cuts));
+            if sent.is_empty() {
+                prop_assert_eq!(kind, "gone");
+            } else {
+                prop_assert_eq!(&got, &sent);
+                if upgrade {
+                    prop_assert_eq!(kind, "websocket");
+                }
+            }
+        }
+
+        /// The parser never panics, and a head it accepts lies within the input and ends
+        /// the way a head does.
+        #[test]
+        fn parse_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut input = b"GET ".to_vec();
+            input.extend_from_slice(&bytes);
+            for candidate in [&bytes[..], &input[..]] {
+                if let Parsed::WebSocket(_, n) = parse(candidate) {
+                    prop_assert!(n <= candidate.len());
+                    prop_assert!(candidate[..n].ends_with(b"\r\n\r\n"));
+                }
+            }
+        }
+    }
+
+    /// A head longer than what is read here goes to hyper, whole.
+    #[test]
+    fn long_heads_go_to_hyper() {
+        let mut sent = b"GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\n".to_vec();
+        for i in 0..400 {
+            sent.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(20)).as_bytes());
+        }
+        sent.extend_from_slice(b"Upgrade: websocket\r\n\r\n");
+        let (kind, got) = through_tcp(vec![sent.clone()]);
+        assert_eq!(kind, "other");
+        assert_eq!(got, sent);
     }
 }
