@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 
 use crate::engine::HttpResponse;
 use crate::socket::Guard;
-use crate::{BoxedStream, Engine, EngineHandler};
+use crate::{Engine, EngineHandler};
 
 /// The longest request head read here; a longer one goes to hyper.
 const MAX_HEAD: usize = 8 * 1024;
@@ -39,8 +39,10 @@ const MAX_HEADERS: usize = 48;
 pub enum FirstRequest {
     /// A WebSocket upgrade request (`GET` with `Upgrade: websocket`), read whole.
     WebSocket(DirectUpgrade),
-    /// Anything else: the stream, with what was read put back in front, for hyper.
-    Other(BoxedStream),
+    /// Anything else: the stream, with what was read put back in front, for hyper. Serve
+    /// it as `TokioIo<Rewind<TcpStream>>`: a WebSocket upgrade through hyper then takes
+    /// the `TcpStream` back, as from `TokioIo<TcpStream>`.
+    Other(Rewind<TcpStream>),
     /// The peer closed the connection, sent nothing in time, or the read failed.
     Gone,
 }
@@ -69,14 +71,14 @@ impl DirectUpgrade {
 
     /// The connection with everything read from it put back, for hyper (a WebSocket
     /// request for a path that is not the engine's).
-    pub fn into_stream(self) -> BoxedStream {
+    pub fn into_stream(self) -> Rewind<TcpStream> {
         let mut prefix = BytesMut::with_capacity(self.head.len() + self.leftover.len());
         prefix.extend_from_slice(&self.head);
         prefix.extend_from_slice(&self.leftover);
-        Box::new(Rewind {
+        Rewind {
             prefix: prefix.freeze(),
             inner: self.stream,
-        })
+        }
     }
 }
 
@@ -124,10 +126,10 @@ pub async fn read_first_request(mut stream: TcpStream, timeout: Duration) -> Fir
                 leftover,
             })
         }
-        Ok(Some(_)) => FirstRequest::Other(Box::new(Rewind {
+        Ok(Some(_)) => FirstRequest::Other(Rewind {
             prefix: buf.freeze(),
             inner: stream,
-        })),
+        }),
         // Nothing usable in time: hyper would answer nothing either.
         Ok(None) | Err(_) => FirstRequest::Gone,
     }
@@ -259,9 +261,17 @@ pub async fn write_response(stream: &mut TcpStream, res: HttpResponse) {
 }
 
 /// A stream with bytes already read from it put back in front.
+#[derive(Debug)]
 pub struct Rewind<S> {
     prefix: Bytes,
     inner: S,
+}
+
+impl<S> Rewind<S> {
+    /// The stream, and the bytes put back that were not read yet.
+    pub fn into_parts(self) -> (S, Bytes) {
+        (self.inner, self.prefix)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
@@ -349,7 +359,7 @@ mod tests {
                 let _ = s.read_to_end(&mut sink).await;
             });
             let (stream, _) = listener.accept().await.unwrap();
-            let (kind, mut rest): (&'static str, BoxedStream) =
+            let (kind, mut rest): (&'static str, Rewind<TcpStream>) =
                 match read_first_request(stream, Duration::from_secs(5)).await {
                     FirstRequest::WebSocket(u) => ("websocket", u.into_stream()),
                     FirstRequest::Other(io) => ("other", io),

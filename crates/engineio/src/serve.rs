@@ -47,8 +47,8 @@ pub async fn serve_connection<H: EngineHandler>(
             }
         }
     });
-    // The TokioIo<BoxedStream> type matters: the WebSocket transport downcasts the
-    // upgraded connection back to it to take the stream.
+    // The TokioIo<Rewind<TcpStream>> type matters: the WebSocket transport downcasts
+    // the upgraded connection back to it to take the TcpStream.
     let conn = http1_builder().serve_connection(TokioIo::new(io), service);
     if let Err(e) = conn.with_upgrades().await {
         tracing::debug!(%remote, error = %e, "http connection ended with an error");

@@ -571,3 +571,76 @@ async fn direct_websocket_split_heads_and_refusals() {
     assert_eq!(status, 200);
     assert!(body.starts_with("0{"), "{body}");
 }
+
+/// A masked client text frame.
+fn client_text(text: &str) -> Vec<u8> {
+    let key = [7u8, 1, 9, 3];
+    let mut out = vec![0x81, 0x80 | u8::try_from(text.len()).unwrap()];
+    out.extend_from_slice(&key);
+    out.extend(text.bytes().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+/// A WebSocket upgrade that is not the first request on its connection goes through
+/// hyper (after the bytes read to tell were put back) and still takes the connection
+/// over: the upgrade of a polling session on the connection that polled.
+#[tokio::test]
+async fn upgrade_on_a_reused_connection_goes_through_hyper() {
+    let mut server = Server::start(config()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let head = read_past_head(&mut stream, &mut buf, 0).await;
+    let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
+    let length: usize = text
+        .split("content-length: ")
+        .nth(1)
+        .and_then(|r| r.split("\r\n").next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    read_past_head(&mut stream, &mut buf, length).await;
+    let body = String::from_utf8_lossy(&buf[head..head + length]).into_owned();
+    let sid = body
+        .split("\"sid\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(matches!(server.next().await, Event::Open(_)));
+    buf.drain(..head + length);
+
+    let upgrade = UPGRADE_HEAD.replace(
+        "transport=websocket",
+        &format!("transport=websocket&sid={sid}"),
+    );
+    stream.write_all(upgrade.as_bytes()).await.unwrap();
+    let head = read_past_head(&mut stream, &mut buf, 0).await;
+    assert!(
+        buf.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    buf.drain(..head);
+    stream.write_all(&client_text("2probe")).await.unwrap();
+    while buf.len() < 8 {
+        let mut chunk = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("the probe is answered")
+            .unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(&buf[..8], b"\x81\x063probe");
+    stream.write_all(&client_text("5")).await.unwrap();
+    stream
+        .write_all(&client_text("4over websocket"))
+        .await
+        .unwrap();
+    assert_eq!(server.next().await, Event::Message("over websocket".into()));
+}

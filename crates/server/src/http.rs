@@ -346,7 +346,7 @@ where
             }
         }
     });
-    // The TokioIo<TcpStream> (or TokioIo<BoxedStream>) type matters: the WebSocket
+    // The TokioIo<Rewind<TcpStream>> (or TokioIo<BoxedStream>) type matters: the WebSocket
     // transport downcasts the upgraded connection back to it to take the stream.
     let conn = engineio::serve::http1_builder().serve_connection(io, service);
     if let Err(e) = conn.with_upgrades().await {

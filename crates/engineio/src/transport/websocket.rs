@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use ws::{CloseCode, Decoder, Frame, Message, OpCode, ProtocolError, Role};
 
-use crate::direct::{response_head, DirectSlot};
+use crate::direct::{response_head, DirectSlot, Rewind};
 use crate::engine::{error_response, HttpResponse};
 use crate::socket::{Guard, Opening};
 use crate::BoxedStream;
@@ -115,6 +115,21 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let conn = Conn::new(&engine, parts.io.into_inner(), &parts.read_buf);
+                return run_upgraded(engine, target, conn, None).await;
+            }
+            Err(upgraded) => upgraded,
+        };
+        // A TCP connection that reached hyper through `direct`: the TcpStream again,
+        // after what was put back and not read yet (nothing, as a rule) and hyper's
+        // leftover.
+        let upgraded = match upgraded.downcast::<TokioIo<Rewind<TcpStream>>>() {
+            Ok(parts) => {
+                let (stream, unread) = parts.io.into_inner().into_parts();
+                let conn = if unread.is_empty() {
+                    Conn::new(&engine, stream, &parts.read_buf)
+                } else {
+                    Conn::new(&engine, stream, &[&parts.read_buf[..], &unread].concat())
+                };
                 return run_upgraded(engine, target, conn, None).await;
             }
             Err(upgraded) => upgraded,
