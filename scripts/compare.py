@@ -29,6 +29,9 @@ SERVERS = {
     "herald": [str(ROOT / "target/release/bench-server")],
     "socketioxide": [str(ROOT / "target/peers/release/socketioxide-bench-app")],
     "node": ["node", str(ROOT / "bench/peers/node/server.mjs")],
+    # Not a Socket.IO server: the least any server can do for the bench app, on the same
+    # runtime; the floor under every figure (e2e/bench-app/src/bin/floor.rs).
+    "floor": [str(ROOT / "target/release/bench-floor")],
 }
 BENCH = str(ROOT / "target/release/herald-bench")
 
