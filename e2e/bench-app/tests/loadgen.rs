@@ -22,7 +22,11 @@ impl Drop for Server {
 }
 
 fn server() -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bench-server"))
+    start(env!("CARGO_BIN_EXE_bench-server"))
+}
+
+fn start(bin: &str) -> Server {
+    let mut child = Command::new(bin)
         .args(["--port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -200,4 +204,43 @@ fn echo_and_storm() {
         assert_eq!(r["connected"], 300, "{r}");
         assert!(r["handshakes_per_s"].as_f64().unwrap() > 0.0, "{r}");
     }
+}
+
+/// The floor server answers the same scenarios: every echo answered, every broadcast
+/// delivered in order, every connection opened.
+#[test]
+fn floor_server() {
+    let s = start(env!("CARGO_BIN_EXE_bench-floor"));
+    let r = run(
+        &s,
+        &[
+            "echo",
+            "--connections",
+            "20",
+            "--rate",
+            "100",
+            "--duration",
+            "1",
+        ],
+    );
+    assert_eq!(r["acked"], 100, "{r}");
+    let r = run(
+        &s,
+        &[
+            "fanout",
+            "--receivers",
+            "50",
+            "--rate",
+            "10",
+            "--duration",
+            "1",
+            "--drain",
+            "3",
+        ],
+    );
+    assert_eq!(r["deliveries"], 500, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["out_of_order"], 0, "{r}");
+    let r = run(&s, &["connect-storm", "--connections", "100"]);
+    assert_eq!(r["connected"], 100, "{r}");
 }
