@@ -15,7 +15,6 @@
 //! recipient, as a server without encode-once would (for the comparison in
 //! `docs/benchmarks.md`).
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use socketio::{Config, Server};
@@ -25,16 +24,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let port: u16 = args
-        .iter()
-        .position(|a| a == "--port")
-        .and_then(|i| args.get(i + 1).cloned())
-        .or_else(|| std::env::var("PORT").ok())
-        .map_or(Ok(3000), |p| p.parse())
-        .unwrap_or_else(|_| {
-            eprintln!("bench-server: invalid port");
-            std::process::exit(64)
-        });
+    let port = bench_app::port("bench-server", &args);
     let per_recipient = args.iter().any(|a| a == "--encode-per-recipient");
     // Herald's default outbound budget per connection unless told otherwise.
     let outbound: usize = args
@@ -47,13 +37,7 @@ fn main() {
             std::process::exit(64)
         });
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| {
-            eprintln!("bench-server: {e}");
-            std::process::exit(70)
-        });
+    let runtime = bench_app::runtime("bench-server");
     runtime.block_on(async move {
         // Namespace-level handlers: shared by every socket, nothing allocated per socket.
         let server = Server::builder()
@@ -88,23 +72,8 @@ fn main() {
                 },
                 ..Config::default()
             });
-        // A long accept queue (capped by net.core.somaxconn), as the herald binary has.
-        let bound = tokio::net::TcpSocket::new_v4().and_then(|s| {
-            s.set_reuseaddr(true)?;
-            s.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
-            s.listen(65_535)
-        });
-        let listener = match bound {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("bench-server: bind: {e}");
-                std::process::exit(1)
-            }
-        };
         eprintln!("bench-server: open-file limit {fd_limit} (raised to the hard limit), encode per recipient: {per_recipient}, outbound budget {outbound} B");
-        println!("PID {}", std::process::id());
-        println!("LISTENING {}", listener.local_addr().map(|a| a.port()).unwrap_or(port));
-        let _ = std::io::stdout().flush();
+        let listener = bench_app::listen("bench-server", port);
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
             Err(e) => {

@@ -18,13 +18,12 @@
 //! `scripts/compare.py` does; stopped by SIGTERM.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use bytes::BytesMut;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use ws::{Decoder, Frame, Message, OpCode, Role};
 
 #[global_allocator]
@@ -37,37 +36,10 @@ const SID: &str = "floorfloorfloorfloor";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let port: u16 = args
-        .iter()
-        .position(|a| a == "--port")
-        .and_then(|i| args.get(i + 1).cloned())
-        .or_else(|| std::env::var("PORT").ok())
-        .map_or(Ok(3000), |p| p.parse())
-        .unwrap_or_else(|_| {
-            eprintln!("bench-floor: invalid port");
-            std::process::exit(64)
-        });
+    let port = bench_app::port("bench-floor", &args);
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| {
-            eprintln!("bench-floor: {e}");
-            std::process::exit(70)
-        });
-    runtime.block_on(async move {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap_or_else(|e| {
-                eprintln!("bench-floor: {e}");
-                std::process::exit(69)
-            });
-        let port = listener.local_addr().map_or(port, |a| a.port());
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "PID {}", std::process::id());
-        let _ = writeln!(out, "LISTENING {port}");
-        let _ = out.flush();
-        drop(out);
+    bench_app::runtime("bench-floor").block_on(async move {
+        let listener = bench_app::listen("bench-floor", port);
         let rooms = Rooms::default();
         loop {
             let Ok((stream, _)) = listener.accept().await else {
