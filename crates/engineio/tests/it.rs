@@ -644,3 +644,71 @@ async fn upgrade_on_a_reused_connection_goes_through_hyper() {
         .unwrap();
     assert_eq!(server.next().await, Event::Message("over websocket".into()));
 }
+
+/// Sends a packet as soon as it hears of a session.
+struct Greeter;
+
+impl EngineHandler for Greeter {
+    type Data = ();
+    fn on_open(&self, socket: &Arc<Socket<()>>) {
+        let _ = socket.send_text(b"welcome");
+    }
+    fn on_message(&self, _socket: &Arc<Socket<()>>, _text: Bytes) {}
+    fn on_binary(&self, _socket: &Arc<Socket<()>>, _data: Bytes) {}
+    fn on_close(&self, _socket: &Arc<Socket<()>>, _reason: CloseReason) {}
+}
+
+/// A packet the handler sends from `on_open` comes after the open packet, on a
+/// WebSocket answered directly and on one upgraded through hyper.
+#[tokio::test]
+async fn the_open_packet_comes_first() {
+    let engine = Engine::new(config(), Greeter);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, remote) = listener.accept().await.unwrap();
+            tokio::spawn(engineio::serve_connection(engine.clone(), stream, remote));
+        }
+    });
+    for through_hyper in [false, true] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        if through_hyper {
+            // A first request on the connection, so the upgrade is not the first one.
+            stream
+                .write_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let head = read_past_head(&mut stream, &mut buf, 9).await;
+            assert!(buf.starts_with(b"HTTP/1.1 404"));
+            buf.drain(..head + 9); // "Not Found"
+        }
+        stream.write_all(UPGRADE_HEAD.as_bytes()).await.unwrap();
+        let head = read_past_head(&mut stream, &mut buf, 0).await;
+        assert!(buf.starts_with(b"HTTP/1.1 101 "), "{through_hyper}");
+        buf.drain(..head);
+        let mut decoder = ws::Decoder::new(ws::Role::Client, 1 << 20);
+        let mut texts = Vec::new();
+        let mut bytes = bytes::BytesMut::from(&buf[..]);
+        while texts.len() < 2 {
+            while let Some(m) = decoder.decode(&mut bytes).unwrap() {
+                if let ws::Message::Text(t) = m {
+                    texts.push(String::from_utf8(t.to_vec()).unwrap());
+                }
+            }
+            if texts.len() >= 2 {
+                break;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0);
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+        assert!(texts[0].starts_with("0{"), "{through_hyper}: {texts:?}");
+        assert_eq!(texts[1], "4welcome", "{through_hyper}");
+    }
+}

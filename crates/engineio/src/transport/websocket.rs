@@ -189,23 +189,31 @@ async fn run_upgraded<H: EngineHandler, S: Stream>(
         Target::New(opening, guard) => {
             let socket = engine.open(Transport::Websocket, opening, guard);
             let open = Frame::server(OpCode::Text, &engine.open_packet(&socket, false));
-            engine.handler.on_open(&socket);
-            match head {
-                // The 101 and the open packet in one write, ahead of anything queued;
-                // written here, so the connection's long-lived task holds nothing of it.
+            let open_len = open.len() as u64;
+            // The open packet goes first, whatever the handler queues when it hears of
+            // the session.
+            let first = match head {
                 Some(mut first) => {
                     first.extend_from_slice(open.as_bytes());
-                    if let Err(e) = conn.send(&first).await {
-                        tracing::debug!(sid = %socket.sid(), error = %e, "websocket write failed");
-                        engine.close(&socket, CloseReason::TransportError);
-                        return;
-                    }
-                    EngineStats::add(&engine.stats.bytes_out, open.len() as u64);
-                    EngineStats::add(&engine.stats.packets_out, 1);
+                    Some(first)
                 }
                 None => {
                     socket.push_control(open);
+                    None
                 }
+            };
+            engine.handler.on_open(&socket);
+            if let Some(first) = first {
+                // The 101 and the open packet in one write, ahead of anything queued
+                // (the connection's task sends that); written here, so that task holds
+                // nothing of them.
+                if let Err(e) = conn.send(&first).await {
+                    tracing::debug!(sid = %socket.sid(), error = %e, "websocket write failed");
+                    engine.close(&socket, CloseReason::TransportError);
+                    return;
+                }
+                EngineStats::add(&engine.stats.bytes_out, open_len);
+                EngineStats::add(&engine.stats.packets_out, 1);
             }
             serve(engine, socket, conn);
         }
