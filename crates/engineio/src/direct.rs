@@ -52,10 +52,10 @@ pub enum FirstRequest {
 pub struct DirectUpgrade {
     request: Request<Empty<Bytes>>,
     stream: TcpStream,
-    /// The request's head as read, to put back if the request goes to hyper after all.
-    head: Bytes,
-    /// Bytes the client sent after its request (frames it did not wait to send).
-    leftover: Bytes,
+    /// Everything read: the head, then what the client sent after it (frames it did
+    /// not wait to send).
+    read: Bytes,
+    head_len: usize,
 }
 
 impl DirectUpgrade {
@@ -72,11 +72,8 @@ impl DirectUpgrade {
     /// The connection with everything read from it put back, for hyper (a WebSocket
     /// request for a path that is not the engine's).
     pub fn into_stream(self) -> Rewind<TcpStream> {
-        let mut prefix = BytesMut::with_capacity(self.head.len() + self.leftover.len());
-        prefix.extend_from_slice(&self.head);
-        prefix.extend_from_slice(&self.leftover);
         Rewind {
-            prefix: prefix.freeze(),
+            prefix: self.read,
             inner: self.stream,
         }
     }
@@ -117,15 +114,12 @@ pub async fn read_first_request(mut stream: TcpStream, timeout: Duration) -> Fir
     })
     .await;
     match read {
-        Ok(Some(Parsed::WebSocket(request, head_len))) => {
-            let leftover = buf.split_off(head_len).freeze();
-            FirstRequest::WebSocket(DirectUpgrade {
-                request,
-                stream,
-                head: buf.freeze(),
-                leftover,
-            })
-        }
+        Ok(Some(Parsed::WebSocket(request, head_len))) => FirstRequest::WebSocket(DirectUpgrade {
+            request,
+            stream,
+            read: buf.freeze(),
+            head_len,
+        }),
         Ok(Some(_)) => FirstRequest::Other(Rewind {
             prefix: buf.freeze(),
             inner: stream,
@@ -191,9 +185,10 @@ impl<H: EngineHandler> Engine<H> {
         let DirectUpgrade {
             mut request,
             stream,
-            leftover,
-            ..
+            read,
+            head_len,
         } = upgrade;
+        let leftover = read.slice(head_len..);
         let slot = DirectSlot(Arc::new(Mutex::new(Some((stream, leftover)))));
         request.extensions_mut().insert(slot.clone());
         let res = self.handle_with(request, remote, guard).await;
@@ -225,7 +220,7 @@ pub(crate) fn response_head<B>(res: &Response<B>) -> Vec<u8> {
 
 /// Writes a whole response and closes the connection, briefly: a client that does not
 /// read its refusal is not waited for.
-pub async fn write_response(stream: &mut TcpStream, res: HttpResponse) {
+async fn write_response(stream: &mut TcpStream, res: HttpResponse) {
     let (mut parts, body) = res.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),

@@ -26,14 +26,14 @@ pub async fn serve_connection<H: EngineHandler>(
     let _ = stream.set_nodelay(true);
     // A WebSocket opened directly is answered without hyper (`direct`).
     let io = match crate::direct::read_first_request(stream, HEAD_READ_TIMEOUT).await {
-        crate::FirstRequest::WebSocket(upgrade) => {
-            if engine.matches(upgrade.request().uri().path()) {
-                engine.serve_direct(upgrade, remote, None).await;
-            } else {
-                upgrade.refuse(not_found()).await;
-            }
+        crate::FirstRequest::WebSocket(upgrade)
+            if engine.matches(upgrade.request().uri().path()) =>
+        {
+            engine.serve_direct(upgrade, remote, None).await;
             return;
         }
+        // Another path: hyper answers it, as any other request.
+        crate::FirstRequest::WebSocket(upgrade) => upgrade.into_stream(),
         crate::FirstRequest::Other(io) => io,
         crate::FirstRequest::Gone => return,
     };
@@ -55,8 +55,8 @@ pub async fn serve_connection<H: EngineHandler>(
     }
 }
 
-/// Time a client has to send its first request's head (as hyper's header timeout).
-const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's head, read here or by hyper.
+pub const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn not_found() -> crate::engine::HttpResponse {
     let mut res = Response::new(Full::new(Bytes::from_static(b"Not Found")));
@@ -69,7 +69,7 @@ pub fn http1_builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(HEAD_READ_TIMEOUT)
         .keep_alive(true);
     builder
 }

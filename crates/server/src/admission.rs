@@ -194,17 +194,18 @@ pub struct Ticket {
     ip: IpAddr,
     /// What the per-address limits count: the address, or its IPv6 network.
     key: IpAddr,
-    counted: Option<Arc<DashMap<IpAddr, u32>>>,
+    /// The place in the per-address count (none for addresses on the allow list).
+    _counted: Option<Held>,
     /// CONNECTs refused by auth on this connection.
     auth_failures: std::sync::atomic::AtomicU32,
 }
 
 impl Ticket {
-    fn new(ip: IpAddr, key: IpAddr, counted: Option<Arc<DashMap<IpAddr, u32>>>) -> Ticket {
+    fn new(ip: IpAddr, key: IpAddr, counted: Option<Held>) -> Ticket {
         Ticket {
             ip,
             key,
-            counted,
+            _counted: counted,
             auth_failures: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -223,18 +224,6 @@ impl Ticket {
     /// Counts a CONNECT refused by auth on this connection; returns how many so far.
     pub fn auth_failed(&self) -> u32 {
         self.auth_failures.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        if let Some(per_ip) = &self.counted {
-            // Remove the entry with its last connection, under the shard's lock.
-            per_ip.remove_if_mut(&self.key, |_, n| {
-                *n = n.saturating_sub(1);
-                *n == 0
-            });
-        }
     }
 }
 
@@ -351,16 +340,13 @@ impl Admission {
             }
         }
         let max_per_ip = self.settings.max_per_ip;
-        if max_per_ip > 0 {
-            let mut count = self.per_ip.entry(key).or_insert(0);
-            if *count >= max_per_ip {
-                drop(count);
-                return refuse(Refusal::IpConnections, Some(Duration::from_secs(10)));
-            }
-            *count += 1;
-            return Ok(Ticket::new(ip, key, Some(self.per_ip.clone())));
+        if max_per_ip == 0 {
+            return Ok(Ticket::new(ip, key, None));
         }
-        Ok(Ticket::new(ip, key, None))
+        match Held::take(&self.per_ip, key, max_per_ip) {
+            Some(held) => Ok(Ticket::new(ip, key, Some(held))),
+            None => refuse(Refusal::IpConnections, Some(Duration::from_secs(10))),
+        }
     }
 
     /// Counts a refusal decided elsewhere (a CONNECT refused because the server is full).
@@ -434,31 +420,42 @@ impl Admission {
         {
             return Ok(None);
         }
-        let key = self.key(peer);
-        let mut count = self.sockets_per_ip.entry(key).or_insert(0);
-        if *count >= max {
-            drop(count);
-            self.count(Refusal::IpConnections);
-            return Err(Refusal::IpConnections);
+        match Held::take(&self.sockets_per_ip, self.key(peer), max) {
+            Some(held) => Ok(Some(held)),
+            None => {
+                self.count(Refusal::IpConnections);
+                Err(Refusal::IpConnections)
+            }
         }
-        *count += 1;
-        Ok(Some(Held {
-            key,
-            map: self.sockets_per_ip.clone(),
-        }))
     }
 }
 
-/// One TCP connection counted against its peer address; the count goes down when this
-/// is dropped (when the connection ends).
+/// One place in a per-address count (sessions, or TCP connections); the count goes
+/// down when this is dropped.
 #[derive(Debug)]
 pub struct Held {
     key: IpAddr,
     map: Arc<DashMap<IpAddr, u32>>,
 }
 
+impl Held {
+    /// A place under `key` in `map`, unless `key` holds `max` (above 0) already.
+    fn take(map: &Arc<DashMap<IpAddr, u32>>, key: IpAddr, max: u32) -> Option<Held> {
+        let mut count = map.entry(key).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Held {
+            key,
+            map: map.clone(),
+        })
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
+        // Remove the entry with its last place, under the shard's lock.
         self.map.remove_if_mut(&self.key, |_, n| {
             *n = n.saturating_sub(1);
             *n == 0

@@ -33,8 +33,6 @@ use crate::state::AppState;
 
 /// Time a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client has to send its first request's head (as hyper's header timeout).
-const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the router for every path but the Socket.IO one.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -279,7 +277,7 @@ async fn serve_tcp(
     router: Router,
 ) {
     use engineio::FirstRequest;
-    match engineio::read_first_request(stream, HEAD_READ_TIMEOUT).await {
+    match engineio::read_first_request(stream, engineio::serve::HEAD_READ_TIMEOUT).await {
         FirstRequest::WebSocket(upgrade) => {
             let engine = state.io.engine().clone();
             if !engine.matches(upgrade.request().uri().path()) {
