@@ -75,10 +75,33 @@ async function stillServes(socket) {
 }
 
 describe("admission", () => {
+  // Loopback clients are trusted and exempt from the per-address limits by default (a
+  // proxy on the same host, a local load test): a burst past the default connect burst
+  // (100) from one loopback address is admitted whole, and the startup line says so.
+  test("loopback is exempt by default", async () => {
+    const s = await herald({});
+    assert.ok(s.logs.some((l) => l.includes("loopback peers trusted as proxies and exempt from per-address limits")), s.logs.join("\n"));
+    const results = await Promise.all(Array.from({ length: 150 }, () => handshake(s, "127.0.0.2")));
+    assert.deepEqual(results.map((r) => r.status), Array(150).fill(200));
+    // Behind a proxy on the same host, its clients are told apart by X-Forwarded-For.
+    const proxied = await Promise.all(
+      Array.from({ length: 120 }, () => handshake(s, "127.0.0.1", { "x-forwarded-for": "203.0.113.9" })),
+    );
+    const limited = proxied.filter((r) => r.status === 429);
+    assert.ok(limited.length >= 15, `the proxied client was limited ${limited.length} times`);
+    assert.equal(JSON.parse(limited[0].body).code, "connect_rate_exceeded");
+    assert.ok(s.logs.some((l) => l.includes("connection refused from 203.0.113.9")), s.logs.join("\n"));
+  });
+
   // A connect flood from one address hits the rate: 429 with Retry-After and a code; a
-  // client from another address, and one already connected, are not affected.
+  // client from another address, and one already connected, are not affected. The
+  // refusals are logged with the address and the setting, at most a line a second.
   test("connect flood from one address", async () => {
-    const s = await herald({ HERALD_LIMITS__CONNECT_RATE_PER_IP: "5", HERALD_LIMITS__CONNECT_BURST_PER_IP: "10" });
+    const s = await herald({
+      HERALD_SERVER__TRUST_LOOPBACK: "false",
+      HERALD_LIMITS__CONNECT_RATE_PER_IP: "5",
+      HERALD_LIMITS__CONNECT_BURST_PER_IP: "10",
+    });
     const bystander = await connected(s, { localAddress: "127.0.0.3" });
     const results = await Promise.all(Array.from({ length: 40 }, () => handshake(s, "127.0.0.2")));
     const ok = results.filter((r) => r.status === 200);
@@ -93,12 +116,16 @@ describe("admission", () => {
     const other = await connected(s, { localAddress: "127.0.0.4" });
     await stillServes(other);
     assert.ok((await metric(s, 'herald_handshake_refusals_total{reason="connect_rate_exceeded"}')) >= 28);
+    const lines = s.logs.filter((l) => l.includes("connection refused from 127.0.0.2"));
+    assert.ok(lines.length >= 1 && lines.length <= 3, `${lines.length} refusal lines:\n${lines.join("\n")}`);
+    assert.match(lines[0], /limits\.connect_rate_per_ip = 5\/s, limits\.connect_burst_per_ip = 10/);
   });
 
   // X-Forwarded-For counts only from a trusted proxy: spoofed headers from anyone else
   // change nothing, while the proxy's clients are told apart.
   test("spoofed forwarded-for from an untrusted peer", async () => {
     const s = await herald({
+      HERALD_SERVER__TRUST_LOOPBACK: "false",
       HERALD_SERVER__TRUSTED_PROXIES: "127.0.0.5",
       HERALD_LIMITS__CONNECT_RATE_PER_IP: "1",
       HERALD_LIMITS__CONNECT_BURST_PER_IP: "3",
@@ -122,6 +149,7 @@ describe("admission", () => {
   // Concurrent connections per address: the extra one is refused until one closes.
   test("connections per address", async () => {
     const s = await herald({
+      HERALD_SERVER__TRUST_LOOPBACK: "false",
       HERALD_LIMITS__MAX_CONNECTIONS_PER_IP: "3",
       HERALD_SOCKETIO__CORS_ORIGINS: "https://app.test",
     });
@@ -146,7 +174,7 @@ describe("admission", () => {
   // the per-address cap plus 16): past that, new ones are closed at once; others are
   // not affected, and the address gets its share back as they close.
   test("idle TCP connections per address", async () => {
-    const s = await herald({ HERALD_LIMITS__MAX_CONNECTIONS_PER_IP: "2" });
+    const s = await herald({ HERALD_SERVER__TRUST_LOOPBACK: "false", HERALD_LIMITS__MAX_CONNECTIONS_PER_IP: "2" });
     const idle = [];
     for (let i = 0; i < 20; i++) {
       const sock = net.connect({ host: "127.0.0.1", port: s.port, localAddress: "127.0.0.7" });
@@ -169,7 +197,7 @@ describe("admission", () => {
   // Access lists change at run time: denied addresses get 403, allowed ones skip the
   // per-address limits; bad networks are refused with 400.
   test("allow and deny lists through the API", async () => {
-    const s = await herald({ HERALD_LIMITS__MAX_CONNECTIONS_PER_IP: "1" });
+    const s = await herald({ HERALD_SERVER__TRUST_LOOPBACK: "false", HERALD_LIMITS__MAX_CONNECTIONS_PER_IP: "1" });
     let res = await api(s, "POST", "/api/access", { deny: ["127.0.0.7/32"] });
     assert.equal(res.status, 200);
     assert.deepEqual(res.json.deny, ["127.0.0.7/32"]);

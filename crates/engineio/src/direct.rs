@@ -24,8 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::engine::HttpResponse;
-use crate::socket::Guard;
-use crate::{Engine, EngineHandler};
+use crate::{Engine, EngineHandler, Stream};
 
 /// The longest request head read here; a longer one goes to hyper.
 const MAX_HEAD: usize = 8 * 1024;
@@ -36,42 +35,38 @@ const MAX_HEADERS: usize = 48;
 // Made once per connection and moved once: boxing the large variant would only add an
 // allocation.
 #[allow(clippy::large_enum_variant)]
-pub enum FirstRequest {
+pub enum FirstRequest<S> {
     /// A WebSocket upgrade request (`GET` with `Upgrade: websocket`), read whole.
-    WebSocket(DirectUpgrade),
+    WebSocket(DirectUpgrade<S>),
     /// Anything else: the stream, with what was read put back in front, for hyper. Serve
-    /// it as `TokioIo<Rewind<TcpStream>>`: a WebSocket upgrade through hyper then takes
-    /// the `TcpStream` back, as from `TokioIo<TcpStream>`.
-    Other(Rewind<TcpStream>),
+    /// it as `TokioIo<Rewind<S>>` and have the engine handle its requests as
+    /// `Engine::handle::<Rewind<S>, _>`: a WebSocket upgrade through hyper then takes the
+    /// stream back.
+    Other(Rewind<S>),
     /// The peer closed the connection, sent nothing in time, or the read failed.
     Gone,
 }
 
 /// A WebSocket upgrade request and its connection, for [`Engine::serve_direct`].
 #[derive(Debug)]
-pub struct DirectUpgrade {
+pub struct DirectUpgrade<S> {
     request: Request<Empty<Bytes>>,
-    stream: TcpStream,
+    stream: S,
     /// Everything read: the head, then what the client sent after it (frames it did
     /// not wait to send).
     read: Bytes,
     head_len: usize,
 }
 
-impl DirectUpgrade {
+impl<S: Stream> DirectUpgrade<S> {
     /// The request (no body).
     pub fn request(&self) -> &Request<Empty<Bytes>> {
         &self.request
     }
 
-    /// Answers the request with `res` (a refusal made by the caller) and closes.
-    pub async fn refuse(mut self, res: HttpResponse) {
-        write_response(&mut self.stream, res).await;
-    }
-
     /// The connection with everything read from it put back, for hyper (a WebSocket
     /// request for a path that is not the engine's).
-    pub fn into_stream(self) -> Rewind<TcpStream> {
+    pub fn into_stream(self) -> Rewind<S> {
         Rewind {
             prefix: self.read,
             inner: self.stream,
@@ -82,17 +77,22 @@ impl DirectUpgrade {
 /// The stream and the bytes after the request, handed to the WebSocket transport by
 /// [`Engine::serve_direct`] through the request's extensions; left in place when the
 /// request is refused.
-#[derive(Clone)]
-pub(crate) struct DirectSlot(Arc<Mutex<Option<(TcpStream, Bytes)>>>);
+pub(crate) struct DirectSlot<S>(Arc<Mutex<Option<(S, Bytes)>>>);
 
-impl DirectSlot {
-    pub(crate) fn take(&self) -> Option<(TcpStream, Bytes)> {
+impl<S> Clone for DirectSlot<S> {
+    fn clone(&self) -> Self {
+        DirectSlot(self.0.clone())
+    }
+}
+
+impl<S> DirectSlot<S> {
+    pub(crate) fn take(&self) -> Option<(S, Bytes)> {
         self.0.lock().take()
     }
 }
 
 /// Reads the first request's head off `stream`, within `timeout`.
-pub async fn read_first_request(mut stream: TcpStream, timeout: Duration) -> FirstRequest {
+pub async fn read_first_request<S: Stream>(mut stream: S, timeout: Duration) -> FirstRequest<S> {
     let mut buf = BytesMut::with_capacity(2048);
     let read = tokio::time::timeout(timeout, async {
         loop {
@@ -172,15 +172,14 @@ fn parse(buf: &[u8]) -> Parsed {
 }
 
 impl<H: EngineHandler> Engine<H> {
-    /// Serves a WebSocket upgrade read by [`read_first_request`], with `guard` held by a
-    /// new session (see [`Engine::handle_with`]): the `101` head and the open packet go
-    /// out in one write, or the request's refusal is written and the connection closed.
-    /// Returns once the connection runs in a task of its own, or is closed.
-    pub async fn serve_direct(
+    /// Serves a WebSocket upgrade read by [`read_first_request`]: the `101` head and the
+    /// open packet go out in one write, or the request's refusal (by the engine, or by
+    /// the handler's [`admit`](EngineHandler::admit)) is written and the connection
+    /// closed. Returns once the connection runs in a task of its own, or is closed.
+    pub async fn serve_direct<S: Stream>(
         self: &Arc<Self>,
-        upgrade: DirectUpgrade,
+        upgrade: DirectUpgrade<S>,
         remote: SocketAddr,
-        guard: Option<Guard>,
     ) {
         let DirectUpgrade {
             mut request,
@@ -191,7 +190,7 @@ impl<H: EngineHandler> Engine<H> {
         let leftover = read.slice(head_len..);
         let slot = DirectSlot(Arc::new(Mutex::new(Some((stream, leftover)))));
         request.extensions_mut().insert(slot.clone());
-        let res = self.handle_with(request, remote, guard).await;
+        let res = self.handle::<Rewind<S>, _>(request, remote).await;
         if let Some((mut stream, _)) = slot.take() {
             // Not taken by the transport: refused.
             write_response(&mut stream, res).await;
@@ -220,7 +219,7 @@ pub(crate) fn response_head<B>(res: &Response<B>) -> Vec<u8> {
 
 /// Writes a whole response and closes the connection, briefly: a client that does not
 /// read its refusal is not waited for.
-async fn write_response(stream: &mut TcpStream, res: HttpResponse) {
+async fn write_response<S: Stream>(stream: &mut S, res: HttpResponse) {
     let (mut parts, body) = res.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -263,9 +262,44 @@ pub struct Rewind<S> {
 }
 
 impl<S> Rewind<S> {
+    /// `inner`, with `prefix` to be read first.
+    pub fn new(inner: S, prefix: Bytes) -> Rewind<S> {
+        Rewind { prefix, inner }
+    }
+
     /// The stream, and the bytes put back that were not read yet.
     pub fn into_parts(self) -> (S, Bytes) {
         (self.inner, self.prefix)
+    }
+}
+
+/// A stream hyper serves, whose WebSocket upgrades take the stream back: hyper hands an
+/// upgraded connection over as the I/O it was given, `TokioIo<C>`, and the engine reads
+/// the stream and any bytes not yet read out of it. The engine's own
+/// [`serve_connection`](crate::serve_connection) serves `Rewind<S>`; a caller that runs
+/// hyper on a `TcpStream` itself has the engine handle its requests as
+/// `Engine::handle::<TcpStream, _>`.
+pub trait Connection: Stream {
+    /// The stream the WebSocket transport runs on.
+    type Stream: Stream;
+
+    /// The stream, and bytes read from it but not consumed yet.
+    fn into_stream(self) -> (Self::Stream, Bytes);
+}
+
+impl Connection for TcpStream {
+    type Stream = TcpStream;
+
+    fn into_stream(self) -> (TcpStream, Bytes) {
+        (self, Bytes::new())
+    }
+}
+
+impl<S: Stream> Connection for Rewind<S> {
+    type Stream = S;
+
+    fn into_stream(self) -> (S, Bytes) {
+        self.into_parts()
     }
 }
 

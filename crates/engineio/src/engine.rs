@@ -12,10 +12,13 @@ use hyper::body::Body;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use ws::{Frame, OpCode};
 
 use crate::socket::{self, Closer, Guard, Opening};
-use crate::{CloseReason, Config, EngineHandler, EngineStats, Socket};
+use crate::{
+    CloseReason, Config, Connection, EngineHandler, EngineStats, Handshake, Refusal, Socket,
+};
 
 /// The response type of the engine's HTTP handling.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -23,7 +26,8 @@ pub type HttpResponse = Response<Full<Bytes>>;
 /// An Engine.IO server: sessions, transports and heartbeat for one path.
 ///
 /// Built with [`Engine::new`] inside a Tokio runtime (it starts the heartbeat sweeper).
-/// Requests reach it through [`Engine::handle`] or [`serve_connection`](crate::serve_connection).
+/// Connections reach it through [`serve_connection`](crate::serve_connection), or
+/// requests through [`Engine::handle`].
 pub struct Engine<H: EngineHandler> {
     pub(crate) config: Config,
     pub(crate) handler: H,
@@ -36,6 +40,9 @@ pub struct Engine<H: EngineHandler> {
     lingering: Mutex<Vec<(Sid, u64)>>,
     pub(crate) frames: Frames,
     pub(crate) shutdown: CancellationToken,
+    /// Every task the engine spawns for a connection (upgrades, WebSocket connections):
+    /// a shutdown waits on it, not on a gauge.
+    pub(crate) tracker: TaskTracker,
 }
 
 /// Frames every session shares, encoded once.
@@ -83,6 +90,7 @@ impl<H: EngineHandler> Engine<H> {
                 pong_probe: Frame::server(OpCode::Text, b"3probe"),
             },
             shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
         });
         tokio::spawn(crate::heartbeat::sweep(Arc::downgrade(&engine)));
         engine
@@ -101,6 +109,19 @@ impl<H: EngineHandler> Engine<H> {
     /// The engine's counters.
     pub fn stats(&self) -> &Arc<EngineStats> {
         &self.stats
+    }
+
+    /// The tasks the engine spawned for connections. Once [`Engine::close_all`] ran (or
+    /// the caller closed the tracker), `tracker().wait()` resolves when the last of them
+    /// has written its last frames and ended.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Cancelled when the engine shuts down ([`Engine::close_all`]): connections served
+    /// by [`serve_connection`](crate::serve_connection) stop taking requests then.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
     }
 
     /// The open session with id `sid`.
@@ -133,7 +154,8 @@ impl<H: EngineHandler> Engine<H> {
         }
     }
 
-    /// Closes every session with `reason` and stops the sweeper.
+    /// Closes every session with `reason`, stops the sweeper, tells connections to stop
+    /// taking requests, and closes the tracker (no new connection tasks are expected).
     pub fn close_all(&self, reason: CloseReason) {
         let mut all = Vec::with_capacity(self.sessions.len());
         self.for_each(|s| all.push(s.clone()));
@@ -141,6 +163,7 @@ impl<H: EngineHandler> Engine<H> {
             self.close(&s, reason);
         }
         self.shutdown.cancel();
+        self.tracker.close();
     }
 
     /// Whether `path` is served by this engine (prefix match, as the Node server does).
@@ -156,30 +179,21 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     /// Answers one HTTP request for the engine's path: a polling GET or POST, a
-    /// WebSocket upgrade, a CORS preflight, or an error.
-    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, remote: SocketAddr) -> HttpResponse
+    /// WebSocket upgrade, a CORS preflight, or an error. A request that opens a session
+    /// is first put to the handler's [`admit`](EngineHandler::admit).
+    ///
+    /// `C` is the connection hyper serves the request on (`TokioIo<C>`): a WebSocket
+    /// upgrade takes its stream back from it. [`serve_connection`](crate::serve_connection)
+    /// serves `Rewind<S>`; a caller running hyper on a `TcpStream` names `TcpStream`.
+    pub async fn handle<C, B>(self: &Arc<Self>, req: Request<B>, remote: SocketAddr) -> HttpResponse
     where
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        self.handle_with(req, remote, None).await
-    }
-
-    /// As [`Engine::handle`]; when the request opens a session, the session holds
-    /// `guard` until it closes (otherwise it is dropped with the request).
-    pub async fn handle_with<B>(
-        self: &Arc<Self>,
-        req: Request<B>,
-        remote: SocketAddr,
-        guard: Option<Guard>,
-    ) -> HttpResponse
-    where
+        C: Connection,
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let allow_origin = self.allowed_origin(req.headers());
         let upgrade = is_upgrade(&req);
-        let mut res = self.route(req, remote, guard).await;
+        let mut res = self.route::<C, B>(req, remote).await;
         if upgrade && res.status() != StatusCode::SWITCHING_PROTOCOLS {
             // A refused upgrade ends the connection, as the Node server does: the client
             // has no use for an HTTP connection it meant to turn into a WebSocket.
@@ -194,15 +208,6 @@ impl<H: EngineHandler> Engine<H> {
         res
     }
 
-    /// Adds the CORS headers the engine's own answers carry to `res`, an answer made
-    /// elsewhere to a request with `headers` (a handshake refused before it reached
-    /// the engine): without them a browser hides the answer from the client.
-    pub fn add_cors_headers(&self, headers: &http::HeaderMap, res: &mut HttpResponse) {
-        if let (Some(origin), Some(cors)) = (self.allowed_origin(headers), &self.config.cors) {
-            add_cors(res, &origin, cors.credentials);
-        }
-    }
-
     fn allowed_origin(&self, headers: &http::HeaderMap) -> Option<String> {
         self.config.cors.as_ref().and_then(|c| {
             let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
@@ -210,13 +215,9 @@ impl<H: EngineHandler> Engine<H> {
         })
     }
 
-    async fn route<B>(
-        self: &Arc<Self>,
-        req: Request<B>,
-        remote: SocketAddr,
-        guard: Option<Guard>,
-    ) -> HttpResponse
+    async fn route<C, B>(self: &Arc<Self>, req: Request<B>, remote: SocketAddr) -> HttpResponse
     where
+        C: Connection,
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -237,23 +238,39 @@ impl<H: EngineHandler> Engine<H> {
             if req.method() != Method::GET {
                 return error_response(ErrorCode::BadHandshakeMethod);
             }
+            if transport == Transport::Websocket && !upgrade {
+                return error_response(ErrorCode::BadRequest);
+            }
+            let handshake = Handshake {
+                remote,
+                transport,
+                uri: req.uri(),
+                headers: req.headers(),
+            };
+            let guard = match self.handler.admit(&handshake) {
+                Ok(guard) => guard,
+                Err(refusal) => return refusal_response(&refusal),
+            };
             return match transport {
                 Transport::Polling => {
                     crate::transport::polling::handshake(self, req, remote, guard)
                 }
-                Transport::Websocket if upgrade => {
-                    crate::transport::websocket::upgrade(self, req, remote, None, guard)
+                Transport::Websocket => {
+                    crate::transport::websocket::upgrade::<H, B, C>(self, req, remote, None, guard)
                 }
-                Transport::Websocket => error_response(ErrorCode::BadRequest),
             };
         };
         let Some(socket) = Sid::parse(sid).and_then(|sid| self.live(sid)) else {
             return error_response(ErrorCode::UnknownSid);
         };
         match transport {
-            Transport::Websocket if upgrade => {
-                crate::transport::websocket::upgrade(self, req, remote, Some(socket), None)
-            }
+            Transport::Websocket if upgrade => crate::transport::websocket::upgrade::<H, B, C>(
+                self,
+                req,
+                remote,
+                Some(socket),
+                None,
+            ),
             Transport::Websocket => error_response(ErrorCode::BadRequest),
             // Boxed: their state (a long-poll, a body being read) is large, and the
             // futures of every other request, WebSocket handshakes above all, would
@@ -524,6 +541,44 @@ pub(crate) fn error_response(code: ErrorCode) -> HttpResponse {
         http::HeaderValue::from_static("application/json"),
     );
     res
+}
+
+/// The answer to a handshake the handler refused: the status, `Retry-After` in whole
+/// seconds when waiting helps, and a JSON body with the code.
+fn refusal_response(refusal: &Refusal) -> HttpResponse {
+    let mut body = String::with_capacity(32 + refusal.code.len() + refusal.message.len());
+    body.push_str("{\"code\":");
+    json_string(&mut body, &refusal.code);
+    body.push_str(",\"message\":");
+    json_string(&mut body, &refusal.message);
+    body.push('}');
+    let mut res = text_response(refusal.status, "application/json", Bytes::from(body));
+    let h = res.headers_mut();
+    if let Some(after) = refusal.retry_after {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        h.insert(header::RETRY_AFTER, http::HeaderValue::from(secs.max(1)));
+    }
+    // A refused client has no use for the connection (and one being limited should not
+    // keep it).
+    h.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    res
+}
+
+/// Appends `s` to `out` as a JSON string.
+fn json_string(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// A plain answer with a status and a short text body.

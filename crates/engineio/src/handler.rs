@@ -1,10 +1,43 @@
 //! The trait the layer above implements, and why sessions end.
 
+use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use http::{HeaderMap, StatusCode, Uri};
 
-use crate::Socket;
+use crate::{Guard, Socket, Transport};
+
+/// A request that would open a new session, as [`EngineHandler::admit`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Handshake<'a> {
+    /// The peer's address (a proxy's, behind one).
+    pub remote: SocketAddr,
+    /// The transport it opens.
+    pub transport: Transport,
+    /// The request's URI (path and query).
+    pub uri: &'a Uri,
+    /// The request's headers (`X-Forwarded-For`, `Origin`, cookies...).
+    pub headers: &'a HeaderMap,
+}
+
+/// A handshake refused by [`EngineHandler::admit`]: answered with `status` and the JSON
+/// body `{ "code": code, "message": message }` (with the CORS headers of the engine's
+/// own answers, and `Retry-After` in whole seconds when given), then the connection is
+/// closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The HTTP status (429, 503, 403...).
+    pub status: StatusCode,
+    /// A short machine-readable code.
+    pub code: Cow<'static, str>,
+    /// What the client is told.
+    pub message: Cow<'static, str>,
+    /// When trying again may help.
+    pub retry_after: Option<Duration>,
+}
 
 /// Callbacks from the engine into the layer above (the Socket.IO layer).
 ///
@@ -14,6 +47,19 @@ use crate::Socket;
 pub trait EngineHandler: Send + Sync + 'static {
     /// Per-session state the handler keeps inside [`Socket`].
     type Data: Default + Send + Sync + 'static;
+
+    /// Decides on a request that would open a session, before anything is made for it;
+    /// called once per such request, whatever the transport and the path it came by.
+    /// The [`Guard`] returned, if any, is held by the session until it closes (a place
+    /// in a count of connections, say). Admits everyone by default.
+    ///
+    /// # Errors
+    ///
+    /// The [`Refusal`] the client gets instead of a session.
+    fn admit(&self, handshake: &Handshake<'_>) -> Result<Option<Guard>, Refusal> {
+        let _ = handshake;
+        Ok(None)
+    }
 
     /// A session opened. Packets sent from here go out after the open packet.
     fn on_open(&self, socket: &Arc<Socket<Self::Data>>);

@@ -1,9 +1,10 @@
 //! Engine.IO v4 server (`PROTOCOL.md` §1): sessions over WebSocket and HTTP long-polling,
 //! the upgrade between them, the heartbeat, and a per-session outbound queue.
 //!
-//! The crate binds nothing. It is given HTTP requests (with the peer's address) by the
-//! caller's accept loop, or whole TCP connections through [`serve_connection`], and it
-//! calls up into the layer above through [`EngineHandler`].
+//! The crate binds nothing. It is given whole connections through [`serve_connection`]
+//! (or HTTP requests, with the peer's address, through [`Engine::handle`]) by the
+//! caller's accept loop, and it calls up into the layer above through [`EngineHandler`]:
+//! to admit a new session ([`EngineHandler::admit`]), then with its messages.
 //!
 //! # Layout
 //!
@@ -21,8 +22,9 @@
 //! - [`direct`]: WebSockets opened directly, answered without hyper: the first request
 //!   is read into a small buffer, the `101` and the open packet go out in one write;
 //!   anything else goes on to hyper with the bytes read put back.
-//! - [`serve`]: [`serve_connection`], an accepted TCP connection: the direct path for
-//!   WebSockets, hyper's HTTP/1.1 with upgrades for the rest.
+//! - [`serve`]: [`serve_connection`], an accepted connection (TCP, TLS, any
+//!   [`Stream`]): the direct path for WebSockets, hyper's HTTP/1.1 with upgrades for the
+//!   rest, other paths to the caller's fallback service.
 //!
 //! # Example
 //!
@@ -51,7 +53,7 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! loop {
 //!     let (stream, remote) = listener.accept().await?;
-//!     tokio::spawn(engineio::serve_connection(engine.clone(), stream, remote));
+//!     tokio::spawn(engineio::serve_connection(engine.clone(), stream, remote, engineio::NotFound));
 //! }
 //! # }
 //! ```
@@ -67,22 +69,16 @@ pub mod stats;
 mod transport;
 
 pub use config::{Config, Cors};
-pub use direct::{read_first_request, DirectUpgrade, FirstRequest};
+pub use direct::{read_first_request, Connection, DirectUpgrade, FirstRequest, Rewind};
 pub use engine::Engine;
 pub use engineio_proto::{Sid, Transport};
-pub use handler::{CloseReason, EngineHandler};
-pub use serve::serve_connection;
+pub use handler::{CloseReason, EngineHandler, Handshake, Refusal};
+pub use serve::{serve_connection, Fallback, NotFound};
 pub use socket::{Guard, SendError, Socket};
 pub use stats::EngineStats;
 
-/// A connection that is not a plain `TcpStream` (TLS, say): serve it to hyper as
-/// `TokioIo<BoxedStream>` and WebSocket upgrades on it work like those on TCP.
-pub type BoxedStream = Box<dyn AsyncStream>;
+/// A stream a connection runs on: a `TcpStream`, a TLS stream over one, anything that
+/// reads and writes. The WebSocket transport runs on the stream's own type (no box).
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
 
-/// What a [`BoxedStream`] must be.
-pub trait AsyncStream:
-    tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static
-{
-}
-
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> AsyncStream for T {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}

@@ -119,6 +119,12 @@ pub(crate) struct Outbox {
     pub(crate) get_active: bool,
     /// A polling POST is being read.
     pub(crate) post_active: bool,
+    /// Frames at the front of `queue` that a WebSocket writes on their own, before the
+    /// rest (0: none); see [`Socket::write_boundary`].
+    boundary: u16,
+    /// The frames after a boundary wait until the write before it is done and the
+    /// runtime had a turn ([`Socket::release`]).
+    pub(crate) held: bool,
     /// The task that drains the queue (the WebSocket connection or the pending polling
     /// GET; never both), registered while it waits. A waker slot instead of a `Notify`
     /// keeps the connection task small: it is set under the lock senders take anyway.
@@ -131,7 +137,28 @@ impl Outbox {
     /// Takes every queued frame.
     pub(crate) fn take(&mut self) -> VecDeque<Frame> {
         self.bytes = 0;
+        self.boundary = 0;
+        self.held = false;
         std::mem::take(&mut self.queue)
+    }
+
+    /// Takes the frames a WebSocket writes next: nothing while they are held; up to the
+    /// write boundary, if one is set and frames follow it (then `true`: write them on
+    /// their own; the rest is held until [`Socket::release`]); else all of them.
+    pub(crate) fn take_batch(&mut self) -> (VecDeque<Frame>, bool) {
+        if self.held {
+            return (VecDeque::new(), false);
+        }
+        let boundary = usize::from(std::mem::take(&mut self.boundary));
+        if boundary == 0 || boundary >= self.queue.len() {
+            // Nothing queued behind the boundary: nothing to hold.
+            return (self.take(), false);
+        }
+        self.held = true;
+        let rest = self.queue.split_off(boundary);
+        let front = std::mem::replace(&mut self.queue, rest);
+        self.bytes -= front.iter().map(Frame::len).sum::<usize>();
+        (front, true)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -180,6 +207,8 @@ impl<D> Socket<D> {
                 upgrading: false,
                 get_active: false,
                 post_active: false,
+                boundary: 0,
+                held: false,
                 waker: None,
                 guard: None,
             }),
@@ -333,6 +362,23 @@ impl<D> Socket<D> {
         Ok(())
     }
 
+    /// Marks what is queued so far to go out on a WebSocket in a write of its own, and
+    /// what is queued after it to follow 1 ms later. The Node server writes a packet
+    /// sent while a write is under way in a later write; a client that takes the
+    /// messages of one read all at once while it waits for them one by one (the
+    /// official protocol suite's, after a CONNECT reply) misses the second otherwise.
+    /// For rare packets only (a CONNECT reply): it costs a write and a timer.
+    pub fn write_boundary(&self) {
+        let mut outbox = self.outbox.lock();
+        outbox.boundary = u16::try_from(outbox.queue.len()).unwrap_or(u16::MAX);
+    }
+
+    /// Lets the frames held after a write boundary go (see [`Outbox::take_batch`]).
+    pub(crate) fn release(&self) {
+        self.outbox.lock().held = false;
+        self.wake();
+    }
+
     /// Queues a control frame (ping, pong, noop) regardless of the byte budget.
     pub(crate) fn push_control(&self, frame: Frame) -> bool {
         let waker;
@@ -444,6 +490,52 @@ mod tests {
         assert_eq!(taken.len(), 1);
         assert_eq!(s.outbox.lock().queue.capacity(), 0);
         assert_eq!(s.outbox.lock().bytes, 0);
+    }
+
+    /// A write boundary: the frames before it are taken alone and the rest held (not
+    /// taken, counted in the budget) until released; then taken whole. A boundary with
+    /// nothing after it holds nothing; polling's `take` ignores it.
+    #[test]
+    fn write_boundary_holds_what_follows() {
+        let s = socket(1000);
+        s.send_text(b"reply").unwrap();
+        s.write_boundary();
+        s.send_text(b"first event").unwrap();
+        s.send_text(b"second event").unwrap();
+        let (front, alone) = s.outbox.lock().take_batch();
+        assert!(alone);
+        assert_eq!(front.len(), 1);
+        assert_eq!(
+            s.outbox.lock().bytes,
+            message_frame(b"first event").len() * 2 + 1
+        );
+        s.send_text(b"third event").unwrap();
+        let (held, alone) = s.outbox.lock().take_batch();
+        assert!(held.is_empty() && !alone, "held until released");
+        s.release();
+        let (rest, alone) = s.outbox.lock().take_batch();
+        assert_eq!(rest.len(), 3);
+        assert!(!alone);
+        assert_eq!(s.outbox.lock().bytes, 0);
+
+        s.send_text(b"reply").unwrap();
+        s.write_boundary();
+        let (front, alone) = s.outbox.lock().take_batch();
+        assert_eq!((front.len(), alone), (1, false), "nothing to hold");
+        s.send_text(b"later").unwrap();
+        assert_eq!(s.outbox.lock().take_batch().0.len(), 1);
+
+        s.send_text(b"reply").unwrap();
+        s.write_boundary();
+        s.send_text(b"event").unwrap();
+        assert_eq!(s.outbox.lock().take().len(), 2);
+        assert_eq!(s.outbox.lock().take_batch().0.len(), 0);
+        s.send_text(b"next").unwrap();
+        assert_eq!(
+            s.outbox.lock().take_batch().0.len(),
+            1,
+            "take resets the boundary"
+        );
     }
 
     /// The byte budget refuses a packet that would exceed it, but an empty queue takes

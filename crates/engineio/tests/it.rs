@@ -81,7 +81,13 @@ impl Server {
         tokio::spawn(async move {
             loop {
                 let (stream, remote) = listener.accept().await.unwrap();
-                tokio::spawn(engineio::serve_connection(e.clone(), stream, remote));
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(engineio::serve_connection(
+                    e.clone(),
+                    stream,
+                    remote,
+                    engineio::NotFound,
+                ));
             }
         });
         Server {
@@ -676,7 +682,13 @@ async fn the_open_packet_comes_first() {
     tokio::spawn(async move {
         loop {
             let (stream, remote) = listener.accept().await.unwrap();
-            tokio::spawn(engineio::serve_connection(engine.clone(), stream, remote));
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(engineio::serve_connection(
+                engine.clone(),
+                stream,
+                remote,
+                engineio::NotFound,
+            ));
         }
     });
     for through_hyper in [false, true] {

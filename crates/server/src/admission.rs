@@ -125,6 +125,16 @@ pub fn parse_nets(list: &[String]) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
+/// The loopback networks, 127.0.0.0/8 and ::1.
+pub fn loopback_nets() -> [IpNet; 2] {
+    [
+        IpNet::V4(
+            ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default(),
+        ),
+        IpNet::V6(ipnet::Ipv6Net::new(std::net::Ipv6Addr::LOCALHOST, 128).unwrap_or_default()),
+    ]
+}
+
 fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
     let ip = canonical(ip);
     nets.iter().any(|n| n.contains(&ip))
@@ -166,6 +176,10 @@ pub struct Settings {
     pub ipv6_prefix_len: u8,
     /// The lists at start.
     pub lists: AccessLists,
+    /// Loopback clients (127.0.0.0/8, ::1) are exempt from the per-address limits: a
+    /// proxy on the same host, or a load test from it, would otherwise count every
+    /// client as one address. (They are trusted proxies too; see `server.trust_loopback`.)
+    pub exempt_loopback: bool,
 }
 
 /// Admission control; shared by every connection.
@@ -177,6 +191,43 @@ pub struct Admission {
     sockets_per_ip: Arc<DashMap<IpAddr, u32>>,
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
     refusals: [AtomicU64; Refusal::ALL.len()],
+    log: RefusalLog,
+}
+
+/// Lines about refusals, at most one a second per reason, each with how many were not
+/// written since: an operator can find out why clients are turned away without a
+/// flood of lines when many are.
+#[derive(Debug)]
+struct RefusalLog {
+    epoch: tokio::time::Instant,
+    /// When the last line of each reason was written, in ms since `epoch` (plus one: 0
+    /// is never).
+    last: [AtomicU64; Refusal::ALL.len()],
+    /// Refusals of each reason not written since.
+    unwritten: [AtomicU64; Refusal::ALL.len()],
+}
+
+impl RefusalLog {
+    /// Whether a line may be written now for `reason`; if so, how many refusals of that
+    /// reason went unwritten before it.
+    fn take(&self, reason: Refusal) -> Option<u64> {
+        let i = reason.index();
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.last[i].load(Ordering::Relaxed);
+        if last != 0 && now < last + 1000 {
+            self.unwritten[i].fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        // One writer per second wins; the others count as unwritten.
+        if self.last[i]
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.unwritten[i].fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.unwritten[i].swap(0, Ordering::Relaxed))
+    }
 }
 
 impl std::fmt::Debug for Admission {
@@ -244,6 +295,11 @@ impl Admission {
             sockets_per_ip: Arc::new(DashMap::new()),
             rate,
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+            log: RefusalLog {
+                epoch: tokio::time::Instant::now(),
+                last: std::array::from_fn(|_| AtomicU64::new(0)),
+                unwritten: std::array::from_fn(|_| AtomicU64::new(0)),
+            },
         }
     }
 
@@ -309,6 +365,7 @@ impl Admission {
     pub fn admit(&self, ip: IpAddr, sessions: usize, draining: bool) -> Result<Ticket, Refused> {
         let refuse = |reason: Refusal, retry_after: Option<Duration>| {
             self.refusals[reason.index()].fetch_add(1, Ordering::Relaxed);
+            self.log_refusal(reason, ip, false);
             Err(Refused {
                 reason,
                 retry_after,
@@ -319,7 +376,10 @@ impl Admission {
         }
         let (denied, exempt) = {
             let lists = self.lists.read();
-            (contains(&lists.deny, ip), contains(&lists.allow, ip))
+            (
+                contains(&lists.deny, ip),
+                contains(&lists.allow, ip) || self.exempt(ip),
+            )
         };
         if denied {
             return refuse(Refusal::Denied, None);
@@ -346,6 +406,88 @@ impl Admission {
         match Held::take(&self.per_ip, key, max_per_ip) {
             Some(held) => Ok(Ticket::new(ip, key, Some(held))),
             None => refuse(Refusal::IpConnections, Some(Duration::from_secs(10))),
+        }
+    }
+
+    /// Logs a refusal (at most a line a second per reason) with the address and the
+    /// setting that refused it; `tcp` for a connection closed before its handshake.
+    fn log_refusal(&self, reason: Refusal, ip: IpAddr, tcp: bool) {
+        let setting = match reason {
+            // The drain refuses everyone; it is logged once, by the drain.
+            Refusal::Draining => return,
+            Refusal::Denied => "access.deny".to_owned(),
+            Refusal::ServerFull => format!(
+                "limits.max_connections = {} (with headroom {})",
+                self.settings.max_connections,
+                (self.settings.max_connections / 50).max(16)
+            ),
+            Refusal::IpConnections if tcp => format!(
+                "limits.max_connections_per_ip = {}: TCP connections per address are capped                  at {} before their handshake",
+                self.settings.max_per_ip,
+                self.sockets_per_ip().unwrap_or(0)
+            ),
+            Refusal::IpConnections => {
+                format!("limits.max_connections_per_ip = {}", self.settings.max_per_ip)
+            }
+            Refusal::IpRate => match self.settings.rate_per_ip {
+                Some((rate, burst)) => format!(
+                    "limits.connect_rate_per_ip = {rate}/s, limits.connect_burst_per_ip = {burst}"
+                ),
+                None => "limits.connect_rate_per_ip".to_owned(),
+            },
+        };
+        let Some(unwritten) = self.log.take(reason) else {
+            return;
+        };
+        tracing::info!(
+            %ip,
+            reason = reason.code(),
+            setting = %setting,
+            unwritten,
+            "connection refused from {ip}: {} ({setting}; {unwritten} more refused since the \
+             last such line; see access.allow, server.trusted_proxies)",
+            reason.message(),
+        );
+    }
+
+    /// Whether `ip` is exempt from the per-address limits whatever the lists say.
+    fn exempt(&self, ip: IpAddr) -> bool {
+        self.settings.exempt_loopback && canonical(ip).is_loopback()
+    }
+
+    /// Decides on an Engine.IO handshake (the engine's admission hook): the client's
+    /// address (from `X-Forwarded-For` when the peer is a trusted proxy), then
+    /// [`Admission::admit`] with `sessions` open. The ticket is the session's guard.
+    ///
+    /// # Errors
+    ///
+    /// The refusal as the engine answers it: status, code, message, `Retry-After`.
+    pub fn admit_handshake(
+        &self,
+        handshake: &engineio::Handshake<'_>,
+        sessions: usize,
+        draining: bool,
+    ) -> Result<Option<engineio::Guard>, engineio::Refusal> {
+        // Every line of the header, in order, as bytes: an entry that is not text is junk
+        // where it stands, and does not spoil the entries a proxy appended after it.
+        let forwarded = handshake
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(http::HeaderValue::as_bytes);
+        let ip = self.client_ip(handshake.remote, forwarded);
+        match self.admit(ip, sessions, draining) {
+            Ok(ticket) => Ok(Some(Box::new(ticket))),
+            Err(refused) => {
+                tracing::debug!(%ip, reason = refused.reason.code(), "handshake refused");
+                Err(engineio::Refusal {
+                    status: http::StatusCode::from_u16(refused.reason.status())
+                        .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
+                    code: refused.reason.code().into(),
+                    message: refused.reason.message().into(),
+                    retry_after: refused.retry_after,
+                })
+            }
         }
     }
 
@@ -416,6 +558,7 @@ impl Admission {
         };
         let peer = canonical(peer);
         if contains(&self.settings.trusted_proxies, peer)
+            || self.exempt(peer)
             || contains(&self.lists.read().allow, peer)
         {
             return Ok(None);
@@ -424,6 +567,7 @@ impl Admission {
             Some(held) => Ok(Some(held)),
             None => {
                 self.count(Refusal::IpConnections);
+                self.log_refusal(Refusal::IpConnections, peer, true);
                 Err(Refusal::IpConnections)
             }
         }
@@ -475,6 +619,7 @@ mod tests {
             trusted_proxies: parse_nets(&["10.0.0.0/8".into()]).unwrap(),
             ipv6_prefix_len: 64,
             lists: AccessLists::default(),
+            exempt_loopback: false,
         }
     }
 
@@ -635,6 +780,72 @@ mod tests {
             ..settings()
         });
         assert!(unlimited.accept(x).unwrap().is_none());
+    }
+
+    /// With `exempt_loopback`, loopback clients (v4, v6, mapped) skip the per-address
+    /// connection and rate limits, before and after the handshake; other clients do
+    /// not; without it loopback is counted as any address.
+    #[test]
+    fn loopback_exemption() {
+        let a = Admission::new(Settings {
+            exempt_loopback: true,
+            ..settings()
+        });
+        let mut held = Vec::new();
+        for lo in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {
+            for _ in 0..30 {
+                held.push(a.admit(ip(lo), 0, false).unwrap());
+                assert!(a.accept(ip(lo)).unwrap().is_none(), "not counted");
+            }
+        }
+        assert_eq!(a.refusals().iter().sum::<u64>(), 0);
+        let x = ip("7.7.7.7");
+        let _t = (a.admit(x, 0, false).unwrap(), a.admit(x, 0, false).unwrap());
+        assert_eq!(
+            a.admit(x, 0, false).unwrap_err().reason,
+            Refusal::IpConnections
+        );
+        // The global cap and the deny list still apply.
+        assert_eq!(
+            a.admit(ip("127.0.0.1"), 116, false).unwrap_err().reason,
+            Refusal::ServerFull
+        );
+        a.set_lists(None, Some(parse_nets(&["127.0.0.9".into()]).unwrap()));
+        assert_eq!(
+            a.admit(ip("127.0.0.9"), 0, false).unwrap_err().reason,
+            Refusal::Denied
+        );
+
+        let counted = Admission::new(Settings {
+            rate_per_ip: None,
+            ..settings()
+        });
+        let _l = (
+            counted.admit(ip("127.0.0.1"), 0, false).unwrap(),
+            counted.admit(ip("127.0.0.1"), 0, false).unwrap(),
+        );
+        assert_eq!(
+            counted.admit(ip("127.0.0.1"), 0, false).unwrap_err().reason,
+            Refusal::IpConnections
+        );
+    }
+
+    /// Refusal lines: the first is written, then at most one a second per reason,
+    /// saying how many went unwritten; reasons do not hold each other back.
+    #[tokio::test(start_paused = true)]
+    async fn refusal_lines_are_rate_limited() {
+        let a = Admission::new(settings());
+        let log = &a.log;
+        assert_eq!(log.take(Refusal::IpRate), Some(0));
+        for _ in 0..5 {
+            assert_eq!(log.take(Refusal::IpRate), None);
+        }
+        assert_eq!(log.take(Refusal::IpConnections), Some(0));
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(log.take(Refusal::IpRate), None);
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert_eq!(log.take(Refusal::IpRate), Some(6));
+        assert_eq!(log.take(Refusal::IpRate), None);
     }
 
     /// The connect rate allows the burst, then refuses with the wait.

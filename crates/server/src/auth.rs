@@ -22,7 +22,8 @@ const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 const NO_EXP_CACHE_TTL: Duration = Duration::from_secs(600);
 
 /// The connection tier a token asks for (the operations features act on it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// Kept longest under pressure.
     Critical,
@@ -148,6 +149,8 @@ pub struct Identity {
     pub tier: Tier,
     /// Expiry of the token (seconds since the epoch), if it has one.
     pub expires: Option<u64>,
+    /// The token's other claims, for services that read their own.
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Identity {
@@ -159,7 +162,21 @@ impl Identity {
             publish: Patterns::default(),
             tier: Tier::Standard,
             expires: None,
+            claims: serde_json::Map::new(),
         }
+    }
+
+    /// The claim `name` of the token, other than those read into the fields above
+    /// (`sub`, `rooms`, `publish`, `tier`, `exp`).
+    pub fn claim(&self, name: &str) -> Option<&serde_json::Value> {
+        self.claims.get(name)
+    }
+
+    /// Whether the token has expired (allowing `leeway_s` of clock skew): its rights end
+    /// then, also for a socket still connected.
+    pub fn expired(&self, leeway_s: u64) -> bool {
+        self.expires
+            .is_some_and(|exp| exp + leeway_s < jsonwebtoken::get_current_timestamp())
     }
 }
 
@@ -249,6 +266,9 @@ struct Claims {
     publish: Vec<String>,
     tier: Option<String>,
     exp: Option<u64>,
+    /// Every other claim, for the services that read their own (`docs`, say).
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 type Cache = moka::sync::Cache<Arc<str>, Arc<Identity>>;
@@ -351,6 +371,7 @@ impl Verifier {
                 publish: Patterns::new(&config.anonymous_publish),
                 tier: config.anonymous_tier,
                 expires: None,
+                claims: serde_json::Map::new(),
             })
         });
         let cache = (config.enabled() && config.cache_size > 0).then(|| {
@@ -454,6 +475,7 @@ impl Verifier {
             publish: Patterns::new(&claims.publish),
             tier,
             expires: claims.exp,
+            claims: claims.other,
         })
     }
 }

@@ -14,7 +14,10 @@ use std::time::Duration;
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::auth::Tier;
 
 /// The prefix of the environment variables Herald reads.
 pub const ENV_PREFIX: &str = "HERALD_";
@@ -64,6 +67,10 @@ pub struct ServerSection {
     /// Proxies (CIDR) whose `X-Forwarded-For` names the client. Defaults to none.
     #[serde(deserialize_with = "list")]
     pub trusted_proxies: Vec<String>,
+    /// Whether loopback peers (127.0.0.0/8, ::1) are trusted proxies and exempt from the
+    /// per-address limits (a proxy on the same host, a load test from it). Defaults to
+    /// true.
+    pub trust_loopback: bool,
 }
 
 impl Default for ServerSection {
@@ -72,6 +79,60 @@ impl Default for ServerSection {
             host: "127.0.0.1".to_owned(),
             port: 3000,
             trusted_proxies: Vec::new(),
+            trust_loopback: true,
+        }
+    }
+}
+
+impl ServerSection {
+    /// The address to bind (`None` when `host` is not one), and the trusted proxies.
+    fn check(&self, c: &mut Checker) -> (Option<IpAddr>, Vec<IpNet>) {
+        let ip = match self.host.as_str() {
+            "localhost" => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            host => match host.parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    c.fail(
+                        "server.host",
+                        format!("{host:?} is not an IP address (or `localhost`)"),
+                    );
+                    None
+                }
+            },
+        };
+        let mut proxies = c.nets("server.trusted_proxies", &self.trusted_proxies);
+        if self.trust_loopback {
+            proxies.extend(crate::admission::loopback_nets());
+        }
+        (ip, proxies)
+    }
+}
+
+/// A transport (`socketio.transports`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportName {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    Websocket,
+}
+
+/// A packet parser (`socketio.parser`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParserName {
+    /// The default parser: JSON text, binary attachments.
+    Default,
+    /// `socket.io-msgpack-parser`.
+    Msgpack,
+}
+
+impl From<ParserName> for socketio::Parser {
+    fn from(p: ParserName) -> socketio::Parser {
+        match p {
+            ParserName::Default => socketio::Parser::Default,
+            ParserName::Msgpack => socketio::Parser::Msgpack,
         }
     }
 }
@@ -91,7 +152,7 @@ pub struct SocketIoSection {
     pub max_http_buffer_size: u64,
     /// Transports allowed (`transports`): `polling`, `websocket`. Defaults to both.
     #[serde(deserialize_with = "list")]
-    pub transports: Vec<String>,
+    pub transports: Vec<TransportName>,
     /// Milliseconds a client has to finish an upgrade (`upgradeTimeout`). Defaults to
     /// 10,000.
     pub upgrade_timeout_ms: u64,
@@ -100,7 +161,7 @@ pub struct SocketIoSection {
     pub connect_timeout_ms: u64,
     /// Packet parser: `default` or `msgpack` (clients must use the same). Defaults to
     /// `default`.
-    pub parser: String,
+    pub parser: ParserName,
     /// Origins allowed to use the polling transport from a browser (`cors.origin`);
     /// `*` allows any. Defaults to none (same origin only).
     #[serde(deserialize_with = "list")]
@@ -111,18 +172,135 @@ pub struct SocketIoSection {
 }
 
 impl Default for SocketIoSection {
+    /// The Socket.IO and Engine.IO layers' own defaults (the Node server's).
     fn default() -> Self {
+        let io = socketio::Config::default();
+        let engine = &io.engine;
+        let ms = |d: Duration| d.as_millis() as u64;
+        let mut transports = Vec::new();
+        if engine.polling {
+            transports.push(TransportName::Polling);
+        }
+        if engine.websocket {
+            transports.push(TransportName::Websocket);
+        }
         SocketIoSection {
-            path: "/socket.io/".to_owned(),
-            ping_interval_ms: 25_000,
-            ping_timeout_ms: 20_000,
-            max_http_buffer_size: 1_000_000,
-            transports: vec!["polling".to_owned(), "websocket".to_owned()],
-            upgrade_timeout_ms: 10_000,
-            connect_timeout_ms: 45_000,
-            parser: "default".to_owned(),
+            path: engine.path.clone(),
+            ping_interval_ms: ms(engine.ping_interval),
+            ping_timeout_ms: ms(engine.ping_timeout),
+            max_http_buffer_size: engine.max_payload as u64,
+            transports,
+            upgrade_timeout_ms: ms(engine.upgrade_timeout),
+            connect_timeout_ms: ms(io.connect_timeout),
+            parser: match io.parser {
+                socketio::Parser::Default => ParserName::Default,
+                socketio::Parser::Msgpack => ParserName::Msgpack,
+            },
             cors_origins: Vec::new(),
             cors_credentials: false,
+        }
+    }
+}
+
+impl SocketIoSection {
+    /// The Socket.IO layer's configuration (the outbound budget and the event rate come
+    /// from `[limits]`).
+    fn check(&self, c: &mut Checker) -> socketio::Config {
+        if !self.path.starts_with('/') {
+            c.fail("socketio.path", "must start with `/`");
+        }
+        let own_routes = ["/api", "/livez", "/readyz", "/metrics", "/demo"];
+        let trimmed = self.path.trim_end_matches('/');
+        if trimmed.is_empty()
+            || own_routes
+                .iter()
+                .any(|r| trimmed == *r || trimmed.starts_with(&format!("{r}/")))
+        {
+            c.fail(
+                "socketio.path",
+                format!(
+                    "{:?} would hide Herald's own routes (/, {}); use a path of its own",
+                    self.path,
+                    own_routes.join(", ")
+                ),
+            );
+        }
+        c.positive("socketio.ping_interval_ms", self.ping_interval_ms);
+        c.positive("socketio.ping_timeout_ms", self.ping_timeout_ms);
+        c.positive("socketio.max_http_buffer_size", self.max_http_buffer_size);
+        c.at_most(
+            "socketio.max_http_buffer_size",
+            self.max_http_buffer_size,
+            1 << 30,
+        );
+        // Clients wait ping_interval + ping_timeout with a JavaScript timer, and a timer
+        // longer than 2^31 - 1 ms fires at once: every client would drop at its first ping.
+        c.at_most(
+            "socketio.ping_interval_ms",
+            self.ping_interval_ms,
+            MAX_TIMER_MS / 2,
+        );
+        c.at_most(
+            "socketio.ping_timeout_ms",
+            self.ping_timeout_ms,
+            MAX_TIMER_MS / 2,
+        );
+        c.positive("socketio.upgrade_timeout_ms", self.upgrade_timeout_ms);
+        c.at_most(
+            "socketio.upgrade_timeout_ms",
+            self.upgrade_timeout_ms,
+            MAX_TIMER_MS,
+        );
+        c.positive("socketio.connect_timeout_ms", self.connect_timeout_ms);
+        c.at_most(
+            "socketio.connect_timeout_ms",
+            self.connect_timeout_ms,
+            MAX_TIMER_MS,
+        );
+        if self.transports.is_empty() {
+            c.fail("socketio.transports", "at least one transport is needed");
+        }
+        for origin in &self.cors_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                c.fail(
+                    "socketio.cors_origins",
+                    format!("{origin:?} is not an origin (`https://host[:port]`) or `*`"),
+                );
+            }
+        }
+        if self.cors_credentials && self.cors_origins.iter().any(|o| o == "*") {
+            c.fail(
+                "socketio.cors_credentials",
+                "credentials need a list of origins, not `*`",
+            );
+        }
+        let mut path = self.path.clone();
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        let cors = (!self.cors_origins.is_empty()).then(|| engineio::Cors {
+            origins: if self.cors_origins.iter().any(|o| o == "*") {
+                Vec::new()
+            } else {
+                self.cors_origins.clone()
+            },
+            credentials: self.cors_credentials,
+        });
+        socketio::Config {
+            engine: engineio::Config {
+                path,
+                ping_interval: Duration::from_millis(self.ping_interval_ms),
+                ping_timeout: Duration::from_millis(self.ping_timeout_ms),
+                max_payload: self.max_http_buffer_size as usize,
+                upgrade_timeout: Duration::from_millis(self.upgrade_timeout_ms),
+                polling: self.transports.contains(&TransportName::Polling),
+                websocket: self.transports.contains(&TransportName::Websocket),
+                cors,
+                ..engineio::Config::default()
+            },
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            parser: self.parser.into(),
+            ..socketio::Config::default()
         }
     }
 }
@@ -167,7 +345,7 @@ pub struct LimitsSection {
 impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
-            outbound_buffer_bytes: 4 << 20,
+            outbound_buffer_bytes: engineio::Config::default().max_buffered_bytes as u64,
             max_rooms_per_socket: 100,
             max_room_name_chars: 200,
             max_event_name_chars: 100,
@@ -185,6 +363,85 @@ impl Default for LimitsSection {
     }
 }
 
+/// `[limits]`, checked.
+struct CheckedLimits {
+    limits: Limits,
+    outbound_buffer_bytes: usize,
+    event_rate: Option<socketio::RateLimit>,
+    connect_rate: Option<(f64, u32)>,
+}
+
+impl LimitsSection {
+    fn check(&self, c: &mut Checker) -> CheckedLimits {
+        c.positive("limits.outbound_buffer_bytes", self.outbound_buffer_bytes);
+        c.at_most(
+            "limits.outbound_buffer_bytes",
+            self.outbound_buffer_bytes,
+            1 << 30,
+        );
+        c.at_most(
+            "limits.max_rooms_per_socket",
+            self.max_rooms_per_socket,
+            100_000,
+        );
+        c.positive("limits.max_room_name_chars", self.max_room_name_chars);
+        c.at_most(
+            "limits.max_room_name_chars",
+            self.max_room_name_chars,
+            65_536,
+        );
+        c.positive("limits.max_event_name_chars", self.max_event_name_chars);
+        c.at_most(
+            "limits.max_event_name_chars",
+            self.max_event_name_chars,
+            65_536,
+        );
+        c.at_most("limits.max_connections", self.max_connections, 100_000_000);
+        let connect_rate = c.rate(
+            "limits.connect_rate_per_ip",
+            self.connect_rate_per_ip,
+            "limits.connect_burst_per_ip",
+            self.connect_burst_per_ip,
+        );
+        let event_rate = c.rate(
+            "limits.events_per_second",
+            self.events_per_second,
+            "limits.events_burst",
+            self.events_burst,
+        );
+        let user_publish_rate = c.rate(
+            "limits.user_publishes_per_second",
+            self.user_publishes_per_second,
+            "limits.user_publishes_burst",
+            self.user_publishes_burst,
+        );
+        c.at_most(
+            "limits.max_connections_per_ip",
+            self.max_connections_per_ip,
+            u64::from(u32::MAX),
+        );
+        c.at_most("limits.ipv6_prefix_len", self.ipv6_prefix_len, 128);
+        c.at_most(
+            "limits.max_rate_violations",
+            self.max_rate_violations,
+            u64::from(u32::MAX),
+        );
+        CheckedLimits {
+            limits: Limits {
+                max_rooms_per_socket: self.max_rooms_per_socket as usize,
+                max_room_name_chars: self.max_room_name_chars as usize,
+                max_event_name_chars: self.max_event_name_chars as usize,
+                max_rate_violations: self.max_rate_violations as u32,
+                user_publish_rate,
+            },
+            outbound_buffer_bytes: self.outbound_buffer_bytes as usize,
+            event_rate: event_rate
+                .map(|(per_second, burst)| socketio::RateLimit { per_second, burst }),
+            connect_rate,
+        }
+    }
+}
+
 /// `[access]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -197,12 +454,21 @@ pub struct AccessSection {
     pub deny: Vec<String>,
 }
 
+impl AccessSection {
+    fn check(&self, c: &mut Checker) -> crate::admission::AccessLists {
+        crate::admission::AccessLists {
+            allow: c.nets("access.allow", &self.allow),
+            deny: c.nets("access.deny", &self.deny),
+        }
+    }
+}
+
 /// `[tiers]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TiersSection {
     /// The tier of clients without a token. Defaults to `standard`.
-    pub anonymous: String,
+    pub anonymous: Tier,
     /// Critical connections held at most; 0 for no cap of its own. Defaults to 0.
     pub critical_max_connections: u64,
     /// Standard connections held at most; 0 for no cap of its own. Defaults to 0.
@@ -220,13 +486,57 @@ pub struct TiersSection {
 impl Default for TiersSection {
     fn default() -> Self {
         TiersSection {
-            anonymous: "standard".to_owned(),
+            anonymous: Tier::Standard,
             critical_max_connections: 0,
             standard_max_connections: 0,
             degraded_max_connections: 0,
             critical_ping_interval_ms: 0,
             standard_ping_interval_ms: 0,
             degraded_ping_interval_ms: 0,
+        }
+    }
+}
+
+impl TiersSection {
+    /// The tiers; their ping intervals may not exceed the Socket.IO one.
+    fn check(&self, c: &mut Checker, socketio_ping_interval_ms: u64) -> TiersConfig {
+        let mut ping_interval = [None; 3];
+        for (i, (key, ms)) in [
+            (
+                "tiers.critical_ping_interval_ms",
+                self.critical_ping_interval_ms,
+            ),
+            (
+                "tiers.standard_ping_interval_ms",
+                self.standard_ping_interval_ms,
+            ),
+            (
+                "tiers.degraded_ping_interval_ms",
+                self.degraded_ping_interval_ms,
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if ms > socketio_ping_interval_ms {
+                c.fail(
+                    key,
+                    format!(
+                        "must be at most socketio.ping_interval_ms ({socketio_ping_interval_ms}): \
+                         clients take a longer silence for a dead server"
+                    ),
+                );
+            }
+            ping_interval[i] = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        TiersConfig {
+            anonymous: self.anonymous,
+            max_connections: [
+                self.critical_max_connections as usize,
+                self.standard_max_connections as usize,
+                self.degraded_max_connections as usize,
+            ],
+            ping_interval,
         }
     }
 }
@@ -241,6 +551,39 @@ pub struct TlsSection {
     pub key_file: String,
 }
 
+impl TlsSection {
+    /// The certificate and key files (loaded once here to check them).
+    fn check(&self, c: &mut Checker) -> Option<(PathBuf, PathBuf)> {
+        match (self.cert_file.is_empty(), self.key_file.is_empty()) {
+            (true, true) => None,
+            (false, false) => {
+                let files = (
+                    PathBuf::from(&self.cert_file),
+                    PathBuf::from(&self.key_file),
+                );
+                match crate::tls::load(&files.0, &files.1) {
+                    Ok(_) => Some(files),
+                    Err(e) => {
+                        c.fail("tls.cert_file", e);
+                        None
+                    }
+                }
+            }
+            (true, false) => {
+                c.fail(
+                    "tls.cert_file",
+                    "tls.key_file is set: set the certificate too",
+                );
+                None
+            }
+            (false, true) => {
+                c.fail("tls.key_file", "tls.cert_file is set: set the key too");
+                None
+            }
+        }
+    }
+}
+
 /// `[drain]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -250,8 +593,9 @@ pub struct DrainSection {
     pub window_ms: u64,
     /// The `retryAfterMs` hint of the `server_shutdown` event. Defaults to 2,000.
     pub retry_after_ms: u64,
-    /// Milliseconds after the window for the last packets to go out before the process
-    /// exits anyway. Defaults to 5,000.
+    /// Milliseconds each later phase of the drain may take (the last packets going out,
+    /// the services flushing their stores, leaving the cluster) before it is cut short.
+    /// Defaults to 5,000.
     pub grace_ms: u64,
 }
 
@@ -261,6 +605,18 @@ impl Default for DrainSection {
             window_ms: 10_000,
             retry_after_ms: 2_000,
             grace_ms: 5_000,
+        }
+    }
+}
+
+impl DrainSection {
+    fn check(&self, c: &mut Checker) -> DrainConfig {
+        c.at_most("drain.window_ms", self.window_ms, 3_600_000);
+        c.at_most("drain.grace_ms", self.grace_ms, 3_600_000);
+        DrainConfig {
+            window: Duration::from_millis(self.window_ms),
+            retry_after: Duration::from_millis(self.retry_after_ms),
+            grace: Duration::from_millis(self.grace_ms),
         }
     }
 }
@@ -312,6 +668,79 @@ impl Default for AuthSection {
     }
 }
 
+impl AuthSection {
+    /// Whether a way to verify tokens is configured.
+    fn configured(&self) -> bool {
+        !self.jwt_secret.is_empty() || !self.public_key_file.is_empty()
+    }
+
+    /// Token verification (the public key read once here), with `anonymous_tier` for
+    /// clients without a token.
+    fn check(&self, c: &mut Checker, anonymous_tier: Tier) -> AuthConfig {
+        let hmac_secret =
+            (!self.jwt_secret.is_empty()).then(|| self.jwt_secret.as_bytes().to_vec());
+        if !self.jwt_secret.is_empty() && self.jwt_secret.len() < 32 {
+            c.fail(
+                "auth.jwt_secret",
+                format!(
+                    "is {} bytes; HS256 needs a secret of at least 32 bytes (RFC 7518 §3.2)",
+                    self.jwt_secret.len()
+                ),
+            );
+        }
+        let public_key = if self.public_key_file.is_empty() {
+            None
+        } else {
+            let path = PathBuf::from(&self.public_key_file);
+            match std::fs::read(&path) {
+                Ok(pem) => match crate::auth::key_family(&pem) {
+                    Ok(_) => Some((path, pem)),
+                    Err(e) => {
+                        c.fail("auth.public_key_file", format!("{}: {e}", path.display()));
+                        None
+                    }
+                },
+                Err(e) => {
+                    c.fail(
+                        "auth.public_key_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        };
+        c.at_most("auth.leeway_s", self.leeway_s, 3600);
+        c.patterns("auth.anonymous_rooms", &self.anonymous_rooms);
+        c.patterns("auth.anonymous_publish", &self.anonymous_publish);
+        // With auth on, anonymous clients get only the rights the operator spelled out:
+        // the defaults (every room) are meant for protected mode on loopback.
+        if self.configured() && self.allow_anonymous {
+            for key in ["auth.anonymous_rooms", "auth.anonymous_publish"] {
+                if c.is_default(key) {
+                    c.fail(
+                        key,
+                        "must be set (to [] for none) when auth.allow_anonymous lets clients \
+                         without a token in",
+                    );
+                }
+            }
+        }
+        AuthConfig {
+            hmac_secret,
+            public_key,
+            issuer: (!self.issuer.is_empty()).then(|| self.issuer.clone()),
+            audience: (!self.audience.is_empty()).then(|| self.audience.clone()),
+            leeway_s: self.leeway_s,
+            require_exp: self.require_exp,
+            allow_anonymous: self.allow_anonymous,
+            anonymous_rooms: self.anonymous_rooms.clone(),
+            anonymous_publish: self.anonymous_publish.clone(),
+            anonymous_tier,
+            cache_size: self.cache_size,
+        }
+    }
+}
+
 /// `[api]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -342,12 +771,37 @@ impl Default for DemoSection {
     }
 }
 
+impl DemoSection {
+    /// The demo page (the local client read once here).
+    fn check(&self, c: &mut Checker) -> DemoConfig {
+        let client_js = if self.client_js.is_empty() {
+            None
+        } else {
+            let path = PathBuf::from(&self.client_js);
+            match std::fs::read(&path) {
+                Ok(js) => Some((path, bytes::Bytes::from(js))),
+                Err(e) => {
+                    c.fail(
+                        "demo.client_js",
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        };
+        DemoConfig {
+            enabled: self.enabled,
+            client_js,
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
     /// `text` or `json`. Defaults to `text`.
-    pub format: String,
+    pub format: LogFormat,
     /// Filter: a level (`info`) or directives (`info,server=debug`). Defaults to `info`.
     pub level: String,
 }
@@ -355,22 +809,42 @@ pub struct LogSection {
 impl Default for LogSection {
     fn default() -> Self {
         LogSection {
-            format: "text".to_owned(),
+            format: LogFormat::Text,
             level: "info".to_owned(),
         }
     }
 }
 
+impl LogSection {
+    fn check(&self, c: &mut Checker) -> LogConfig {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.level) {
+            c.fail(
+                "log.level",
+                format!("{:?} is not a filter: {e}", self.level),
+            );
+        }
+        LogConfig {
+            format: self.format,
+            level: self.level.clone(),
+        }
+    }
+}
+
 /// A list given as a sequence, or as one comma-separated string (what an environment
-/// variable holds: `HERALD_SOCKETIO__TRANSPORTS=polling,websocket`).
-fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// variable holds: `HERALD_SOCKETIO__TRANSPORTS=polling,websocket`); each item read as
+/// a `T` (a string, or one of a closed set).
+fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum List {
         Many(Vec<String>),
         One(String),
     }
-    Ok(match List::deserialize(d)? {
+    let items = match List::deserialize(d)? {
         List::Many(v) => v,
         List::One(s) => s
             .split(',')
@@ -378,7 +852,16 @@ fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect(),
-    })
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            T::deserialize(serde::de::value::StringDeserializer::<
+                serde::de::value::Error,
+            >::new(item))
+            .map_err(serde::de::Error::custom)
+        })
+        .collect()
 }
 
 // === validated configuration ===
@@ -414,7 +897,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct TiersConfig {
     /// The tier of clients without a token.
-    pub anonymous: crate::auth::Tier,
+    pub anonymous: Tier,
     /// Connections per tier at most; 0 for no cap of its own.
     pub max_connections: [usize; 3],
     /// Ping interval per tier; `None` for the Socket.IO one.
@@ -514,8 +997,9 @@ pub struct LogConfig {
     pub level: String,
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable text.
     Text,
@@ -919,6 +1403,8 @@ fn problem_of(figment: &Figment, e: figment::Error) -> Problem {
 
 // === validation ===
 
+/// Collects the problems of a configuration, each with its key and where its value
+/// came from.
 struct Checker<'a> {
     figment: &'a Figment,
     problems: Vec<Problem>,
@@ -931,6 +1417,11 @@ impl Checker<'_> {
             origin: origin_of(self.figment, key),
             message: message.into(),
         });
+    }
+
+    /// Whether `key` keeps its default value (no source set it).
+    fn is_default(&self, key: &str) -> bool {
+        origin_of(self.figment, key).as_deref() == Some(DEFAULTS)
     }
 
     fn positive(&mut self, key: &str, value: u64) {
@@ -952,370 +1443,64 @@ impl Checker<'_> {
             }
         }
     }
-}
 
-/// Checks every key and builds the typed configuration.
-fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
-    let mut c = Checker {
-        figment,
-        problems: Vec::new(),
-    };
-
-    // [server]
-    let ip = match raw.server.host.as_str() {
-        "localhost" => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        host => match host.parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                c.fail(
-                    "server.host",
-                    format!("{host:?} is not an IP address (or `localhost`)"),
-                );
-                None
+    fn nets(&mut self, key: &str, list: &[String]) -> Vec<IpNet> {
+        match crate::admission::parse_nets(list) {
+            Ok(nets) => nets,
+            Err(e) => {
+                self.fail(key, e);
+                Vec::new()
             }
-        },
-    };
-
-    // [socketio]
-    let s = &raw.socketio;
-    if !s.path.starts_with('/') {
-        c.fail("socketio.path", "must start with `/`");
-    }
-    let own_routes = ["/api", "/livez", "/readyz", "/metrics", "/demo"];
-    let trimmed = s.path.trim_end_matches('/');
-    if trimmed.is_empty()
-        || own_routes
-            .iter()
-            .any(|r| trimmed == *r || trimmed.starts_with(&format!("{r}/")))
-    {
-        c.fail(
-            "socketio.path",
-            format!(
-                "{:?} would hide Herald's own routes (/, {}); use a path of its own",
-                s.path,
-                own_routes.join(", ")
-            ),
-        );
-    }
-    c.positive("socketio.ping_interval_ms", s.ping_interval_ms);
-    c.positive("socketio.ping_timeout_ms", s.ping_timeout_ms);
-    c.positive("socketio.max_http_buffer_size", s.max_http_buffer_size);
-    c.at_most(
-        "socketio.max_http_buffer_size",
-        s.max_http_buffer_size,
-        1 << 30,
-    );
-    // Clients wait ping_interval + ping_timeout with a JavaScript timer, and a timer
-    // longer than 2^31 - 1 ms fires at once: every client would drop at its first ping.
-    c.at_most(
-        "socketio.ping_interval_ms",
-        s.ping_interval_ms,
-        MAX_TIMER_MS / 2,
-    );
-    c.at_most(
-        "socketio.ping_timeout_ms",
-        s.ping_timeout_ms,
-        MAX_TIMER_MS / 2,
-    );
-    c.positive("socketio.upgrade_timeout_ms", s.upgrade_timeout_ms);
-    c.at_most(
-        "socketio.upgrade_timeout_ms",
-        s.upgrade_timeout_ms,
-        MAX_TIMER_MS,
-    );
-    c.positive("socketio.connect_timeout_ms", s.connect_timeout_ms);
-    c.at_most(
-        "socketio.connect_timeout_ms",
-        s.connect_timeout_ms,
-        MAX_TIMER_MS,
-    );
-    let mut polling = false;
-    let mut websocket = false;
-    for t in &s.transports {
-        match t.as_str() {
-            "polling" => polling = true,
-            "websocket" => websocket = true,
-            other => c.fail(
-                "socketio.transports",
-                format!("unknown transport {other:?}; expected polling, websocket"),
-            ),
         }
     }
-    if s.transports.is_empty() {
-        c.fail("socketio.transports", "at least one transport is needed");
-    }
-    let parser = match s.parser.as_str() {
-        "default" => socketio::Parser::Default,
-        "msgpack" => socketio::Parser::Msgpack,
-        other => {
-            c.fail(
-                "socketio.parser",
-                format!("unknown parser {other:?}; expected default, msgpack"),
-            );
-            socketio::Parser::Default
-        }
-    };
-    for origin in &s.cors_origins {
-        if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-            c.fail(
-                "socketio.cors_origins",
-                format!("{origin:?} is not an origin (`https://host[:port]`) or `*`"),
-            );
-        }
-    }
-    if s.cors_credentials && s.cors_origins.iter().any(|o| o == "*") {
-        c.fail(
-            "socketio.cors_credentials",
-            "credentials need a list of origins, not `*`",
-        );
-    }
 
-    // [limits]
-    let l = &raw.limits;
-    c.positive("limits.outbound_buffer_bytes", l.outbound_buffer_bytes);
-    c.at_most(
-        "limits.outbound_buffer_bytes",
-        l.outbound_buffer_bytes,
-        1 << 30,
-    );
-    c.at_most(
-        "limits.max_rooms_per_socket",
-        l.max_rooms_per_socket,
-        100_000,
-    );
-    c.positive("limits.max_room_name_chars", l.max_room_name_chars);
-    c.at_most("limits.max_room_name_chars", l.max_room_name_chars, 65_536);
-    c.positive("limits.max_event_name_chars", l.max_event_name_chars);
-    c.at_most(
-        "limits.max_event_name_chars",
-        l.max_event_name_chars,
-        65_536,
-    );
-
-    c.at_most("limits.max_connections", l.max_connections, 100_000_000);
-    let rate = |c: &mut Checker, key: &str, per_second: f64, burst_key: &str, burst: u64| {
+    /// A rate (per second) and its burst; `None` when the rate is 0 (no limit).
+    fn rate(
+        &mut self,
+        key: &str,
+        per_second: f64,
+        burst_key: &str,
+        burst: u64,
+    ) -> Option<(f64, u32)> {
         if !per_second.is_finite() || per_second < 0.0 {
-            c.fail(key, "must be a number of events per second, 0 or more");
+            self.fail(key, "must be a number of events per second, 0 or more");
             return None;
         }
         if per_second > 0.0 && burst == 0 {
-            c.fail(burst_key, "must be at least 1 when the rate is on");
+            self.fail(burst_key, "must be at least 1 when the rate is on");
         }
         if per_second > MAX_RATE {
-            c.fail(
+            self.fail(
                 key,
                 format!("must be at most {MAX_RATE} per second (0 turns the limit off)"),
             );
             return None;
         }
-        c.at_most(burst_key, burst, 1_000_000);
+        self.at_most(burst_key, burst, 1_000_000);
         (per_second > 0.0).then_some((per_second, burst.clamp(1, 1_000_000) as u32))
-    };
-    let connect_rate = rate(
-        &mut c,
-        "limits.connect_rate_per_ip",
-        l.connect_rate_per_ip,
-        "limits.connect_burst_per_ip",
-        l.connect_burst_per_ip,
-    );
-    let event_rate = rate(
-        &mut c,
-        "limits.events_per_second",
-        l.events_per_second,
-        "limits.events_burst",
-        l.events_burst,
-    );
-    let user_publish_rate = rate(
-        &mut c,
-        "limits.user_publishes_per_second",
-        l.user_publishes_per_second,
-        "limits.user_publishes_burst",
-        l.user_publishes_burst,
-    );
-    c.at_most(
-        "limits.max_connections_per_ip",
-        l.max_connections_per_ip,
-        u64::from(u32::MAX),
-    );
-    c.at_most("limits.ipv6_prefix_len", l.ipv6_prefix_len, 128);
-    c.at_most(
-        "limits.max_rate_violations",
-        l.max_rate_violations,
-        u64::from(u32::MAX),
-    );
-
-    // [server] trusted proxies, [access]
-    let nets =
-        |c: &mut Checker, key: &str, list: &[String]| match crate::admission::parse_nets(list) {
-            Ok(nets) => nets,
-            Err(e) => {
-                c.fail(key, e);
-                Vec::new()
-            }
-        };
-    let trusted_proxies = nets(
-        &mut c,
-        "server.trusted_proxies",
-        &raw.server.trusted_proxies,
-    );
-    let allow = nets(&mut c, "access.allow", &raw.access.allow);
-    let deny = nets(&mut c, "access.deny", &raw.access.deny);
-
-    // [tiers]
-    let t = &raw.tiers;
-    let anonymous_tier = crate::auth::Tier::parse(&t.anonymous).unwrap_or_else(|| {
-        c.fail(
-            "tiers.anonymous",
-            format!(
-                "unknown tier {:?}; expected critical, standard, degraded",
-                t.anonymous
-            ),
-        );
-        crate::auth::Tier::Standard
-    });
-    let mut ping_interval = [None; 3];
-    for (i, (key, ms)) in [
-        (
-            "tiers.critical_ping_interval_ms",
-            t.critical_ping_interval_ms,
-        ),
-        (
-            "tiers.standard_ping_interval_ms",
-            t.standard_ping_interval_ms,
-        ),
-        (
-            "tiers.degraded_ping_interval_ms",
-            t.degraded_ping_interval_ms,
-        ),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        if ms > s.ping_interval_ms {
-            c.fail(
-                key,
-                format!(
-                    "must be at most socketio.ping_interval_ms ({}): clients take a longer \
-                     silence for a dead server",
-                    s.ping_interval_ms
-                ),
-            );
-        }
-        ping_interval[i] = (ms > 0).then(|| Duration::from_millis(ms));
     }
-    let tiers = TiersConfig {
-        anonymous: anonymous_tier,
-        max_connections: [
-            t.critical_max_connections as usize,
-            t.standard_max_connections as usize,
-            t.degraded_max_connections as usize,
-        ],
-        ping_interval,
-    };
+}
 
-    // [drain]
-    let d = &raw.drain;
-    c.at_most("drain.window_ms", d.window_ms, 3_600_000);
-    c.at_most("drain.grace_ms", d.grace_ms, 3_600_000);
-    let drain = DrainConfig {
-        window: Duration::from_millis(d.window_ms),
-        retry_after: Duration::from_millis(d.retry_after_ms),
-        grace: Duration::from_millis(d.grace_ms),
+/// Checks every section, then what spans sections, and builds the typed configuration.
+fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
+    let mut c = Checker {
+        figment,
+        problems: Vec::new(),
     };
+    let (ip, trusted_proxies) = raw.server.check(&mut c);
+    let mut socketio = raw.socketio.check(&mut c);
+    let limits = raw.limits.check(&mut c);
+    let lists = raw.access.check(&mut c);
+    let tiers = raw.tiers.check(&mut c, raw.socketio.ping_interval_ms);
+    let drain = raw.drain.check(&mut c);
+    let tls = raw.tls.check(&mut c);
+    let auth = raw.auth.check(&mut c, tiers.anonymous);
+    let demo = raw.demo.check(&mut c);
+    let log = raw.log.check(&mut c);
 
-    // [tls]
-    let t = &raw.tls;
-    let tls = match (t.cert_file.is_empty(), t.key_file.is_empty()) {
-        (true, true) => None,
-        (false, false) => {
-            let files = (PathBuf::from(&t.cert_file), PathBuf::from(&t.key_file));
-            match crate::tls::load(&files.0, &files.1) {
-                Ok(_) => Some(files),
-                Err(e) => {
-                    c.fail("tls.cert_file", e);
-                    None
-                }
-            }
-        }
-        (true, false) => {
-            c.fail(
-                "tls.cert_file",
-                "tls.key_file is set: set the certificate too",
-            );
-            None
-        }
-        (false, true) => {
-            c.fail("tls.key_file", "tls.cert_file is set: set the key too");
-            None
-        }
-    };
-
-    // [auth]
-    let a = &raw.auth;
-    let hmac_secret = (!a.jwt_secret.is_empty()).then(|| a.jwt_secret.as_bytes().to_vec());
-    if !a.jwt_secret.is_empty() && a.jwt_secret.len() < 32 {
-        c.fail(
-            "auth.jwt_secret",
-            format!(
-                "is {} bytes; HS256 needs a secret of at least 32 bytes (RFC 7518 §3.2)",
-                a.jwt_secret.len()
-            ),
-        );
-    }
-    let public_key = if a.public_key_file.is_empty() {
-        None
-    } else {
-        let path = PathBuf::from(&a.public_key_file);
-        match std::fs::read(&path) {
-            Ok(pem) => match crate::auth::key_family(&pem) {
-                Ok(_) => Some((path, pem)),
-                Err(e) => {
-                    c.fail("auth.public_key_file", format!("{}: {e}", path.display()));
-                    None
-                }
-            },
-            Err(e) => {
-                c.fail(
-                    "auth.public_key_file",
-                    format!("cannot read {}: {e}", path.display()),
-                );
-                None
-            }
-        }
-    };
-    c.at_most("auth.leeway_s", a.leeway_s, 3600);
-    c.patterns("auth.anonymous_rooms", &a.anonymous_rooms);
-    c.patterns("auth.anonymous_publish", &a.anonymous_publish);
-    let auth = AuthConfig {
-        hmac_secret,
-        public_key,
-        issuer: (!a.issuer.is_empty()).then(|| a.issuer.clone()),
-        audience: (!a.audience.is_empty()).then(|| a.audience.clone()),
-        leeway_s: a.leeway_s,
-        require_exp: a.require_exp,
-        allow_anonymous: a.allow_anonymous,
-        anonymous_rooms: a.anonymous_rooms.clone(),
-        anonymous_publish: a.anonymous_publish.clone(),
-        anonymous_tier: tiers.anonymous,
-        cache_size: a.cache_size,
-    };
-    let auth_configured = !a.jwt_secret.is_empty() || !a.public_key_file.is_empty();
-    // With auth on, anonymous clients get only the rights the operator spelled out: the
-    // defaults (every room) are meant for protected mode on loopback.
-    if auth_configured && a.allow_anonymous {
-        for key in ["auth.anonymous_rooms", "auth.anonymous_publish"] {
-            if origin_of(figment, key).as_deref() == Some(DEFAULTS) {
-                c.fail(
-                    key,
-                    "must be set (to [] for none) when auth.allow_anonymous lets clients \
-                     without a token in",
-                );
-            }
-        }
-    }
     // Protected mode: without auth, only this machine may connect.
     if let Some(ip) = ip {
-        if !auth_configured && !ip.is_loopback() {
+        if !raw.auth.configured() && !ip.is_loopback() {
             c.fail(
                 "server.host",
                 format!(
@@ -1326,107 +1511,32 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
             );
         }
     }
-
-    // [demo]
-    let client_js = if raw.demo.client_js.is_empty() {
-        None
-    } else {
-        let path = PathBuf::from(&raw.demo.client_js);
-        match std::fs::read(&path) {
-            Ok(js) => Some((path, bytes::Bytes::from(js))),
-            Err(e) => {
-                c.fail(
-                    "demo.client_js",
-                    format!("cannot read {}: {e}", path.display()),
-                );
-                None
-            }
-        }
-    };
-
-    // [log]
-    let format = match raw.log.format.as_str() {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            c.fail(
-                "log.format",
-                format!("unknown format {other:?}; expected text, json"),
-            );
-            LogFormat::Text
-        }
-    };
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
-        c.fail(
-            "log.level",
-            format!("{:?} is not a filter: {e}", raw.log.level),
-        );
-    }
-
     if !c.problems.is_empty() {
         return Err(ConfigError(c.problems));
     }
 
-    let mut path = s.path.clone();
-    if !path.ends_with('/') {
-        path.push('/');
-    }
-    let cors = (!s.cors_origins.is_empty()).then(|| engineio::Cors {
-        origins: if s.cors_origins.iter().any(|o| o == "*") {
-            Vec::new()
-        } else {
-            s.cors_origins.clone()
-        },
-        credentials: s.cors_credentials,
-    });
-    let socketio = socketio::Config {
-        engine: engineio::Config {
-            path,
-            ping_interval: Duration::from_millis(s.ping_interval_ms),
-            ping_timeout: Duration::from_millis(s.ping_timeout_ms),
-            max_payload: s.max_http_buffer_size as usize,
-            upgrade_timeout: Duration::from_millis(s.upgrade_timeout_ms),
-            polling,
-            websocket,
-            max_buffered_bytes: l.outbound_buffer_bytes as usize,
-            cors,
-            ..engineio::Config::default()
-        },
-        connect_timeout: Duration::from_millis(s.connect_timeout_ms),
-        parser,
-        event_rate: event_rate.map(|(per_second, burst)| socketio::RateLimit { per_second, burst }),
-        ..socketio::Config::default()
-    };
+    socketio.engine.max_buffered_bytes = limits.outbound_buffer_bytes;
+    socketio.event_rate = limits.event_rate;
+    let l = &raw.limits;
     Ok(Config {
         listen: SocketAddr::new(
             ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             raw.server.port,
         ),
         socketio,
-        limits: Limits {
-            max_rooms_per_socket: l.max_rooms_per_socket as usize,
-            max_room_name_chars: l.max_room_name_chars as usize,
-            max_event_name_chars: l.max_event_name_chars as usize,
-            max_rate_violations: l.max_rate_violations as u32,
-            user_publish_rate,
-        },
+        limits: limits.limits,
         auth,
         api_key: (!raw.api.key.is_empty()).then(|| raw.api.key.clone()),
-        demo: DemoConfig {
-            enabled: raw.demo.enabled,
-            client_js,
-        },
-        log: LogConfig {
-            format,
-            level: raw.log.level.clone(),
-        },
+        demo,
+        log,
         admission: crate::admission::Settings {
             max_connections: l.max_connections as usize,
             max_per_ip: l.max_connections_per_ip as u32,
             ipv6_prefix_len: l.ipv6_prefix_len.min(128) as u8,
-            rate_per_ip: connect_rate,
+            rate_per_ip: limits.connect_rate,
             trusted_proxies,
-            lists: crate::admission::AccessLists { allow, deny },
+            lists,
+            exempt_loopback: raw.server.trust_loopback,
         },
         tiers,
         drain,
@@ -1555,18 +1665,18 @@ mod tests {
     }
 
     /// Semantic checks name the key and where its value came from; all problems are
-    /// reported at once.
+    /// reported at once, across sections.
     #[test]
     fn semantic_checks() {
         let err = load(
             None,
             env(&[
-                ("HERALD_SOCKETIO__TRANSPORTS", "carrier-pigeon"),
+                ("HERALD_SOCKETIO__CORS_ORIGINS", "example.com"),
                 ("HERALD_AUTH__JWT_SECRET", "short"),
+                ("HERALD_TIERS__DEGRADED_PING_INTERVAL_MS", "99999"),
             ]),
             &Flags {
-                port: Some(0),
-                log_format: Some("xml".into()),
+                host: Some("0.0.0.0".into()),
                 ..Flags::default()
             },
         )
@@ -1574,9 +1684,101 @@ mod tests {
         let keys: Vec<_> = err.0.iter().filter_map(|p| p.key.clone()).collect();
         assert_eq!(
             keys,
-            vec!["socketio.transports", "auth.jwt_secret", "log.format"]
+            vec![
+                "socketio.cors_origins",
+                "tiers.degraded_ping_interval_ms",
+                "auth.jwt_secret",
+            ],
+            "{err}"
         );
-        assert_eq!(err.0[2].origin.as_deref(), Some("flag --log-format"));
+        // (A short secret is a secret: protected mode does not apply.)
+        assert_eq!(
+            err.0[2].origin.as_deref(),
+            Some("environment variable HERALD_AUTH__JWT_SECRET")
+        );
+    }
+
+    /// Closed sets (transports, parser, log format, tiers) are enums: a value outside
+    /// one names its key, its source and the choices.
+    #[test]
+    fn closed_sets() {
+        for (var, value, key, choices) in [
+            (
+                "HERALD_SOCKETIO__TRANSPORTS",
+                "polling,carrier-pigeon",
+                "socketio.transports",
+                "`polling` or `websocket`",
+            ),
+            (
+                "HERALD_SOCKETIO__PARSER",
+                "protobuf",
+                "socketio.parser",
+                "`default` or `msgpack`",
+            ),
+            (
+                "HERALD_TIERS__ANONYMOUS",
+                "vip",
+                "tiers.anonymous",
+                "`critical`, `standard`, `degraded`",
+            ),
+        ] {
+            let err = load_env(&[(var, value)]).unwrap_err();
+            let p = &err.0[0];
+            assert_eq!(p.key.as_deref(), Some(key), "{err}");
+            assert_eq!(
+                p.origin.as_deref(),
+                Some(format!("environment variable {var}").as_str())
+            );
+            assert!(p.message.contains(choices), "{}", p.message);
+        }
+        let err = load(
+            None,
+            env(&[]),
+            &Flags {
+                log_format: Some("xml".into()),
+                ..Flags::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.0[0].key.as_deref(), Some("log.format"));
+        assert_eq!(err.0[0].origin.as_deref(), Some("flag --log-format"));
+        let ok = load_env(&[
+            ("HERALD_SOCKETIO__TRANSPORTS", "websocket"),
+            ("HERALD_SOCKETIO__PARSER", "msgpack"),
+            ("HERALD_TIERS__ANONYMOUS", "degraded"),
+            ("HERALD_LOG__FORMAT", "json"),
+        ])
+        .unwrap();
+        let c = &ok.config;
+        assert!(c.socketio.engine.websocket && !c.socketio.engine.polling);
+        assert_eq!(c.socketio.parser, socketio::Parser::Msgpack);
+        assert_eq!(c.tiers.anonymous, Tier::Degraded);
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    /// The Socket.IO defaults are the layers' own, and loopback is trusted by default.
+    #[test]
+    fn layer_defaults() {
+        let c = load_env(&[]).unwrap().config;
+        let io = socketio::Config::default();
+        assert_eq!(c.socketio.engine.ping_interval, io.engine.ping_interval);
+        assert_eq!(c.socketio.engine.ping_timeout, io.engine.ping_timeout);
+        assert_eq!(c.socketio.engine.max_payload, io.engine.max_payload);
+        assert_eq!(c.socketio.engine.upgrade_timeout, io.engine.upgrade_timeout);
+        assert_eq!(
+            c.socketio.engine.max_buffered_bytes,
+            io.engine.max_buffered_bytes
+        );
+        assert_eq!(c.socketio.connect_timeout, io.connect_timeout);
+        assert_eq!(c.socketio.engine.path, io.engine.path);
+        assert!(c.admission.exempt_loopback);
+        let lo: IpAddr = "127.0.0.5".parse().unwrap();
+        assert!(c.admission.trusted_proxies.iter().any(|n| n.contains(&lo)));
+        let off = load_env(&[("HERALD_SERVER__TRUST_LOOPBACK", "false")])
+            .unwrap()
+            .config;
+        assert!(!off.admission.exempt_loopback);
+        assert!(off.admission.trusted_proxies.is_empty());
     }
 
     /// Values that would overflow a timer or turn a limit off without saying so are

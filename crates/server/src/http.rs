@@ -1,6 +1,7 @@
-//! The listener and the HTTP routing: requests for the Socket.IO path go to the engine
-//! (plain hyper, so a WebSocket upgrade can take the raw socket back); every other path
-//! goes to the router: the API, health, metrics and the demo page.
+//! The listener and the HTTP routing: each connection is served by the engine
+//! (`engineio::serve_connection`: admission on every handshake, WebSockets opened
+//! directly answered without hyper), and every other path goes to the router as the
+//! engine's fallback: the API, health, metrics and the demo page.
 //!
 //! Endpoints besides the API (`api.rs`):
 //!
@@ -10,7 +11,6 @@
 //! - `GET /`: the demo page (unless `demo.enabled = false`), and
 //!   `GET /demo/socket.io.min.js`: the client copy it loads first (`demo.client_js`).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,12 +21,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use crate::state::AppState;
@@ -45,6 +43,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         router = router
             .route("/", get(demo_page))
             .route("/demo/socket.io.min.js", get(demo_client));
+    }
+    for service in &state.services {
+        router = router.merge(service.routes());
     }
     router
         .fallback(not_found)
@@ -130,15 +131,34 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
-/// Accepts connections until `shutdown` is cancelled, each served by hyper on a task of
-/// its own.
+/// The router as the engine's fallback: every request that is not for the Socket.IO
+/// path.
+#[derive(Clone)]
+struct RouterFallback(Router);
+
+impl engineio::Fallback for RouterFallback {
+    type Body = axum::body::Body;
+    type Error = axum::Error;
+
+    async fn call(&self, req: http::Request<Incoming>, _remote: SocketAddr) -> Response {
+        match self.0.clone().oneshot(req).await {
+            Ok(res) => res,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` is cancelled, each served by the engine (the
+/// Socket.IO path) and the router (everything else) on a task of `tracker`.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     state: Arc<AppState>,
     router: Router,
     shutdown: CancellationToken,
+    tracker: TaskTracker,
 ) {
     let tls = state.tls.clone();
+    let fallback = RouterFallback(router);
     let mut last_error_log: Option<tokio::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
@@ -148,34 +168,32 @@ pub(crate) async fn accept_loop(
         match accepted {
             Ok((stream, remote)) => {
                 // Counted per address from here, so connections that never finish a
-                // TLS or HTTP handshake cannot pile up; over the share: closed at once.
-                let held = match state.shared.admission.accept(remote.ip()) {
-                    Ok(held) => held,
-                    Err(_) => {
-                        tracing::debug!(%remote, "too many connections from this address; closed");
-                        continue;
-                    }
+                // TLS or HTTP handshake cannot pile up; over the share: closed at once
+                // (and logged, by admission).
+                let Ok(held) = state.shared.admission.accept(remote.ip()) else {
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let (state, router) = (state.clone(), router.clone());
+                let engine = state.io.engine().clone();
+                let fallback = fallback.clone();
                 match &tls {
                     None => {
-                        tokio::spawn(async move {
-                            serve_tcp(stream, remote, state, router).await;
+                        tracker.spawn(async move {
+                            engineio::serve_connection(engine, stream, remote, fallback).await;
                             drop(held);
                         });
                     }
                     Some(tls) => {
                         let tls = tls.clone();
-                        tokio::spawn(async move {
+                        tracker.spawn(async move {
                             let _held = held;
                             let handshake = tls.acceptor().accept(stream);
                             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                                // The TLS stream as it is: the WebSocket transport runs
+                                // on it as on a TcpStream.
                                 Ok(Ok(stream)) => {
-                                    // Boxed: the WebSocket transport runs it as a
-                                    // `BoxedStream`, as it runs a TcpStream.
-                                    let io: engineio::BoxedStream = Box::new(stream);
-                                    serve(TokioIo::new(io), remote, state, router).await;
+                                    engineio::serve_connection(engine, stream, remote, fallback)
+                                        .await;
                                 }
                                 Ok(Err(e)) => {
                                     tls.handshake_failures.fetch_add(1, Ordering::Relaxed);
@@ -201,153 +219,5 @@ pub(crate) async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-    }
-}
-
-/// Whether a request to the engine's path opens a session: a GET without a session id
-/// (a polling handshake or a WebSocket upgrade).
-fn is_handshake<B>(req: &http::Request<B>) -> bool {
-    req.method() == http::Method::GET
-        && !req
-            .uri()
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .any(|pair| pair.starts_with("sid="))
-}
-
-fn admit<B>(
-    state: &AppState,
-    req: &http::Request<B>,
-    remote: SocketAddr,
-) -> Result<crate::admission::Ticket, crate::admission::Refused> {
-    let admission = &state.shared.admission;
-    // Every line of the header, in order, as bytes: an entry that is not text is junk
-    // where it stands, and does not spoil the entries a proxy appended after it.
-    let forwarded = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .iter()
-        .map(http::HeaderValue::as_bytes);
-    let ip = admission.client_ip(remote, forwarded);
-    let result = admission.admit(
-        ip,
-        state.io.engine().len(),
-        state.shared.draining.load(Ordering::Acquire),
-    );
-    if let Err(refused) = &result {
-        tracing::debug!(%ip, reason = refused.reason.code(), "handshake refused");
-    }
-    result
-}
-
-/// The answer to a refused handshake: the status, `Retry-After` in whole seconds when
-/// waiting helps, and a JSON body with the code, as the Engine.IO errors have.
-fn refusal_response(refused: crate::admission::Refused) -> engineio::engine::HttpResponse {
-    let body = serde_json::json!({
-        "code": refused.reason.code(),
-        "message": refused.reason.message(),
-    });
-    let mut res = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
-        body.to_string(),
-    )));
-    *res.status_mut() =
-        StatusCode::from_u16(refused.reason.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(after) = refused.retry_after {
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    }
-    // A refused upgrade has no use for the connection.
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    res
-}
-
-/// Serves one plain TCP connection: a WebSocket opened directly on the engine's path
-/// is answered without hyper (the 101 and the open packet in one write); anything
-/// else goes to hyper, with the bytes read so far put back.
-async fn serve_tcp(
-    stream: tokio::net::TcpStream,
-    remote: SocketAddr,
-    state: Arc<AppState>,
-    router: Router,
-) {
-    use engineio::FirstRequest;
-    match engineio::read_first_request(stream, engineio::serve::HEAD_READ_TIMEOUT).await {
-        FirstRequest::WebSocket(upgrade) => {
-            let engine = state.io.engine().clone();
-            if !engine.matches(upgrade.request().uri().path()) {
-                // Not the engine's: the router answers it, as any other request.
-                let io = upgrade.into_stream();
-                Box::pin(serve(TokioIo::new(io), remote, state, router)).await;
-                return;
-            }
-            match admit_handshake(&state, upgrade.request(), remote) {
-                Ok(guard) => engine.serve_direct(upgrade, remote, guard).await,
-                Err(res) => upgrade.refuse(*res).await,
-            }
-        }
-        // Boxed: hyper's connection state is large, and the WebSocket connections this
-        // task mostly serves should not carry room for it.
-        FirstRequest::Other(io) => Box::pin(serve(TokioIo::new(io), remote, state, router)).await,
-        FirstRequest::Gone => {}
-    }
-}
-
-/// Admission for a request to the engine's path: a handshake (no session id yet) needs
-/// a ticket, held by the session; other requests belong to a session admitted before.
-fn admit_handshake<B>(
-    state: &AppState,
-    req: &http::Request<B>,
-    remote: SocketAddr,
-) -> Result<Option<engineio::Guard>, Box<engineio::engine::HttpResponse>> {
-    if !is_handshake(req) {
-        return Ok(None);
-    }
-    match admit(state, req, remote) {
-        Ok(ticket) => Ok(Some(Box::new(ticket) as engineio::Guard)),
-        Err(refused) => {
-            let mut res = refusal_response(refused);
-            state.io.engine().add_cors_headers(req.headers(), &mut res);
-            Err(Box::new(res))
-        }
-    }
-}
-
-/// Serves one connection (TCP, or TLS over TCP).
-async fn serve<S>(io: TokioIo<S>, remote: SocketAddr, state: Arc<AppState>, router: Router)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req: http::Request<Incoming>| {
-        let state = state.clone();
-        let router = router.clone();
-        async move {
-            let engine = state.io.engine();
-            if engine.matches(req.uri().path()) {
-                let guard = match admit_handshake(&state, &req, remote) {
-                    Ok(guard) => guard,
-                    Err(res) => return Ok::<_, Infallible>((*res).map(Either::Left)),
-                };
-                let res = engine.handle_with(req, remote, guard).await;
-                Ok::<_, Infallible>(res.map(Either::Left))
-            } else {
-                let res = match router.oneshot(req).await {
-                    Ok(res) => res,
-                    Err(never) => match never {},
-                };
-                Ok(res.map(Either::Right))
-            }
-        }
-    });
-    // The TokioIo<Rewind<TcpStream>> (or TokioIo<BoxedStream>) type matters: the WebSocket
-    // transport downcasts the upgraded connection back to it to take the stream.
-    let conn = engineio::serve::http1_builder().serve_connection(io, service);
-    if let Err(e) = conn.with_upgrades().await {
-        tracing::debug!(%remote, error = %e, "http connection ended with an error");
     }
 }

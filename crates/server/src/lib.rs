@@ -28,6 +28,7 @@ pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod rooms;
+pub mod service;
 pub mod state;
 pub mod telemetry;
 pub mod tiers;
@@ -45,6 +46,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
@@ -59,6 +61,8 @@ pub struct App {
     state: Arc<AppState>,
     shutdown: CancellationToken,
     accept: JoinHandle<()>,
+    /// The tasks serving accepted connections (until they are upgraded or close).
+    connections: TaskTracker,
 }
 
 /// Why the server could not start.
@@ -78,6 +82,9 @@ pub enum StartError {
     /// The TLS files did not load.
     #[error("tls: {0}")]
     Tls(String),
+    /// No service serves namespace `/`.
+    #[error("no service serves namespace / (the HTTP API emits there)")]
+    NoRoot,
 }
 
 /// Connections the kernel may hold for the listener before they are accepted (it caps
@@ -100,8 +107,13 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Binds `config.listen` and starts serving. `fd_limit` is the open-file limit in effect
-/// (reported by metrics).
+/// Herald's services, one line each: the rooms app on `/`.
+pub fn default_services() -> Vec<service::Factory> {
+    vec![rooms::Rooms::factory()]
+}
+
+/// Binds `config.listen` and starts serving Herald's services ([`default_services`]).
+/// `fd_limit` is the open-file limit in effect (reported by metrics).
 ///
 /// # Errors
 ///
@@ -111,6 +123,25 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 ///
 /// Outside a Tokio runtime.
 pub async fn start(config: Config, fd_limit: u64) -> Result<App, StartError> {
+    start_with(config, fd_limit, default_services()).await
+}
+
+/// As [`start`], running `services` (one of them must serve namespace `/`, where the
+/// HTTP API emits).
+///
+/// # Errors
+///
+/// [`StartError`] when the address cannot be bound, the keys do not load, or no service
+/// serves `/`.
+///
+/// # Panics
+///
+/// Outside a Tokio runtime.
+pub async fn start_with(
+    config: Config,
+    fd_limit: u64,
+    services: Vec<service::Factory>,
+) -> Result<App, StartError> {
     let listener = listen(config.listen).map_err(|source| StartError::Bind {
         addr: config.listen,
         source,
@@ -148,11 +179,32 @@ pub async fn start(config: Config, fd_limit: u64) -> Result<App, StartError> {
         user_publishes,
         draining: AtomicBool::new(false),
     });
-    let io =
-        rooms::install(socketio::Server::builder(), shared.clone()).build(config.socketio.clone());
-    let root = io
-        .of("/")
-        .ok_or_else(|| StartError::Auth("namespace / missing".to_owned()))?;
+    let ctx = service::Context {
+        config: Arc::new(config.clone()),
+        shared: shared.clone(),
+    };
+    let services: Vec<Arc<dyn service::Service>> = services.into_iter().map(|f| f(&ctx)).collect();
+    // Every handshake, whichever way it comes, is admitted here first.
+    let engine_stats = Arc::new(engineio::EngineStats::default());
+    let admit = {
+        let (shared, stats) = (shared.clone(), engine_stats.clone());
+        move |handshake: &engineio::Handshake<'_>| {
+            let open = stats.sessions.load(Ordering::Relaxed).max(0) as usize;
+            let draining = shared.draining.load(Ordering::Acquire);
+            shared.admission.admit_handshake(handshake, open, draining)
+        }
+    };
+    let mut builder = socketio::Server::builder()
+        .engine_stats(engine_stats)
+        .admission(admit);
+    for s in &services {
+        builder = s.install(builder);
+    }
+    let io = builder.build(config.socketio.clone());
+    let root = io.of("/").ok_or(StartError::NoRoot)?;
+    for s in &services {
+        s.started(&io);
+    }
     let tls = match &config.tls {
         Some((cert, key)) => Some(Arc::new(
             tls::Tls::new(cert.clone(), key.clone()).map_err(StartError::Tls)?,
@@ -164,6 +216,7 @@ pub async fn start(config: Config, fd_limit: u64) -> Result<App, StartError> {
         config,
         io,
         root,
+        services,
         shared,
         started: tokio::time::Instant::now(),
         ready: AtomicBool::new(true),
@@ -172,12 +225,14 @@ pub async fn start(config: Config, fd_limit: u64) -> Result<App, StartError> {
         max_connections,
     });
     let shutdown = CancellationToken::new();
+    let connections = TaskTracker::new();
     let router = http::router(state.clone());
     let accept = tokio::spawn(http::accept_loop(
         listener,
         state.clone(),
         router,
         shutdown.clone(),
+        connections.clone(),
     ));
     tokio::spawn(housekeeping(Arc::downgrade(&state), shutdown.clone()));
     tokio::spawn(lag_probe(Arc::downgrade(&state), shutdown.clone()));
@@ -186,6 +241,7 @@ pub async fn start(config: Config, fd_limit: u64) -> Result<App, StartError> {
         state,
         shutdown,
         accept,
+        connections,
     })
 }
 
@@ -210,20 +266,26 @@ impl App {
         self.state.shutdown_requested.cancelled().await;
     }
 
-    /// Drains (see `drain`): readiness off, new connections refused, every socket told
-    /// `server_shutdown`, connections closed in paced batches over `drain.window_ms`;
-    /// then closes the listener. Returns when done.
+    /// Drains, in phases, each bounded and logged (see `drain`): new connections
+    /// refused, every socket told `server_shutdown`, connections closed in paced
+    /// batches over `drain.window_ms`, the listener closed and the last connections
+    /// waited for, then the services' stores flushed and the cluster left. Returns when
+    /// done.
     pub async fn drain(self) {
-        drain::run(self.state.clone()).await;
-        self.stop().await;
+        drain::run(&self.state, || self.close_listener(), &self.connections).await;
     }
 
     /// Closes the listener and every connection at once.
     pub async fn stop(self) {
         self.state.ready.store(false, Ordering::Release);
-        self.shutdown.cancel();
+        self.close_listener();
         let _ = self.accept.await;
         self.state.io.close();
+    }
+
+    fn close_listener(&self) {
+        self.shutdown.cancel();
+        self.connections.close();
     }
 }
 

@@ -172,11 +172,18 @@ fn serve(loaded: Loaded) -> ExitCode {
         };
         let addr = app.local_addr();
         let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let loopback = if config.admission.exempt_loopback {
+            "loopback peers trusted as proxies and exempt from per-address limits"
+        } else {
+            "loopback peers limited as any address"
+        };
         tracing::info!(
             config = %loaded.sources(),
             open_files = fd_limit,
             open_files_before = before,
-            "herald {} listening on {scheme}://{addr} (open-file limit {fd_limit}, raised from {before})",
+            trust_loopback = config.admission.exempt_loopback,
+            "herald {} listening on {scheme}://{addr} (open-file limit {fd_limit}, raised from {before}; \
+             {loopback}: server.trust_loopback)",
             env!("CARGO_PKG_VERSION"),
         );
         describe(&config, addr);

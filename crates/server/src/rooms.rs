@@ -24,14 +24,12 @@ use socketio::{Builder, ConnectError, ConnectRequest, Event, RateLimited, RawArg
 
 use crate::admission::Ticket;
 use crate::auth::{Identity, Tier};
+use crate::service::{connect_refusal, Context, Service};
 use crate::state::{Client, Shared};
 use crate::tiers::TierRefusal;
 
 /// The prefix of the rooms the server puts each user's sockets in.
 pub const USER_PREFIX: &str = "user:";
-
-/// CONNECTs refused by auth on one connection before further ones close it.
-const MAX_AUTH_FAILURES: u32 = 3;
 
 /// The room of user `id`.
 pub fn user_room(id: &str) -> String {
@@ -89,10 +87,34 @@ fn reply(outcome: &Result<(), Refusal>) -> serde_json::Value {
     }
 }
 
+/// The rooms app: namespace `/` with its connect middleware and client events.
+#[derive(Debug)]
+pub struct Rooms {
+    ctx: Context,
+}
+
+impl Rooms {
+    /// Makes the service (see [`crate::default_services`]).
+    pub fn factory() -> crate::service::Factory {
+        Box::new(|ctx: &Context| Arc::new(Rooms { ctx: ctx.clone() }))
+    }
+}
+
+impl Service for Rooms {
+    fn name(&self) -> &'static str {
+        "rooms"
+    }
+
+    fn install(&self, builder: Builder) -> Builder {
+        install(builder, &self.ctx)
+    }
+}
+
 /// Adds namespace `/` with the connect middleware and the client events.
-pub(crate) fn install(builder: Builder, shared: Arc<Shared>) -> Builder {
+fn install(builder: Builder, ctx: &Context) -> Builder {
+    let shared = ctx.shared.clone();
     let on_connect = shared.clone();
-    let gate = shared.clone();
+    let gate = ctx.clone();
     let sub = shared.clone();
     let unsub = shared.clone();
     let publ = shared.clone();
@@ -145,49 +167,18 @@ pub(crate) fn force_disconnect(shared: &Shared, socket: &SocketRef, reason: &str
     socket.close();
 }
 
-/// The connect middleware: drain, then the token in the auth payload (`{ token }`),
-/// then the tier's place.
-fn admit(shared: &Shared, req: &ConnectRequest) -> Result<(), ConnectError> {
-    if shared.draining.load(Ordering::Acquire) {
-        shared.stats.connect_refused("server_shutting_down");
-        return Err(refusal(
-            "server_shutting_down",
-            "the server is shutting down; connect to another one",
-            Some(Duration::from_secs(5)),
-        ));
-    }
-    let auth = req.auth_json();
-    let token = match auth.get("token") {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(t)) => Ok(Some(t.as_str())),
-        Some(_) => Err(crate::auth::AuthError::Malformed(
-            "`token` must be a string".to_owned(),
-        )),
-    };
-    let identity = match token.and_then(|t| shared.verifier.authenticate(t)) {
-        Ok(identity) => identity,
-        Err(e) => {
-            shared.stats.auth_refused(e.code());
-            tracing::debug!(code = e.code(), error = %e, "connection refused");
-            let failures = req
-                .connection()
-                .with_guard::<Ticket, _>(|t| t.map_or(0, Ticket::auth_failed));
-            if failures > MAX_AUTH_FAILURES {
-                // Honest clients do not retry bad tokens on one connection: stop paying
-                // for signature checks.
-                shared.stats.forced("auth_failures");
-                req.connection().close();
-            }
-            return Err(refusal(e.code(), &e.to_string(), None));
-        }
-    };
+/// The connect middleware: who the client is (drain, then its token), then the tier's
+/// place.
+fn admit(ctx: &Context, req: &ConnectRequest) -> Result<(), ConnectError> {
+    let shared = &ctx.shared;
+    let identity = ctx.authenticate(req)?;
     let (slot, victim) = shared.tiers.admit(identity.tier).map_err(|r| {
         let (code, message) = match r {
             TierRefusal::ServerFull => ("server_full", "the server is full; try again later"),
             TierRefusal::TierFull => ("tier_full", "no room left in this connection tier"),
         };
         shared.stats.connect_refused(code);
-        refusal(code, message, Some(Duration::from_secs(10)))
+        connect_refusal(code, message, Some(Duration::from_secs(10)))
     })?;
     if let Some(victim) = victim {
         force_disconnect(
@@ -203,14 +194,6 @@ fn admit(shared: &Shared, req: &ConnectRequest) -> Result<(), ConnectError> {
         publish_violations: Default::default(),
     });
     Ok(())
-}
-
-fn refusal(code: &str, message: &str, retry_after: Option<Duration>) -> ConnectError {
-    let mut data = json!({ "code": code, "message": message });
-    if let Some(after) = retry_after {
-        data["retryAfterMs"] = json!(after.as_millis() as u64);
-    }
-    ConnectError::new(message).with_data(data)
 }
 
 /// A socket joined `/`: its user room, its tier's ping interval, eviction order.
@@ -240,15 +223,13 @@ fn identity(socket: &SocketRef) -> Arc<Identity> {
 
 /// The token's rights end when it expires, also for a socket that is still connected.
 fn check_expiry(shared: &Shared, identity: &Identity) -> Result<(), Refusal> {
-    match identity.expires {
-        Some(exp) if exp + shared.verifier.leeway_s() < jsonwebtoken::get_current_timestamp() => {
-            Err(Refusal::new(
-                "token_expired",
-                "your token has expired: reconnect with a new one",
-            ))
-        }
-        _ => Ok(()),
+    if identity.expired(shared.verifier.leeway_s()) {
+        return Err(Refusal::new(
+            "token_expired",
+            "your token has expired: reconnect with a new one",
+        ));
     }
+    Ok(())
 }
 
 fn check_room(shared: &Shared, room: &str) -> Result<(), Refusal> {
@@ -283,6 +264,13 @@ fn subscribe(shared: &Shared, socket: &SocketRef, ev: &Event) -> Result<(), Refu
             "user rooms are joined by the server: you are in your own",
         ));
     }
+    if socketio::Sid::parse(&room).is_some() {
+        // Each socket is in the room of its own id (as in the Node server); joining
+        // another socket's would read what is meant for that socket alone.
+        return Err(Refusal::forbidden(
+            "rooms named like a socket id are the sockets' own",
+        ));
+    }
     let identity = identity(socket);
     check_expiry(shared, &identity)?;
     if !identity.rooms.matches(&room) {
@@ -290,7 +278,7 @@ fn subscribe(shared: &Shared, socket: &SocketRef, ev: &Event) -> Result<(), Refu
             "your token does not allow subscribing to {room:?}"
         )));
     }
-    let rooms = socket.rooms();
+    let rooms = socket.joined_rooms();
     if rooms.iter().any(|r| r.as_str() == room) {
         return Ok(());
     }

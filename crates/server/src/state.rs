@@ -152,6 +152,8 @@ pub struct AppState {
     pub io: socketio::Server,
     /// Namespace `/`, where Herald's clients live.
     pub root: Arc<socketio::Namespace>,
+    /// The services the server runs.
+    pub services: Vec<Arc<dyn crate::service::Service>>,
     /// Shared with the client-event handlers.
     pub shared: Arc<Shared>,
     /// When the server started.

@@ -70,6 +70,7 @@ pub use args::{Args, RawArgs};
 pub use binary::Binary;
 pub use broadcast::BroadcastOperator;
 pub use config::{Config, Parser, RateLimit};
+pub use engineio::Sid;
 pub use error::{AckError, ConnectError, DisconnectReason, Error};
 pub use event::{AckResponse, ConnectRequest, Event};
 pub use namespace::Namespace;

@@ -126,7 +126,8 @@ impl Namespace {
         self.sockets.is_empty()
     }
 
-    /// The rooms and how many sockets each holds.
+    /// The rooms sockets joined and how many sockets each holds. The room of each
+    /// socket's own id is not listed (see [`Namespace::for_each_local`]).
     pub fn rooms(&self) -> Vec<(Str, usize)> {
         self.rooms
             .iter()
@@ -173,6 +174,11 @@ impl Namespace {
     /// Calls `f` once on each of this node's sockets matching `opts`. Holds one shard of
     /// the room or socket map at a time, for reading only; `f` must not join or leave
     /// rooms.
+    ///
+    /// As in the Node server, every socket is in the room named by its own id, so
+    /// `to(id)` reaches it and `except(id)` leaves it out. That room costs nothing: it is
+    /// not in the room map, a room name that is a socket id of this namespace is
+    /// resolved through the socket map.
     pub fn for_each_local(&self, opts: &BroadcastOptions, mut f: impl FnMut(&SocketRef)) {
         let mut excluded: HashSet<Sid> = HashSet::new();
         excluded.extend(opts.except_socket);
@@ -180,6 +186,7 @@ impl Namespace {
             if let Some(members) = self.rooms.get(room) {
                 excluded.extend(members.keys().copied());
             }
+            excluded.extend(self.own_room(room).map(|s| s.id()));
         }
         let mut take = |id: &Sid, socket: &SocketRef| {
             if !excluded.contains(id) {
@@ -198,6 +205,11 @@ impl Namespace {
                         take(id, socket);
                     }
                 }
+                // Never also a member of the map's room of that name: a socket does not
+                // join its own room (`Socket::join`).
+                if let Some(socket) = self.own_room(room) {
+                    take(&socket.id(), &socket);
+                }
             }
             rooms => {
                 // A socket in several of the rooms is taken once.
@@ -210,9 +222,20 @@ impl Namespace {
                             }
                         }
                     }
+                    if let Some(socket) = self.own_room(room) {
+                        if seen.insert(socket.id()) {
+                            take(&socket.id(), &socket);
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// The socket whose own room is `room`, when `room` is the id of one of this
+    /// namespace's sockets.
+    fn own_room(&self, room: &Str) -> Option<SocketRef> {
+        Sid::parse(room.as_str()).and_then(|id| self.socket(id))
     }
 
     pub(crate) fn add_to_room(&self, room: Str, socket: &SocketRef) {

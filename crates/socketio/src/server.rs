@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use engineio::{CloseReason, Engine, EngineHandler};
+use engineio::{CloseReason, Engine, EngineHandler, Guard, Handshake, Refusal};
 use parking_lot::Mutex;
 use socketio_proto::{json, msgpack, DecodeError, Packet, PacketType, Str};
 use tokio::net::TcpStream;
@@ -30,11 +30,17 @@ enum Matcher {
     Dynamic(Arc<dyn Fn(&str) -> bool + Send + Sync>),
 }
 
+/// Decides on each handshake that would open a connection (see [`Builder::admission`]).
+pub(crate) type Admission =
+    Arc<dyn Fn(&Handshake<'_>) -> Result<Option<Guard>, Refusal> + Send + Sync>;
+
 /// Sets up a [`Server`]: its namespaces and their handlers.
 #[derive(Default)]
 pub struct Builder {
     specs: Vec<NsSpec>,
     adapter: Option<Arc<dyn Adapter>>,
+    admission: Option<Admission>,
+    engine_stats: Option<Arc<engineio::EngineStats>>,
 }
 
 impl fmt::Debug for Builder {
@@ -157,6 +163,25 @@ impl Builder {
         self
     }
 
+    /// Decides on every request that would open a connection (an Engine.IO handshake,
+    /// over either transport), before anything is made for it: `f` may refuse it with a
+    /// status and a code, or admit it with a [`Guard`] the connection holds until it
+    /// closes. Admits everyone by default.
+    pub fn admission(
+        mut self,
+        f: impl Fn(&Handshake<'_>) -> Result<Option<Guard>, Refusal> + Send + Sync + 'static,
+    ) -> Self {
+        self.admission = Some(Arc::new(f));
+        self
+    }
+
+    /// Has the engine count into `stats` (owned by the caller: its metrics, or its
+    /// admission, read them). Defaults to counters of the engine's own.
+    pub fn engine_stats(mut self, stats: Arc<engineio::EngineStats>) -> Self {
+        self.engine_stats = Some(stats);
+        self
+    }
+
     /// Sets the adapter of every namespace. Defaults to [`LocalAdapter`].
     pub fn adapter(mut self, adapter: Arc<dyn Adapter>) -> Self {
         self.adapter = Some(adapter);
@@ -180,6 +205,7 @@ impl Builder {
             namespaces: DashMap::new(),
             common,
             specs: self.specs,
+            admission: self.admission,
             pending: Mutex::new(VecDeque::new()),
             config,
         });
@@ -195,11 +221,12 @@ impl Builder {
                     .insert(Str::from(name.clone()), Arc::new(ns));
             }
         }
-        let engine = Engine::new(
+        let engine = Engine::with_stats(
             inner.config.engine.clone(),
             Handler {
                 inner: inner.clone(),
             },
+            self.engine_stats.unwrap_or_default(),
         );
         tokio::spawn(connect_timeouts(Arc::downgrade(&inner)));
         Server { inner, engine }
@@ -211,6 +238,7 @@ pub(crate) struct Inner {
     common: Common,
     namespaces: DashMap<Str, Arc<Namespace>>,
     specs: Vec<NsSpec>,
+    admission: Option<Admission>,
     /// Connections not yet in a namespace, by connect deadline. One timer for all of
     /// them; the deadline is the same for every connection, so the queue stays sorted.
     pending: Mutex<VecDeque<(Instant, Weak<Conn>)>>,
@@ -267,9 +295,11 @@ impl Server {
         &self.engine
     }
 
-    /// Serves one accepted TCP connection (HTTP/1.1, upgrades included).
+    /// Serves one accepted TCP connection (HTTP/1.1, upgrades included); other paths
+    /// than the engine's get 404 (see [`engineio::serve_connection`] to serve them).
     pub async fn serve_connection(self, stream: TcpStream, remote: SocketAddr) {
-        engineio::serve_connection(self.engine, stream, remote).await;
+        let _ = stream.set_nodelay(true);
+        engineio::serve_connection(self.engine, stream, remote, engineio::NotFound).await;
     }
 
     /// The namespace `name`, if it exists (dynamic ones once a client joined).
@@ -309,6 +339,13 @@ impl fmt::Debug for Handler {
 
 impl EngineHandler for Handler {
     type Data = ConnState;
+
+    fn admit(&self, handshake: &Handshake<'_>) -> Result<Option<Guard>, Refusal> {
+        match &self.inner.admission {
+            Some(admit) => admit(handshake),
+            None => Ok(None),
+        }
+    }
 
     fn on_open(&self, conn: &Arc<Conn>) {
         let deadline = Instant::now() + self.inner.config.connect_timeout;
@@ -415,6 +452,9 @@ impl Handler {
                 if conn.send_all(frames).is_err() {
                     return;
                 }
+                // The reply in a write of its own, before what the connect handler
+                // sends (as the Node server writes them; see `write_boundary`).
+                conn.write_boundary();
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode a CONNECT reply");

@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,11 @@ use crate::{
     AckError, AckResponse, Args, BroadcastOperator, DisconnectReason, Error, Event, Namespace,
     Parser,
 };
+
+/// The phases of a socket's life ([`Socket::connected`] is the first).
+const CONNECTED: u8 = 0;
+const DISCONNECTING: u8 = 1;
+const LEFT: u8 = 2;
 
 /// A shared handle to a socket.
 pub type SocketRef = Arc<Socket>;
@@ -89,7 +94,8 @@ pub struct Socket {
     /// while a user handler runs.
     state: Mutex<State>,
     next_ack: AtomicU64,
-    connected: AtomicBool,
+    /// [`CONNECTED`], then [`DISCONNECTING`] while it leaves, then [`LEFT`].
+    phase: AtomicU8,
     /// Rate limit (GCRA): when the socket's next event is due at the sustained rate, in
     /// nanoseconds on the namespace's clock; and events refused since the socket was
     /// last within its rate with a full burst.
@@ -146,7 +152,7 @@ impl Socket {
                 ..State::default()
             }),
             next_ack: AtomicU64::new(0),
-            connected: AtomicBool::new(true),
+            phase: AtomicU8::new(CONNECTED),
             tat: AtomicU64::new(0),
             violations: AtomicU32::new(0),
         }
@@ -195,7 +201,7 @@ impl Socket {
 
     /// Whether the socket is still in its namespace.
     pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
+        self.phase.load(Ordering::Acquire) == CONNECTED
     }
 
     pub(crate) fn parser(&self) -> Parser {
@@ -301,10 +307,11 @@ impl Socket {
         }
     }
 
-    /// Joins `room`.
+    /// Joins `room`. The socket is always in the room of its own id (see
+    /// [`Socket::rooms`]); joining it does nothing.
     pub fn join(self: &Arc<Self>, room: impl Into<Str>) {
         let room = room.into();
-        if !self.connected() {
+        if !self.connected() || room.as_str() == self.id.as_str() {
             return;
         }
         {
@@ -322,7 +329,7 @@ impl Socket {
         }
     }
 
-    /// Leaves `room`.
+    /// Leaves `room`. The room of the socket's own id is left only with the namespace.
     pub fn leave(&self, room: &Str) {
         let removed = {
             let rooms = &mut self.state.lock().rooms;
@@ -343,8 +350,21 @@ impl Socket {
         }
     }
 
-    /// The rooms the socket is in.
+    /// The rooms the socket is in: first the room of its own id (until it has left the
+    /// namespace: `disconnecting` handlers still see it, as in the Node server), then
+    /// those it joined.
     pub fn rooms(&self) -> Vec<Str> {
+        let state = self.state.lock();
+        let mut rooms = Vec::with_capacity(state.rooms.len() + 1);
+        if self.phase.load(Ordering::Acquire) != LEFT {
+            rooms.push(Str::from(self.id.as_str().to_owned()));
+        }
+        rooms.extend(state.rooms.iter().cloned());
+        rooms
+    }
+
+    /// The rooms the socket joined, without the room of its own id.
+    pub fn joined_rooms(&self) -> Vec<Str> {
         self.state.lock().rooms.clone()
     }
 
@@ -493,7 +513,16 @@ impl Socket {
     /// Leaves the namespace: `disconnecting` handlers (rooms still known), rooms left,
     /// pending acks failed, `disconnect` handlers. Runs once.
     pub(crate) fn leave_namespace(self: &Arc<Self>, reason: DisconnectReason) {
-        if !self.connected.swap(false, Ordering::AcqRel) {
+        if self
+            .phase
+            .compare_exchange(
+                CONNECTED,
+                DISCONNECTING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
             return;
         }
         let disconnecting: Vec<DisconnectHandler> = self.state.lock().on_disconnecting.clone();
@@ -503,6 +532,7 @@ impl Socket {
         self.leave_all();
         self.nsp.remove(self.id);
         self.conn.data().sockets.lock().retain(|s| s.id != self.id);
+        self.phase.store(LEFT, Ordering::Release);
         // Dropping the senders fails the waiting emits with `Disconnected`.
         self.state.lock().acks.clear();
         let disconnect: Vec<DisconnectHandler> =

@@ -118,6 +118,95 @@ async fn rooms_and_operators() {
     silent(&mut c).await;
 }
 
+/// Every socket is in the room of its own id, as in the Node server: `rooms()` lists
+/// it first, `to(id)` reaches that socket alone, `except(id)` leaves it out, several
+/// rooms naming one socket reach it once, and the room costs no entry in the room map.
+#[tokio::test]
+async fn every_socket_is_in_its_own_room() {
+    let server = Server::builder()
+        .ns("/", |socket, _| {
+            socket.join("all");
+            socket.on("rooms", |socket, ev| {
+                let rooms: Vec<String> = socket
+                    .rooms()
+                    .iter()
+                    .map(|r| r.as_str().to_owned())
+                    .collect();
+                ev.ack((rooms,)).unwrap();
+            });
+            socket.on("join", |socket, ev| {
+                let (room,): (String,) = ev.args().unwrap();
+                socket.join(room);
+                ev.ack(("ok",)).unwrap();
+            });
+        })
+        .build(config());
+    let addr = serve(server.clone()).await;
+    let (mut a, a_id) = client(addr).await;
+    let (mut b, b_id) = client(addr).await;
+    let (mut c, _) = client(addr).await;
+    a.send(Message::text(r#"421["rooms"]"#)).await.unwrap();
+    assert_eq!(next_text(&mut a).await, format!(r#"431[["{a_id}","all"]]"#));
+    // Joining one's own room changes nothing.
+    a.send(Message::text(format!(r#"422["join","{a_id}"]"#)))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut a).await, r#"432["ok"]"#);
+    let ns = server.of("/").unwrap();
+    assert_eq!(ns.rooms(), vec![("all".into(), 3)]);
+
+    assert_eq!(ns.to(a_id.clone()).emit("only-a", ()).unwrap(), 1);
+    assert_eq!(next_text(&mut a).await, r#"42["only-a"]"#);
+    silent(&mut b).await;
+    silent(&mut c).await;
+
+    assert_eq!(
+        ns.to("all").except(b_id.clone()).emit("not-b", ()).unwrap(),
+        2
+    );
+    assert_eq!(next_text(&mut a).await, r#"42["not-b"]"#);
+    assert_eq!(next_text(&mut c).await, r#"42["not-b"]"#);
+    silent(&mut b).await;
+
+    // A socket named twice (its id and a room it is in) gets the packet once.
+    let n = ns
+        .to(a_id.clone())
+        .to("all")
+        .to(b_id.clone())
+        .emit("once", ())
+        .unwrap();
+    assert_eq!(n, 3);
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(next_text(ws).await, r#"42["once"]"#);
+        silent(ws).await;
+    }
+    // Another socket may join a room named by a socket id: both are reached.
+    c.send(Message::text(format!(r#"423["join","{a_id}"]"#)))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut c).await, r#"433["ok"]"#);
+    assert_eq!(ns.to(a_id.clone()).emit("a-room", ()).unwrap(), 2);
+    assert_eq!(next_text(&mut a).await, r#"42["a-room"]"#);
+    assert_eq!(next_text(&mut c).await, r#"42["a-room"]"#);
+    silent(&mut b).await;
+
+    // Gone with the socket: an id that no longer names a socket reaches nobody.
+    drop(a);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while ns.socket(socketio::Sid::parse(&a_id).unwrap()).is_some() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the socket leaves");
+    assert_eq!(
+        ns.to(a_id.clone()).emit("gone", ()).unwrap(),
+        1,
+        "only c's joined room"
+    );
+    assert_eq!(next_text(&mut c).await, r#"42["gone"]"#);
+}
+
 /// The server emits with an ack to one socket and to a room, and collects the answers;
 /// a socket that does not answer times out.
 #[tokio::test]
@@ -193,7 +282,7 @@ async fn server_side_disconnect() {
     assert_eq!(
         *log.lock(),
         [
-            "disconnecting rooms=1 server namespace disconnect",
+            "disconnecting rooms=2 server namespace disconnect",
             "disconnect rooms=0 server namespace disconnect"
         ]
     );
@@ -321,7 +410,7 @@ async fn middleware_and_dynamic_namespaces() {
         .unwrap();
     assert_eq!(
         next_text(&mut ws).await,
-        r#"44/private,{"data":{"code":401},"message":"not authorized"}"#
+        r#"44/private,{"message":"not authorized","data":{"code":401}}"#
     );
     ws.send(Message::text(r#"40/private,{"token":"secret"}"#))
         .await
@@ -491,13 +580,16 @@ async fn operations_go_through_the_adapter() {
         .ns("/", |_, _| {})
         .build(config());
     let addr = serve(server.clone()).await;
-    let (mut a, _) = client(addr).await;
+    let (mut a, a_id) = client(addr).await;
     let ns = server.of("/").unwrap();
     ns.broadcast().join("team");
     let found = ns.to("team").fetch_sockets().await;
     assert_eq!(found.len(), 1);
     assert!(found[0].local.is_some());
-    assert_eq!(found[0].rooms, vec![socketio::Str::from("team")]);
+    assert_eq!(
+        found[0].rooms,
+        vec![socketio::Str::from(a_id), socketio::Str::from("team")]
+    );
     assert_eq!(
         ns.to("team")
             .except("nobody")

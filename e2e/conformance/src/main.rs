@@ -49,6 +49,29 @@ impl EngineHandler for Echo {
     fn on_close(&self, _socket: &Arc<Socket<()>>, _reason: CloseReason) {}
 }
 
+/// The Engine.IO echo as the fallback of the Socket.IO engine's connections.
+#[derive(Clone)]
+struct EchoFallback(Arc<Engine<Echo>>);
+
+impl engineio::serve::Fallback for EchoFallback {
+    type Body = http_body_util::Full<Bytes>;
+    type Error = std::convert::Infallible;
+
+    async fn call(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+        remote: SocketAddr,
+    ) -> hyper::Response<Self::Body> {
+        if self.0.matches(req.uri().path()) {
+            self.0
+                .handle::<engineio::Rewind<tokio::net::TcpStream>, _>(req, remote)
+                .await
+        } else {
+            engineio::NotFound.call(req, remote).await
+        }
+    }
+}
+
 fn args() -> Result<(u16, socketio::Parser), String> {
     let mut args = std::env::args().skip(1);
     let mut port = std::env::var("PORT").ok();
@@ -188,35 +211,14 @@ async fn serve(port: u16, parser: socketio::Parser, fd_limit: u64) -> std::io::R
                 continue;
             }
         };
-        let (engine, sio) = (engine.clone(), sio.clone());
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let service =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (engine, sio) = (engine.clone(), sio.clone());
-                    async move {
-                        let path = req.uri().path();
-                        let res = if engine.matches(path) {
-                            engine.handle(req, remote).await
-                        } else if sio.engine().matches(path) {
-                            sio.engine().handle(req, remote).await
-                        } else {
-                            let mut res = hyper::Response::new(http_body_util::Full::new(
-                                Bytes::from_static(b"Not Found"),
-                            ));
-                            *res.status_mut() = hyper::StatusCode::NOT_FOUND;
-                            res
-                        };
-                        Ok::<_, std::convert::Infallible>(res)
-                    }
-                });
-            // TokioIo<TcpStream>: the WebSocket transport takes the raw socket back.
-            let conn = engineio::serve::http1_builder()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
-        });
+        let _ = stream.set_nodelay(true);
+        // Socket.IO on the engine's own path (direct WebSockets, as Herald serves them);
+        // the Engine.IO echo behind it, through hyper.
+        tokio::spawn(engineio::serve_connection(
+            sio.engine().clone(),
+            stream,
+            remote,
+            EchoFallback(engine.clone()),
+        ));
     }
 }

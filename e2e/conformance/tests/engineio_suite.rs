@@ -317,9 +317,11 @@ async fn upgrade_then_polling_is_refused() {
     assert_eq!(ws.recv_skipping_pings().await, Got::Text("4hello".into()));
 }
 
-/// After an upgrade, a second WebSocket with the sid is refused and the first goes on.
+/// After an upgrade, a second WebSocket with the sid is accepted and closed at once
+/// (as the Node server does; the suite's `ws` client fails on a refused handshake), and
+/// the first goes on ("ignores WebSocket connection with same sid after upgrade").
 #[tokio::test]
-async fn upgrade_then_second_websocket_is_refused() {
+async fn upgrade_then_second_websocket_is_closed() {
     let server = Server::start();
     let sid = server.open_polling().await;
     let mut ws = server.ws(&format!("&sid={sid}")).await;
@@ -327,12 +329,54 @@ async fn upgrade_then_second_websocket_is_refused() {
     assert_eq!(ws.recv().await, Got::Text("3probe".into()));
     ws.text("5").await;
     assert_eq!(ws.recv().await, Got::Text("6".into()));
-    let second = server
+    let mut second = server
         .ws_query(&format!("EIO=4&transport=websocket&sid={sid}"))
-        .await;
-    assert!(second.is_err(), "a second WebSocket was accepted");
+        .await
+        .expect("the second WebSocket's handshake is accepted");
+    assert_eq!(second.recv().await, Got::Close(1005));
     ws.text("4hello").await;
     assert_eq!(ws.recv_skipping_pings().await, Got::Text("4hello".into()));
+}
+
+/// The suite's sequence exactly: `2probe` and `5` sent without waiting, then a second
+/// WebSocket with the sid; it is closed, and the upgraded one still echoes.
+#[tokio::test]
+async fn upgrade_unawaited_then_second_websocket_is_closed() {
+    let server = Server::start();
+    let sid = server.open_polling().await;
+    let mut ws = server.ws(&format!("&sid={sid}")).await;
+    ws.text("2probe").await;
+    ws.text("5").await;
+    let mut second = server
+        .ws_query(&format!("EIO=4&transport=websocket&sid={sid}"))
+        .await
+        .expect("the second WebSocket's handshake is accepted");
+    assert_eq!(second.recv().await, Got::Close(1005));
+    ws.text("4hello").await;
+    loop {
+        match ws.recv_skipping_pings().await {
+            Got::Text(t) if t == "3probe" || t == "6" => continue,
+            other => {
+                assert_eq!(other, Got::Text("4hello".into()));
+                break;
+            }
+        }
+    }
+}
+
+/// A WebSocket for a session that was closed is refused like an unknown one.
+#[tokio::test]
+async fn websocket_for_closed_session_is_refused() {
+    let server = Server::start();
+    let sid = server.open_polling().await;
+    assert_eq!(server.post(&sid, b"1").await.status, 200);
+    let refused = server
+        .ws_query(&format!("EIO=4&transport=websocket&sid={sid}"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.error_code(), 1);
 }
 
 /// The open packet's sid is usable right away (a sanity check of the helpers).

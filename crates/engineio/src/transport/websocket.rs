@@ -21,15 +21,13 @@ use engineio_proto::{ErrorCode, Packet, Transport};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWriteExt, ReadBuf};
 use ws::{CloseCode, Decoder, Frame, Message, OpCode, ProtocolError, Role};
 
-use crate::direct::{response_head, DirectSlot, Rewind};
+use crate::direct::{response_head, DirectSlot};
 use crate::engine::{error_response, HttpResponse};
 use crate::socket::{Guard, Opening};
-use crate::BoxedStream;
-use crate::{CloseReason, Engine, EngineHandler, EngineStats, Socket};
+use crate::{CloseReason, Connection, Engine, EngineHandler, EngineStats, Socket, Stream};
 
 /// Size of the per-thread read buffer.
 const SCRATCH_LEN: usize = 64 * 1024;
@@ -48,8 +46,9 @@ thread_local! {
 }
 
 /// Validates an upgrade request, answers 101, and runs the connection once hyper hands
-/// it over: a new session (`existing` is `None`) or the upgrade of a polling session.
-pub(crate) fn upgrade<H: EngineHandler, B>(
+/// it over (as the `C` it serves) or at once when it came by the direct path: a new
+/// session (`existing` is `None`) or the upgrade of a polling session.
+pub(crate) fn upgrade<H: EngineHandler, B, C: Connection>(
     engine: &Arc<Engine<H>>,
     mut req: Request<B>,
     remote: SocketAddr,
@@ -70,38 +69,48 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
             return error_response(ErrorCode::BadRequest);
         }
     };
-    if let Some(socket) = &existing {
-        let mut outbox = socket.outbox.lock();
-        // One probe at a time, and only from polling (§1.7: a WebSocket for an upgraded
-        // session is refused).
-        if outbox.transport != Transport::Polling || outbox.probing || outbox.closed.is_some() {
-            return error_response(ErrorCode::BadRequest);
-        }
-        outbox.probing = true;
-    }
     // Copied now, so the task below holds no part of the request.
     let target = match existing {
-        Some(socket) => Target::Upgrade(socket),
+        Some(socket) => {
+            let mut outbox = socket.outbox.lock();
+            if outbox.closed.is_some() {
+                // Gone for the client's purposes, as a session the Node server forgot.
+                return error_response(ErrorCode::UnknownSid);
+            }
+            if outbox.transport != Transport::Polling || outbox.probing {
+                // One probe at a time, and only from polling (§1.7). As the Node server
+                // does, the handshake is accepted and the WebSocket closed at once: the
+                // session carries on over the transport it has.
+                Target::Refuse
+            } else {
+                outbox.probing = true;
+                drop(outbox);
+                Target::Upgrade(socket)
+            }
+        }
         None => Target::New(Opening::new(req.uri(), req.headers(), remote), guard),
     };
     // Read without hyper (`direct`): the connection is at hand, and the 101 goes out
     // with the first frames.
     let direct = req
         .extensions_mut()
-        .remove::<DirectSlot>()
+        .remove::<DirectSlot<C::Stream>>()
         .and_then(|slot| slot.take());
     if let Some((stream, leftover)) = direct {
         drop(req);
         let res = switching_protocols(&accept);
         let conn = Conn::new(engine, stream, &leftover);
         let head = response_head(&res);
-        tokio::spawn(run_upgraded(engine.clone(), target, conn, Some(head)));
+        engine
+            .tracker
+            .spawn(run_upgraded(engine.clone(), target, conn, Some(head)));
         return res;
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
     let engine = engine.clone();
-    tokio::spawn(async move {
+    let tracker = engine.tracker.clone();
+    tracker.spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
@@ -110,37 +119,28 @@ pub(crate) fn upgrade<H: EngineHandler, B>(
                 return;
             }
         };
-        // Keep bytes the client sent right after its request, then drop hyper's read
-        // buffer at once: kept alive it costs 3.5 to 5 KiB per connection.
-        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        // The connection hyper served, back as its own type: its stream, the bytes put
+        // back in front of it and not read yet (nothing, as a rule) and hyper's leftover
+        // (bytes the client sent right after its request). Hyper's read buffer is
+        // dropped at once: kept alive it costs 3.5 to 5 KiB per connection.
+        match upgraded.downcast::<TokioIo<C>>() {
             Ok(parts) => {
-                let conn = Conn::new(&engine, parts.io.into_inner(), &parts.read_buf);
-                return run_upgraded(engine, target, conn, None).await;
-            }
-            Err(upgraded) => upgraded,
-        };
-        // A TCP connection that reached hyper through `direct`: the TcpStream again,
-        // after what was put back and not read yet (nothing, as a rule) and hyper's
-        // leftover.
-        let upgraded = match upgraded.downcast::<TokioIo<Rewind<TcpStream>>>() {
-            Ok(parts) => {
-                let (stream, unread) = parts.io.into_inner().into_parts();
+                let (stream, unread) = parts.io.into_inner().into_stream();
                 let conn = if unread.is_empty() {
                     Conn::new(&engine, stream, &parts.read_buf)
                 } else {
                     Conn::new(&engine, stream, &[&parts.read_buf[..], &unread].concat())
                 };
-                return run_upgraded(engine, target, conn, None).await;
-            }
-            Err(upgraded) => upgraded,
-        };
-        match upgraded.downcast::<TokioIo<BoxedStream>>() {
-            Ok(parts) => {
-                let conn = Conn::new(&engine, parts.io.into_inner(), &parts.read_buf);
                 run_upgraded(engine, target, conn, None).await;
             }
             Err(_) => {
-                tracing::error!(%remote, "upgraded connection is neither a TcpStream nor a BoxedStream");
+                // Only when the caller served hyper something else than it named to
+                // `Engine::handle`.
+                tracing::error!(
+                    %remote,
+                    expected = std::any::type_name::<C>(),
+                    "the upgraded connection is not of the type the engine was told"
+                );
                 target.abandon();
             }
         }
@@ -173,6 +173,12 @@ async fn run_upgraded<H: EngineHandler, S: Stream>(
     head: Option<Vec<u8>>,
 ) {
     match target {
+        Target::Refuse => {
+            let mut close = head.unwrap_or_default();
+            // No status, as `ws` sends for a bare `close()`.
+            close.extend_from_slice(Frame::server(OpCode::Close, b"").as_bytes());
+            conn.finish_with(&close).await;
+        }
         Target::Upgrade(socket) => {
             // The client waits for the 101 before it probes.
             if let Some(head) = head {
@@ -226,6 +232,8 @@ enum Target<D> {
     New(Opening, Option<Guard>),
     /// The upgrade of this polling session.
     Upgrade(Arc<Socket<D>>),
+    /// A second WebSocket for a session already upgraded or probing: closed at once.
+    Refuse,
 }
 
 impl<D> Target<D> {
@@ -236,12 +244,6 @@ impl<D> Target<D> {
         }
     }
 }
-
-/// A stream an upgraded connection may run on: hyper hands over `TokioIo<TcpStream>`
-/// for plain TCP, or `TokioIo<BoxedStream>` for anything else (TLS).
-pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 /// One WebSocket connection's I/O state. While idle it holds the socket, the decoder
 /// (no buffer) and no read buffer.
@@ -363,8 +365,14 @@ impl<S: Stream> Conn<S> {
 
     /// Writes a close frame, then waits briefly for the peer's close frame or EOF.
     async fn finish(&mut self, frame: Frame) {
+        self.finish_with(frame.as_bytes()).await;
+    }
+
+    /// Writes `last` (ending with a close frame), then waits briefly for the peer's
+    /// close frame or EOF.
+    async fn finish_with(&mut self, last: &[u8]) {
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            if self.send(frame.as_bytes()).await.is_err() {
+            if self.send(last).await.is_err() {
                 return;
             }
             loop {
@@ -393,6 +401,8 @@ struct Batch {
     frames: VecDeque<Frame>,
     /// Bytes of the first frame already written.
     offset: usize,
+    /// Written on its own (a write boundary follows it).
+    alone: bool,
 }
 
 impl Batch {
@@ -520,7 +530,8 @@ fn serve<H: EngineHandler, S: Stream>(
 ) {
     let live = &engine.stats.websocket_connections;
     live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tokio::spawn(async move {
+    let tracker = engine.tracker.clone();
+    tracker.spawn(async move {
         run(&engine, &socket, conn).await;
         engine
             .stats
@@ -567,9 +578,13 @@ async fn run<H: EngineHandler, S: Stream>(
                     return Poll::Ready(Some((left, frame)));
                 }
                 if batch.is_none() {
-                    let frames = outbox.take();
+                    let (frames, alone) = outbox.take_batch();
                     if !frames.is_empty() {
-                        batch = Some(Batch { frames, offset: 0 });
+                        batch = Some(Batch {
+                            frames,
+                            offset: 0,
+                            alone,
+                        });
                     }
                 }
                 // Registered also while a batch waits on the socket, so a close from
@@ -579,6 +594,19 @@ async fn run<H: EngineHandler, S: Stream>(
             // 2. Write it, as far as the socket takes it.
             if let Some(b) = batch.as_mut() {
                 match b.write_to(cx, &mut conn.stream, engine) {
+                    Ok(true) if b.alone => {
+                        // A write of its own: what is held after it goes out 1 ms later
+                        // (see `Socket::write_boundary`; the runtime's timers have no
+                        // finer grain). Rare (once per CONNECT followed by packets): a
+                        // task of its own, so the connection's task carries nothing.
+                        batch = None;
+                        let socket = socket.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            socket.release();
+                        });
+                        continue;
+                    }
                     Ok(true) => {
                         batch = None;
                         continue;

@@ -142,7 +142,8 @@ fn main() {
         loop {
             match listener.accept().await {
                 Ok((stream, remote)) => {
-                    tokio::spawn(engineio::serve_connection(engine.clone(), stream, remote));
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(engineio::serve_connection(engine.clone(), stream, remote, engineio::NotFound));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }

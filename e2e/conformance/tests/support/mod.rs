@@ -294,6 +294,12 @@ impl Ws {
         .await
     }
 
+    /// Bytes read off the connection and not yet decoded (what came in the same reads
+    /// as the frames returned so far).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The next message that is not an Engine.IO ping.
     pub async fn recv_skipping_pings(&mut self) -> Got {
         loop {
