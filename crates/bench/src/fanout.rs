@@ -4,8 +4,14 @@
 //! Receivers record delivery latency (HdrHistogram), and count lost, out-of-order and
 //! duplicated packets and disconnects. The server's memory is sampled throughout.
 //!
+//! A packet is lost when its sequence number never reached a receiver: each receiver
+//! keeps the set of numbers it got in the phase, so a packet that arrives after a later
+//! one is counted out of order, not lost (a server may reorder broadcasts: socketioxide
+//! runs each event handler in a task of its own).
+//!
 //! `fanout-max` runs phases at rising rates on the same receivers until the p99
-//! latency passes a bound or a packet is lost, and reports the highest rate sustained.
+//! latency passes a bound, a packet is lost or duplicated, or a receiver disconnects,
+//! and reports the highest rate sustained (and why the next step failed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,6 +70,9 @@ pub struct MaxOptions {
 #[derive(Default)]
 struct Phase {
     deliveries: AtomicU64,
+    /// Deliveries of a sequence number the receiver had not had yet in the phase.
+    unique: AtomicU64,
+    duplicates: AtomicU64,
     out_of_order: AtomicU64,
     disconnected: AtomicU64,
     last_us: AtomicU64,
@@ -115,6 +124,8 @@ async fn receive(i: usize, mut conn: Conn, shared: Arc<Shared>) {
     shared.alive.fetch_add(1, Ordering::Relaxed);
     let mut phase = usize::MAX;
     let mut expect = 0u64;
+    // The sequence numbers had in this phase, one bit each.
+    let mut seen: Vec<u64> = Vec::new();
     loop {
         let packet = match conn.recv_message().await {
             Ok(p) => p,
@@ -141,9 +152,21 @@ async fn receive(i: usize, mut conn: Conn, shared: Arc<Shared>) {
         if p != phase {
             phase = p;
             expect = 0;
+            seen.clear();
         }
         stats.deliveries.fetch_add(1, Ordering::Relaxed);
         stats.record(i, now.saturating_sub(t));
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        if word >= seen.len() {
+            // Bounded by what a phase sends (rate × duration).
+            seen.resize(word + 1, 0);
+        }
+        if seen[word] & bit != 0 {
+            stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        seen[word] |= bit;
+        stats.unique.fetch_add(1, Ordering::Relaxed);
         if seq < expect {
             stats.out_of_order.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -203,8 +226,7 @@ impl Receivers {
         };
         let deadline = Instant::now() + drain;
         while Instant::now() < deadline {
-            let unique = phase.deliveries.load(Ordering::Relaxed)
-                - phase.out_of_order.load(Ordering::Relaxed);
+            let unique = phase.unique.load(Ordering::Relaxed);
             if unique >= sent * self.alive() {
                 break;
             }
@@ -213,6 +235,8 @@ impl Receivers {
         json!({
             "alive": self.alive(),
             "deliveries": phase.deliveries.load(Ordering::Relaxed),
+            "unique": phase.unique.load(Ordering::Relaxed),
+            "duplicates": phase.duplicates.load(Ordering::Relaxed),
             "out_of_order": phase.out_of_order.load(Ordering::Relaxed),
             "disconnected": phase.disconnected.load(Ordering::Relaxed),
             "last_us": phase.last_us.load(Ordering::Relaxed),
@@ -425,6 +449,8 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
         let (sent, started_us) = publish(&mut publisher, p, rate, opts.duration, &pad).await;
         let parts = group.phase(p, sent, opts.drain).await;
         let deliveries = shard::sum(&parts, "deliveries");
+        let unique = shard::sum(&parts, "unique");
+        let duplicates = shard::sum(&parts, "duplicates");
         let out_of_order = shard::sum(&parts, "out_of_order");
         let disconnected = shard::sum(&parts, "disconnected");
         let last_us = parts
@@ -437,7 +463,7 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
             shard::hist_add(&mut hist, &part["hist"]);
         }
         let expected = sent * alive_before;
-        let lost = expected.saturating_sub(deliveries.saturating_sub(out_of_order));
+        let lost = expected.saturating_sub(unique);
         let span_s = (last_us.saturating_sub(started_us).max(1)) as f64 / 1e6;
         let mut step = json!({
             "rate_msgs_per_s": rate,
@@ -447,6 +473,7 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
             "deliveries": deliveries,
             "deliveries_per_s": (deliveries as f64 / span_s).round(),
             "lost": lost,
+            "duplicates": duplicates,
             "out_of_order": out_of_order,
             "disconnected": disconnected,
             "latency": latency_json(&hist),
@@ -461,13 +488,27 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
             step["server_rss_max_bytes"] = json!(rss_max.load(Ordering::Relaxed));
         }
         let p99 = hist.value_at_quantile(0.99);
-        let passed = lost == 0
-            && out_of_order == 0
-            && disconnected == 0
-            && opts
-                .max
-                .is_none_or(|m| p99 <= m.p99_bound.as_micros() as u64);
+        let mut failed = Vec::new();
+        if lost > 0 {
+            failed.push("lost");
+        }
+        if duplicates > 0 {
+            failed.push("duplicates");
+        }
+        if disconnected > 0 {
+            failed.push("disconnected");
+        }
+        if opts
+            .max
+            .is_some_and(|m| p99 > m.p99_bound.as_micros() as u64)
+        {
+            failed.push("p99");
+        }
+        let passed = failed.is_empty();
         step["passed"] = json!(passed);
+        if !passed {
+            step["failed_on"] = json!(failed);
+        }
         eprintln!("{mode} step {p}: {step}");
         results.push(step.clone());
         match opts.max {

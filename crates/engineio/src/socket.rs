@@ -373,6 +373,12 @@ impl<D> Socket<D> {
         outbox.boundary = u16::try_from(outbox.queue.len()).unwrap_or(u16::MAX);
     }
 
+    /// Whether a polling GET is waiting for packets: what is sent now goes out in its
+    /// answer at once.
+    pub fn is_polled(&self) -> bool {
+        self.outbox.lock().get_active
+    }
+
     /// Lets the frames held after a write boundary go (see [`Outbox::take_batch`]).
     pub(crate) fn release(&self) {
         self.outbox.lock().held = false;

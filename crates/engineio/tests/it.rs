@@ -469,11 +469,18 @@ async fn polling_last_words_come_before_the_close_packet() {
         let get = get.clone();
         tokio::spawn(async move { Server::client_http(addr, &get).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let socket = server
         .engine
         .get(engineio::Sid::parse(&sid).unwrap())
         .unwrap();
+    // The GET is pending before the server speaks.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !socket.is_polled() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the GET arrives");
     socket.send_text(b"bye").unwrap();
     socket.close_with(CloseReason::ServerShutdown);
     assert_eq!(pending.await.unwrap(), "4bye");

@@ -253,55 +253,60 @@ async fn acks_from_the_server() {
 }
 
 /// Server-side disconnect of one socket and of a room; `disconnecting` still sees the
-/// rooms, `disconnect` runs after, each with its reason.
+/// rooms (its own id's included), `disconnect` runs after, each with its reason.
 #[tokio::test]
 async fn server_side_disconnect() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let l = log.clone();
+    let (tx, mut log) = tokio::sync::mpsc::unbounded_channel::<String>();
     let server = Server::builder()
         .ns("/", move |socket, _| {
             socket.join("r");
-            let l1 = l.clone();
+            let t1 = tx.clone();
             socket.on_disconnecting(move |s, reason| {
-                l1.lock()
-                    .push(format!("disconnecting rooms={} {reason}", s.rooms().len()));
+                let _ = t1.send(format!("disconnecting rooms={} {reason}", s.rooms().len()));
             });
-            let l2 = l.clone();
+            let t2 = tx.clone();
             socket.on_disconnect(move |s, reason| {
-                l2.lock()
-                    .push(format!("disconnect rooms={} {reason}", s.rooms().len()));
+                let _ = t2.send(format!("disconnect rooms={} {reason}", s.rooms().len()));
             });
             socket.on("bye", |socket, _| socket.disconnect());
         })
         .build(config());
     let addr = serve(server.clone()).await;
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), log.recv())
+            .await
+            .expect("a handler ran within 5 s")
+            .unwrap()
+    };
     let (mut a, _) = client(addr).await;
     a.send(Message::text(r#"42["bye"]"#)).await.unwrap();
     assert_eq!(next_text(&mut a).await, "41");
-    tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
-        *log.lock(),
-        [
-            "disconnecting rooms=2 server namespace disconnect",
-            "disconnect rooms=0 server namespace disconnect"
-        ]
+        next().await,
+        "disconnecting rooms=2 server namespace disconnect"
     );
-    log.lock().clear();
+    assert_eq!(
+        next().await,
+        "disconnect rooms=0 server namespace disconnect"
+    );
     let (mut b, _) = client(addr).await;
     let (mut c, _) = client(addr).await;
     server.of("/").unwrap().to("r").disconnect();
     assert_eq!(next_text(&mut b).await, "41");
     assert_eq!(next_text(&mut c).await, "41");
     assert_eq!(server.of("/").unwrap().len(), 0);
+    for _ in 0..4 {
+        next().await;
+    }
     // A client that closes its connection leaves with "transport close".
-    log.lock().clear();
     let (d, _) = client(addr).await;
     drop(d);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(log
-        .lock()
-        .iter()
-        .any(|l| l.ends_with(DisconnectReason::TransportClose.as_str())));
+    let left = [next().await, next().await];
+    assert!(
+        left.iter()
+            .all(|l| l.ends_with(DisconnectReason::TransportClose.as_str())),
+        "{left:?}"
+    );
 }
 
 /// Broadcasts from several threads at once: every socket sees each thread's packets in
@@ -675,7 +680,8 @@ async fn slow_consumers() {
             .await
             .unwrap()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // No wait: a slow consumer is closed, and its disconnect handler run, within the
+        // emit that found its budget full.
         let slow_gone = reasons.lock().iter().any(|(id, reason)| {
             id.as_str() == slow_id && *reason == DisconnectReason::SlowConsumer
         });

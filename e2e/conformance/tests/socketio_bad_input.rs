@@ -37,8 +37,13 @@ async fn still_fine(server: &mut Server, bystander: &mut Ws) {
 }
 
 /// Sends `frames` (text, or binary when `Err`) on a fresh connected socket and expects the
-/// connection to be closed.
+/// connection to be closed for a parse error.
 async fn closes(server: &Server, frames: &[Result<&str, &[u8]>]) {
+    closes_with(server, frames, 1000, "parse error").await;
+}
+
+/// As [`closes`], with the close code and reason expected.
+async fn closes_with(server: &Server, frames: &[Result<&str, &[u8]>], code: u16, reason: &str) {
     let mut ws = connected(server).await;
     for f in frames {
         match f {
@@ -46,10 +51,9 @@ async fn closes(server: &Server, frames: &[Result<&str, &[u8]>]) {
             Err(bytes) => ws.binary(bytes).await,
         }
     }
-    assert!(
-        matches!(ws.closed().await, Got::Close(_) | Got::Eof),
-        "{frames:?}"
-    );
+    // Pings are answered meanwhile: the packets, not the heartbeat, end the session.
+    assert_eq!(ws.closed().await, Got::Close(code), "{frames:?}");
+    assert_eq!(ws.close_reason(), Some(reason), "{frames:?}");
 }
 
 /// Invalid packet types and formats.
@@ -153,12 +157,14 @@ async fn too_large_attachments() {
     let mut server = server();
     let mut bystander = connected(&server).await;
     let big = vec![0u8; 1_000_001];
-    closes(
+    closes_with(
         &server,
         &[
             Ok(r#"451-["message",{"_placeholder":true,"num":0}]"#),
             Err(&big),
         ],
+        1009,
+        "",
     )
     .await;
     still_fine(&mut server, &mut bystander).await;

@@ -241,7 +241,8 @@ async fn connect_invalid_handshake() {
     let server = server();
     let mut ws = engine_ws(&server).await;
     ws.text("4abc").await;
-    assert!(matches!(ws.closed().await, Got::Close(_) | Got::Eof));
+    assert_eq!(ws.closed().await, Got::Close(1000));
+    assert_eq!(ws.close_reason(), Some("parse error"));
 }
 
 /// No namespace joined within the connect timeout (1 s): the connection is closed.
@@ -276,7 +277,8 @@ async fn disconnect_main_namespace() {
     ws.text("3").await;
     // A packet for the namespace left is a protocol error now.
     ws.text(r#"42["message","x"]"#).await;
-    assert!(matches!(ws.closed().await, Got::Close(_) | Got::Eof));
+    assert_eq!(ws.closed().await, Got::Close(1000));
+    assert_eq!(ws.close_reason(), Some("parse error"));
 }
 
 /// CONNECT then DISCONNECT `/custom`; the main namespace still answers.
@@ -377,10 +379,8 @@ async fn message_invalid_formats_close() {
     ] {
         let mut ws = sio_ws(&server).await;
         ws.text(bad).await;
-        assert!(
-            matches!(ws.closed().await, Got::Close(_) | Got::Eof),
-            "{bad}"
-        );
+        assert_eq!(ws.closed().await, Got::Close(1000), "{bad}");
+        assert_eq!(ws.close_reason(), Some("parse error"), "{bad}");
     }
 }
 
@@ -508,5 +508,6 @@ async fn msgpack_parser() {
 
     // A text frame is not a msgpack packet: the connection is closed.
     ws.text("40").await;
-    assert!(matches!(ws.closed().await, Got::Close(_) | Got::Eof));
+    assert_eq!(ws.closed().await, Got::Close(1000));
+    assert_eq!(ws.close_reason(), Some("parse error"));
 }

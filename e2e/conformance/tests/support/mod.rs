@@ -155,6 +155,7 @@ impl Server {
             stream,
             buf,
             decoder: Decoder::new(Role::Client, 64 << 20),
+            close_reason: None,
         })
     }
 }
@@ -246,6 +247,8 @@ pub struct Ws {
     stream: TcpStream,
     buf: BytesMut,
     decoder: Decoder,
+    /// The reason of the server's close frame, once one arrived.
+    close_reason: Option<String>,
 }
 
 impl Ws {
@@ -280,7 +283,12 @@ impl Ws {
                         return Got::Text(String::from_utf8(t.to_vec()).unwrap())
                     }
                     Ok(Some(Message::Binary(b))) => return Got::Binary(b.to_vec()),
-                    Ok(Some(Message::Close(c))) => return Got::Close(c.map_or(1005, |c| c.code.0)),
+                    Ok(Some(Message::Close(c))) => {
+                        self.close_reason = Some(c.as_ref().map_or(String::new(), |c| {
+                            String::from_utf8_lossy(&c.reason).into_owned()
+                        }));
+                        return Got::Close(c.map_or(1005, |c| c.code.0));
+                    }
                     Ok(Some(_)) => continue,
                     Ok(None) => {}
                     Err(e) => panic!("server broke the protocol: {e}"),
@@ -310,14 +318,32 @@ impl Ws {
         }
     }
 
-    /// Reads until the server's close frame (or EOF); returns the close code.
+    /// Reads until the server's close frame (or EOF), answering Engine.IO pings so that
+    /// the heartbeat cannot be what closes the connection; returns the close code.
     pub async fn closed(&mut self) -> Got {
+        loop {
+            match self.recv().await {
+                Got::Text(t) if t == "2" => self.text("3").await,
+                Got::Text(_) | Got::Binary(_) => {}
+                end => return end,
+            }
+        }
+    }
+
+    /// Reads until the server's close frame (or EOF) without answering pings; returns
+    /// the close code.
+    pub async fn closed_without_pongs(&mut self) -> Got {
         loop {
             match self.recv().await {
                 Got::Text(_) | Got::Binary(_) => {}
                 end => return end,
             }
         }
+    }
+
+    /// The reason in the server's close frame, once it arrived.
+    pub fn close_reason(&self) -> Option<&str> {
+        self.close_reason.as_deref()
     }
 }
 
