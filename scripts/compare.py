@@ -53,6 +53,7 @@ METRICS = {
         ("p50 (us)", "latency.p50_us", False),
         ("p99 (us)", "latency.p99_us", False),
         ("lost", "lost", False),
+        ("duplicates", "duplicates", False),
         ("out of order", "out_of_order", False),
         ("disconnected", "disconnected", False),
         ("server RSS max (MB)", "server_rss_max_mb", False),

@@ -73,18 +73,60 @@ pub async fn tcp_connect(target: &Target, i: usize) -> Result<TcpStream, ClientE
 /// The number after `key` (e.g. `"seq":`) in a packet, read from its bytes (no JSON
 /// parse per delivery).
 pub fn number_after(packet: &[u8], key: &[u8]) -> Option<u64> {
-    let at = packet
-        .windows(key.len())
-        .position(|w| w == key)
-        .map(|p| p + key.len())?;
-    let digits = packet[at..]
-        .iter()
-        .take_while(|c| c.is_ascii_digit())
-        .count();
-    std::str::from_utf8(&packet[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
+    let first = *key.first()?;
+    let mut from = 0;
+    while let Some(at) = packet[from..].iter().position(|&b| b == first) {
+        let start = from + at;
+        if packet[start..].starts_with(key) {
+            return digits(&packet[start + key.len()..]).map(|(n, _)| n);
+        }
+        from = start + 1;
+    }
+    None
+}
+
+/// The fan-out fields of a packet, `"p":P,"s":S,"t":T` in any order, in one pass over
+/// the bytes before the padding: (phase, sequence number, send time).
+pub fn fanout_fields(packet: &[u8]) -> Option<(u64, u64, u64)> {
+    let (mut p, mut s, mut t) = (None, None, None);
+    let mut i = 0;
+    while i + 4 < packet.len() {
+        // `"k":` with a one-letter key.
+        if packet[i] == b'"' && packet[i + 2] == b'"' && packet[i + 3] == b':' {
+            let slot = match packet[i + 1] {
+                b'p' => &mut p,
+                b's' => &mut s,
+                b't' => &mut t,
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let (n, len) = digits(&packet[i + 4..])?;
+            *slot = Some(n);
+            if let (Some(p), Some(s), Some(t)) = (p, s, t) {
+                return Some((p, s, t));
+            }
+            i += 4 + len;
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// The decimal number at the start of `bytes`, and its length.
+fn digits(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut n: u64 = 0;
+    let mut len = 0;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        len += 1;
+    }
+    (len > 0).then_some((n, len))
 }
 
 /// A connection messages can be read from, whatever its transport.
@@ -243,23 +285,6 @@ impl Conn {
         }
     }
 
-    /// Sends several raw Engine.IO text packets in one write.
-    ///
-    /// # Errors
-    ///
-    /// The write error.
-    pub async fn send_raw_batch<'a>(
-        &mut self,
-        packets: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<(), ClientError> {
-        let mut out = Vec::new();
-        for p in packets {
-            out.extend_from_slice(Frame::client(OpCode::Text, p, rand::random()).as_bytes());
-        }
-        self.stream.write_all(&out).await?;
-        Ok(())
-    }
-
     /// Splits the connection into a reader and a writer that can run in separate tasks
     /// (the reader answers pings through a handle on the writer).
     pub fn split(self) -> (Reader, Writer) {
@@ -293,6 +318,24 @@ impl Conn {
 pub struct Writer(std::sync::Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>);
 
 impl Writer {
+    /// Sends several raw Engine.IO text packets in one write.
+    ///
+    /// # Errors
+    ///
+    /// The write error.
+    pub async fn send_raw_batch<'a>(
+        &self,
+        packets: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), ClientError> {
+        let mut out = Vec::new();
+        for p in packets {
+            out.extend_from_slice(Frame::client(OpCode::Text, p, rand::random()).as_bytes());
+        }
+        // tokio mutex: held across the write, which may wait for the socket.
+        self.0.lock().await.write_all(&out).await?;
+        Ok(())
+    }
+
     /// Sends a raw Engine.IO text packet.
     ///
     /// # Errors

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::client::{number_after, Conn};
+use crate::client::{fanout_fields, Conn};
 use crate::idle::open_many;
 use crate::proc::{rss_bytes, CpuMeter};
 use crate::report::{latency_json, Report};
@@ -138,11 +138,7 @@ async fn receive(i: usize, mut conn: Conn, shared: Arc<Shared>) {
             }
         };
         let now = now_us();
-        let (Some(p), Some(seq), Some(t)) = (
-            number_after(&packet, b"\"p\":"),
-            number_after(&packet, b"\"s\":"),
-            number_after(&packet, b"\"t\":"),
-        ) else {
+        let Some((p, seq, t)) = fanout_fields(&packet) else {
             continue;
         };
         let p = p as usize;
@@ -255,7 +251,7 @@ impl Receivers {
 /// Sends phase `p` at `rate` for `duration`; returns how many were sent and when the
 /// first one went (µs since the epoch).
 async fn publish(
-    conn: &mut Conn,
+    conn: &crate::client::Writer,
     p: usize,
     rate: f64,
     duration: Duration,
@@ -404,7 +400,7 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
         offset: opts.receivers,
         ..target.clone()
     };
-    let mut publisher = match Conn::connect_socketio(&publisher_target, 0).await {
+    let publisher = match Conn::connect_socketio(&publisher_target, 0).await {
         Ok(c) => c,
         Err(e) => {
             report.set(
@@ -415,6 +411,12 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
             return report;
         }
     };
+    // The publisher only sends; a task of its own reads, so that the server's pings are
+    // answered (a publisher that never pongs is dropped after the ping timeout, 45 s with
+    // the defaults, and every later step would count its packets as lost).
+    let (mut publisher_reader, publisher) = publisher.split();
+    let publisher_pongs =
+        tokio::spawn(async move { while publisher_reader.recv_message().await.is_ok() {} });
     report.set("receivers", json!(group.alive()));
     let rss_ready = opts.server_pid.and_then(rss_bytes);
     if let (Some(idle), Some(ready)) = (rss_idle, rss_ready) {
@@ -446,7 +448,7 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
         let alive_before = group.alive();
         let server_cpu = opts.server_pid.map(CpuMeter::start);
         let client_cpu = group.cpu_meters();
-        let (sent, started_us) = publish(&mut publisher, p, rate, opts.duration, &pad).await;
+        let (sent, started_us) = publish(&publisher, p, rate, opts.duration, &pad).await;
         let parts = group.phase(p, sent, opts.drain).await;
         let deliveries = shard::sum(&parts, "deliveries");
         let unique = shard::sum(&parts, "unique");
@@ -527,6 +529,7 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
     if let Some(s) = sampler {
         s.abort();
     }
+    publisher_pongs.abort();
     group.close().await;
     match opts.max {
         None => {
@@ -556,13 +559,24 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
 mod tests {
     use super::*;
 
-    /// Fields are read from the packet bytes, whatever the key order.
+    /// Fields are read from the packet bytes, whatever the key order; a packet without
+    /// them (or with a number that does not fit) gives none.
     #[test]
     fn fields() {
+        use crate::client::number_after;
         let p = br#"2["msg",{"s":12,"p":3,"t":1795871247629123,"x":"pad"}]"#;
         assert_eq!(number_after(p, b"\"p\":"), Some(3));
         assert_eq!(number_after(p, b"\"s\":"), Some(12));
         assert_eq!(number_after(p, b"\"t\":"), Some(1_795_871_247_629_123));
         assert_eq!(number_after(p, b"\"q\":"), None);
+        assert_eq!(fanout_fields(p), Some((3, 12, 1_795_871_247_629_123)));
+        let q = br#"2["msg",{"t":5,"x":"\"s\":9","p":1,"s":2}]"#;
+        assert_eq!(fanout_fields(q), Some((1, 2, 5)));
+        assert_eq!(fanout_fields(br#"2["msg",{"p":1,"s":2}]"#), None);
+        assert_eq!(
+            fanout_fields(br#"{"p":1,"s":2,"t":99999999999999999999}"#),
+            None
+        );
+        assert_eq!(fanout_fields(b""), None);
     }
 }

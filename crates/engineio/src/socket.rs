@@ -85,30 +85,32 @@ impl Opening {
 
 /// One Engine.IO session, shared by its transport tasks, the heartbeat sweeper and the
 /// layer above.
+// In declaration order: what every send touches (the outbox's lock and state, the
+// budget) comes first, in the allocation's first cache lines.
+#[repr(C)]
 pub struct Socket<D> {
+    /// parking_lot mutex: held for a few instructions at a time, never across `.await`.
+    pub(crate) outbox: Mutex<Outbox>,
+    max_buffered: usize,
     sid: Sid,
-    opening: Box<Opening>,
+    /// This session's ping interval in milliseconds; 0 for the engine's.
+    ping_interval_ms: AtomicU32,
     /// Heartbeat, in milliseconds since the engine started: when the next ping is due,
     /// and when an unanswered ping times out (0 while no ping is outstanding).
     pub(crate) next_ping: AtomicU64,
     pub(crate) pong_deadline: AtomicU64,
-    /// This session's ping interval in milliseconds; 0 for the engine's.
-    ping_interval_ms: AtomicU32,
-    /// parking_lot mutex: held for a few instructions at a time, never across `.await`.
-    pub(crate) outbox: Mutex<Outbox>,
-    max_buffered: usize,
+    opening: Box<Opening>,
     closer: Weak<dyn Closer<D>>,
     data: D,
 }
 
 /// The session's mutable state, behind one lock.
+// In declaration order: the small fields packed together, then what a send reads and
+// writes (the byte count, the waker, the queue) in the lines right after the lock, then
+// what only the close path uses.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Outbox {
-    /// Frames not yet handed to a transport. `VecDeque::new` does not allocate, and a
-    /// drained queue is swapped for a new one, so an idle session holds no buffer.
-    queue: VecDeque<Frame>,
-    /// Bytes in `queue`.
-    bytes: usize,
     pub(crate) closed: Option<CloseReason>,
     pub(crate) transport: Transport,
     /// A WebSocket is attached for an upgrade (polling sessions only).
@@ -119,16 +121,21 @@ pub(crate) struct Outbox {
     pub(crate) get_active: bool,
     /// A polling POST is being read.
     pub(crate) post_active: bool,
-    /// Frames at the front of `queue` that a WebSocket writes on their own, before the
-    /// rest (0: none); see [`Socket::write_boundary`].
-    boundary: u16,
     /// The frames after a boundary wait until the write before it is done and the
     /// runtime had a turn ([`Socket::release`]).
     pub(crate) held: bool,
+    /// Frames at the front of `queue` that a WebSocket writes on their own, before the
+    /// rest (0: none); see [`Socket::write_boundary`].
+    boundary: u16,
+    /// Bytes in `queue`.
+    bytes: usize,
     /// The task that drains the queue (the WebSocket connection or the pending polling
     /// GET; never both), registered while it waits. A waker slot instead of a `Notify`
     /// keeps the connection task small: it is set under the lock senders take anyway.
     pub(crate) waker: Option<Waker>,
+    /// Frames not yet handed to a transport. `VecDeque::new` does not allocate, and a
+    /// drained queue is swapped for a new one, so an idle session holds no buffer.
+    queue: VecDeque<Frame>,
     /// Held until the session closes.
     pub(crate) guard: Option<Guard>,
 }

@@ -143,13 +143,17 @@ impl Adapter for LocalAdapter {
         let mut delivered = 0;
         let mut dropped = 0;
         let mut slow = Vec::new();
-        ns.for_each_local(opts, |socket| match socket.send_volatile(frames.clone()) {
-            Ok(()) => delivered += 1,
-            // A volatile packet that does not fit is dropped; any other closes the
-            // connection of the socket that cannot keep up.
-            Err(Error::QueueFull) if !opts.volatile => slow.push(socket.clone()),
-            Err(Error::QueueFull) => dropped += 1,
-            Err(_) => {}
+        // The frames' bytes are shared: each recipient gets references, no copy and no
+        // allocation of its own.
+        ns.for_each_local(opts, |socket| {
+            match socket.send_volatile(frames.iter().cloned()) {
+                Ok(()) => delivered += 1,
+                // A volatile packet that does not fit is dropped; any other closes the
+                // connection of the socket that cannot keep up.
+                Err(Error::QueueFull) if !opts.volatile => slow.push(socket.clone()),
+                Err(Error::QueueFull) => dropped += 1,
+                Err(_) => {}
+            }
         });
         let stats = &ns.stats;
         Stats::add(&stats.broadcasts, 1);
