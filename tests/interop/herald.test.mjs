@@ -237,6 +237,14 @@ describe("rooms", () => {
     assert.deepEqual(await socket.emitWithAck("unsubscribe", "chat:general"), { ok: true });
     assert.equal((await socket.emitWithAck("unsubscribe", "user:bob")).error.code, "forbidden");
     assert.equal((await api("GET", "/api/rooms?prefix=chat:")).json.total, 0);
+    // A socket's own room is its own: another client may not join it, whatever its
+    // token allows (it would read what is meant for that socket alone).
+    const wild = await connected(token("wild", { rooms: ["*"] }));
+    const ack = await wild.emitWithAck("subscribe", socket.id);
+    assert.equal(ack.error.code, "forbidden");
+    assert.match(ack.error.message, /socket id/);
+    assert.deepEqual(await wild.emitWithAck("subscribe", "not-a-socket-id"), { ok: true });
+    wild.close();
     socket.close();
   });
 
@@ -415,6 +423,18 @@ describe("http api", () => {
     res = await api("POST", "/api/emit", { event: "all" });
     assert.ok(res.json.delivered >= 3);
     await Promise.all(got);
+
+    // Every socket is in the room of its own id, as in the Node server: one socket of
+    // a user, and no other, is reached that way; the id rooms are not listed.
+    const only = once(a2, "just-you");
+    const others = [gather(a1, "just-you"), gather(b, "just-you")];
+    res = await api("POST", "/api/emit", { rooms: [a2.id], event: "just-you", data: { n: 1, a: 2 } });
+    assert.deepEqual(res.json, { ok: true, delivered: 1 });
+    // The data keeps its key order on the way through.
+    assert.equal(JSON.stringify(await only), '{"n":1,"a":2}');
+    assert.deepEqual(await Promise.all(others), [[], []]);
+    const listed = (await api("GET", "/api/rooms")).json.rooms.map((r) => r.name);
+    assert.ok(!listed.includes(a2.id), `${listed}`);
     for (const s of [a1, a2, b]) s.close();
   });
 

@@ -238,9 +238,18 @@ impl<H: EngineHandler> Engine<H> {
             if req.method() != Method::GET {
                 return error_response(ErrorCode::BadHandshakeMethod);
             }
-            if transport == Transport::Websocket && !upgrade {
-                return error_response(ErrorCode::BadRequest);
-            }
+            // A WebSocket handshake is checked whole before admission: a malformed one
+            // takes nothing from the client's budget.
+            let accept = match transport {
+                Transport::Websocket if !upgrade => return error_response(ErrorCode::BadRequest),
+                Transport::Websocket => {
+                    match crate::transport::websocket::accept_key(req.headers(), remote) {
+                        Some(accept) => Some(accept),
+                        None => return error_response(ErrorCode::BadRequest),
+                    }
+                }
+                Transport::Polling => None,
+            };
             let handshake = Handshake {
                 remote,
                 transport,
@@ -251,26 +260,30 @@ impl<H: EngineHandler> Engine<H> {
                 Ok(guard) => guard,
                 Err(refusal) => return refusal_response(&refusal),
             };
-            return match transport {
-                Transport::Polling => {
-                    crate::transport::polling::handshake(self, req, remote, guard)
-                }
-                Transport::Websocket => {
-                    crate::transport::websocket::upgrade::<H, B, C>(self, req, remote, None, guard)
-                }
+            return match accept {
+                None => crate::transport::polling::handshake(self, req, remote, guard),
+                Some(accept) => crate::transport::websocket::upgrade::<H, B, C>(
+                    self, req, remote, accept, None, guard,
+                ),
             };
         };
         let Some(socket) = Sid::parse(sid).and_then(|sid| self.live(sid)) else {
             return error_response(ErrorCode::UnknownSid);
         };
         match transport {
-            Transport::Websocket if upgrade => crate::transport::websocket::upgrade::<H, B, C>(
-                self,
-                req,
-                remote,
-                Some(socket),
-                None,
-            ),
+            Transport::Websocket if upgrade => {
+                match crate::transport::websocket::accept_key(req.headers(), remote) {
+                    Some(accept) => crate::transport::websocket::upgrade::<H, B, C>(
+                        self,
+                        req,
+                        remote,
+                        accept,
+                        Some(socket),
+                        None,
+                    ),
+                    None => error_response(ErrorCode::BadRequest),
+                }
+            }
             Transport::Websocket => error_response(ErrorCode::BadRequest),
             // Boxed: their state (a long-poll, a body being read) is large, and the
             // futures of every other request, WebSocket handshakes above all, would

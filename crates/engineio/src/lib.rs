@@ -53,6 +53,7 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! loop {
 //!     let (stream, remote) = listener.accept().await?;
+//!     stream.set_nodelay(true)?;
 //!     tokio::spawn(engineio::serve_connection(engine.clone(), stream, remote, engineio::NotFound));
 //! }
 //! # }

@@ -22,13 +22,17 @@ use crate::{Engine, EngineHandler, FirstRequest, Stream};
 /// Serves one accepted connection (TCP, TLS, any [`Stream`]): requests for the engine's
 /// path go to the engine, anything else to `fallback`. Returns when the connection
 /// closes or has been upgraded to a WebSocket (which then lives on in a task of the
-/// engine's [`tracker`](Engine::tracker)), or soon after the engine shuts down (the
-/// request under way is answered first).
+/// engine's [`tracker`](Engine::tracker)), or once the engine shuts down: at once
+/// while no request has arrived yet, after answering the request under way otherwise.
 ///
 /// Every new session goes through the handler's [`admit`](EngineHandler::admit) first,
 /// whichever way it came: a WebSocket opened directly (answered without hyper: the
 /// `101` and the open packet in one write), a polling handshake, or a WebSocket through
 /// hyper.
+///
+/// Set `TCP_NODELAY` on a TCP stream before handing it over: the engine writes each
+/// batch of packets as soon as it has it, and Nagle's algorithm would hold small writes
+/// back for up to a delayed-ACK timeout.
 pub async fn serve_connection<H, S, F>(
     engine: Arc<Engine<H>>,
     stream: S,
@@ -39,7 +43,12 @@ pub async fn serve_connection<H, S, F>(
     S: Stream,
     F: Fallback,
 {
-    let io = match crate::direct::read_first_request(stream, HEAD_READ_TIMEOUT).await {
+    let first = tokio::select! {
+        first = crate::direct::read_first_request(stream, HEAD_READ_TIMEOUT) => first,
+        // A connection that sent nothing yet does not hold up a shutdown.
+        () = engine.shutdown.cancelled() => return,
+    };
+    let io = match first {
         FirstRequest::WebSocket(upgrade) if engine.matches(upgrade.request().uri().path()) => {
             engine.serve_direct(upgrade, remote).await;
             return;

@@ -126,7 +126,7 @@ pub(crate) struct Outbox {
     pub(crate) held: bool,
     /// Frames at the front of `queue` that a WebSocket writes on their own, before the
     /// rest (0: none); see [`Socket::write_boundary`].
-    boundary: u16,
+    boundary: u8,
     /// Bytes in `queue`.
     bytes: usize,
     /// The task that drains the queue (the WebSocket connection or the pending polling
@@ -349,12 +349,16 @@ impl<D> Socket<D> {
             let was_empty = outbox.queue.is_empty();
             let before = outbox.queue.len();
             let mut added = 0;
+            let mut too_long = false;
             for frame in frames {
                 added += frame.len();
+                // The WebSocket writer counts a frame's bytes in a u32.
+                too_long |= frame.len() > u32::MAX as usize;
                 outbox.queue.push_back(frame);
             }
-            // An empty queue takes anything, so one large packet can always go out.
-            if outbox.bytes > 0 && outbox.bytes + added > self.max_buffered {
+            // An empty queue takes anything, so one large packet can always go out (up to
+            // 4 GiB a frame).
+            if too_long || (outbox.bytes > 0 && outbox.bytes + added > self.max_buffered) {
                 outbox.queue.truncate(before);
                 return Err(SendError::QueueFull);
             }
@@ -377,7 +381,7 @@ impl<D> Socket<D> {
     /// For rare packets only (a CONNECT reply): it costs a write and a timer.
     pub fn write_boundary(&self) {
         let mut outbox = self.outbox.lock();
-        outbox.boundary = u16::try_from(outbox.queue.len()).unwrap_or(u16::MAX);
+        outbox.boundary = u8::try_from(outbox.queue.len()).unwrap_or(u8::MAX);
     }
 
     /// Whether a polling GET is waiting for packets: what is sent now goes out in its

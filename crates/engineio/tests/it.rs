@@ -442,6 +442,42 @@ async fn last_words_survive_packets_after_close() {
     assert!(got.last().is_some_and(Message::is_close), "{got:?}");
 }
 
+/// A polling session the server closed lingers for its last GET; a WebSocket for it in
+/// the meantime is refused as for an unknown session (`400`, code 1), not upgraded.
+#[tokio::test]
+async fn websocket_for_a_lingering_session_is_refused() {
+    let mut server = Server::start(Config {
+        ping_interval: Duration::from_secs(60),
+        ping_timeout: Duration::from_secs(60),
+        ..Config::default()
+    })
+    .await;
+    let (status, _, _) = server
+        .http("GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(status, 200);
+    let Event::Open(sid) = server.next().await else {
+        panic!("expected open")
+    };
+    let socket = server
+        .engine
+        .get(engineio::Sid::parse(&sid).unwrap())
+        .unwrap();
+    socket.close_with(CloseReason::ServerClose);
+    assert!(server.engine.get(socket.sid()).is_some(), "it lingers");
+    let (status, _, body) = server
+        .http(&format!(
+            "GET /engine.io/?EIO=4&transport=websocket&sid={sid} HTTP/1.1\r\nHost: x\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, r#"{"code":1,"message":"Session ID unknown"}"#)
+    );
+}
+
 /// A polling session closed by the server while its GET waits: that GET gets the last
 /// packets alone, the next one the close packet (in one payload, the socket.io client
 /// would drop the packets).

@@ -412,8 +412,15 @@ impl Admission {
     /// Logs a refusal (at most a line a second per reason) with the address and the
     /// setting that refused it; `tcp` for a connection closed before its handshake.
     fn log_refusal(&self, reason: Refusal, ip: IpAddr, tcp: bool) {
+        // The drain refuses everyone; it is logged once, by the drain.
+        if reason == Refusal::Draining {
+            return;
+        }
+        // Decided first: under a flood, most refusals write nothing and build nothing.
+        let Some(unwritten) = self.log.take(reason) else {
+            return;
+        };
         let setting = match reason {
-            // The drain refuses everyone; it is logged once, by the drain.
             Refusal::Draining => return,
             Refusal::Denied => "access.deny".to_owned(),
             Refusal::ServerFull => format!(
@@ -422,12 +429,16 @@ impl Admission {
                 (self.settings.max_connections / 50).max(16)
             ),
             Refusal::IpConnections if tcp => format!(
-                "limits.max_connections_per_ip = {}: TCP connections per address are capped                  at {} before their handshake",
+                "limits.max_connections_per_ip = {}: TCP connections per address are capped \
+                 at {} before their handshake",
                 self.settings.max_per_ip,
                 self.sockets_per_ip().unwrap_or(0)
             ),
             Refusal::IpConnections => {
-                format!("limits.max_connections_per_ip = {}", self.settings.max_per_ip)
+                format!(
+                    "limits.max_connections_per_ip = {}",
+                    self.settings.max_per_ip
+                )
             }
             Refusal::IpRate => match self.settings.rate_per_ip {
                 Some((rate, burst)) => format!(
@@ -435,9 +446,6 @@ impl Admission {
                 ),
                 None => "limits.connect_rate_per_ip".to_owned(),
             },
-        };
-        let Some(unwritten) = self.log.take(reason) else {
-            return;
         };
         tracing::info!(
             %ip,

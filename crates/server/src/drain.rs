@@ -161,8 +161,12 @@ async fn steps(
         .map(|s| (s.name(), tokio::spawn(step(&**s))))
         .collect();
     for (name, run) in runs {
-        if tokio::time::timeout_at(deadline, run).await.is_err() {
-            late.push(name);
+        match tokio::time::timeout_at(deadline, run).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(service = name, error = %e, "drain {phase}: the step failed")
+            }
+            Err(_) => late.push(name),
         }
     }
     if late.is_empty() {

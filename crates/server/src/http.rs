@@ -188,7 +188,16 @@ pub(crate) async fn accept_loop(
                         tracker.spawn(async move {
                             let _held = held;
                             let handshake = tls.acceptor().accept(stream);
-                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                            let shutdown = engine.shutdown_token().clone();
+                            let handshake = async {
+                                tokio::select! {
+                                    done = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake) => Some(done),
+                                    // Not waited for by a shutdown.
+                                    () = shutdown.cancelled() => None,
+                                }
+                            };
+                            let Some(done) = handshake.await else { return };
+                            match done {
                                 // The TLS stream as it is: the WebSocket transport runs
                                 // on it as on a TcpStream.
                                 Ok(Ok(stream)) => {

@@ -4,24 +4,30 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: defaults, TOML file, environment, flags; validated into [`Config`]
-//!   before anything binds.
-//! - [`auth`]: JWT verification, claims, anonymous access, the cache of verified tokens.
-//! - [`admission`]: who may open a connection: caps, per-address limits, access lists.
+//! - [`config`]: defaults, TOML file, environment, flags; each section validated into
+//!   [`Config`] before anything binds.
+//! - [`auth`]: JWT verification, claims, the verified [`auth::Identity`], anonymous
+//!   access, the cache of verified tokens.
+//! - [`admission`]: who may open a connection: caps, per-address limits, access lists,
+//!   loopback trust; the engine's admission hook; refusals logged.
 //! - [`tiers`]: connection tiers, their caps and eviction.
-//! - [`rooms`]: the client events (`subscribe`, `unsubscribe`, `publish`), user rooms,
-//!   the connect middleware (auth, drain, tiers) and the rate-limited handler.
-//! - `drain`: graceful shutdown in paced batches.
+//! - [`service`]: what the server runs: [`service::Service`] (namespaces, routes, drain
+//!   steps) and the [`service::Context`] every service gets (authentication included).
+//! - [`rooms`]: the rooms app, the first service: the client events (`subscribe`,
+//!   `unsubscribe`, `publish`) on `/`, user rooms, the connect middleware (auth, drain,
+//!   tiers) and the rate-limited handler.
+//! - `drain`: graceful shutdown in six bounded, logged phases.
 //! - [`tls`]: rustls on the listener, reloaded on SIGHUP.
 //! - `api`: the HTTP API for backends (emit, disconnect, rooms, stats).
-//! - `http`: the listener and routing (engine path to the engine, the rest to the
-//!   router), health endpoints, demo page.
+//! - `http`: the accept loop (each connection served by the engine, with the router as
+//!   its fallback for other paths), health endpoints, demo page.
 //! - [`metrics`]: Prometheus text, read from the layers' counters.
 //! - [`state`]: state shared by handlers and endpoints, and the server's counters.
 //! - [`telemetry`]: the logs, text or JSON.
 //!
-//! [`start`] binds and returns an [`App`] that reports the address it bound, so tests
-//! can start a server on port 0.
+//! [`start`] binds, runs [`default_services`] and returns an [`App`] that reports the
+//! address it bound, so tests can start a server on port 0; [`start_with`] runs the
+//! services it is given.
 
 pub mod admission;
 pub mod auth;

@@ -5,7 +5,8 @@
 //!
 //! Rooms named `user:...` are joined by the server only: a client is in its own and can
 //! never subscribe to another; publishing to one needs a pattern that names `user:`
-//! itself. A publish reaches every socket in the room, the sender's included when it is
+//! itself. Every socket is also in the room of its own id (as in the Node server); a
+//! client cannot subscribe to a room named like a socket id. A publish reaches every socket in the room, the sender's included when it is
 //! subscribed: its data is passed on as it came (binary too), encoded once for every
 //! recipient, followed by one argument the server adds, `{ from }`, the publisher's
 //! user id (`null` when anonymous), which no client can forge.
@@ -264,11 +265,11 @@ fn subscribe(shared: &Shared, socket: &SocketRef, ev: &Event) -> Result<(), Refu
             "user rooms are joined by the server: you are in your own",
         ));
     }
-    if socketio::Sid::parse(&room).is_some() {
+    if is_socket_room(socket, &room) {
         // Each socket is in the room of its own id (as in the Node server); joining
         // another socket's would read what is meant for that socket alone.
         return Err(Refusal::forbidden(
-            "rooms named like a socket id are the sockets' own",
+            "that room is a socket's own (its socket id): only the server sends there",
         ));
     }
     let identity = identity(socket);
@@ -325,7 +326,19 @@ fn publish(shared: &Shared, socket: &SocketRef, ev: &Event) -> Result<(), Refusa
             "your token does not allow publishing to {room:?}"
         )));
     }
-    if let Some(limiter) = &shared.user_publishes {
+    if is_socket_room(socket, &room) {
+        // As user rooms: clients do not address one socket of someone else's.
+        return Err(Refusal::forbidden(
+            "that room is a socket's own (its socket id): only the server sends there",
+        ));
+    }
+    let limiter = shared.user_publishes.as_ref().filter(|_| {
+        // Anonymous clients count per address: loopback ones, when loopback is trusted,
+        // are exempt as from the other per-address limits.
+        identity.user.is_some()
+            || !(shared.admission.settings().exempt_loopback && client_addr(socket).is_loopback())
+    });
+    if let Some(limiter) = limiter {
         let key: Arc<str> = match &identity.user {
             Some(user) => user.clone(),
             None => Arc::from(format!("ip:{}", client_ip(socket))),
@@ -363,11 +376,24 @@ fn publish(shared: &Shared, socket: &SocketRef, ev: &Event) -> Result<(), Refusa
     Ok(())
 }
 
+/// Whether `room` is the room of a socket's own id in the namespace (not only shaped
+/// like one: a name of 20 URL-safe characters is a fine room name otherwise).
+fn is_socket_room(socket: &SocketRef, room: &str) -> bool {
+    socketio::Sid::parse(room).is_some_and(|id| socket.namespace().socket(id).is_some())
+}
+
 /// The client address the connection was admitted for, as the per-address limits count
 /// it (IPv6: its network).
 fn client_ip(socket: &SocketRef) -> std::net::IpAddr {
     let conn = socket.connection();
     conn.with_guard::<Ticket, _>(|t| t.map(Ticket::key))
+        .unwrap_or_else(|| conn.remote_addr().ip())
+}
+
+/// The client address the connection was admitted for (not its IPv6 network).
+fn client_addr(socket: &SocketRef) -> std::net::IpAddr {
+    let conn = socket.connection();
+    conn.with_guard::<Ticket, _>(|t| t.map(Ticket::ip))
         .unwrap_or_else(|| conn.remote_addr().ip())
 }
 

@@ -296,7 +296,7 @@ async fn server_side_disconnect() {
     assert_eq!(next_text(&mut c).await, "41");
     assert_eq!(server.of("/").unwrap().len(), 0);
     for _ in 0..4 {
-        next().await;
+        assert!(next().await.ends_with("server namespace disconnect"));
     }
     // A client that closes its connection leaves with "transport close".
     let (d, _) = client(addr).await;

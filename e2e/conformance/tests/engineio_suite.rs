@@ -368,7 +368,7 @@ async fn upgrade_unawaited_then_second_websocket_is_closed() {
     }
 }
 
-/// A WebSocket for a session that was closed is refused like an unknown one.
+/// A WebSocket for a session the client closed is refused as for an unknown one.
 #[tokio::test]
 async fn websocket_for_closed_session_is_refused() {
     let server = Server::start();

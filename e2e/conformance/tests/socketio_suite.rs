@@ -174,7 +174,8 @@ async fn connect_payload_keeps_key_order() {
 /// sends follows later, as from the Node server: the official suite's client takes all
 /// the messages of one read at once while it waits for them one at a time, and misses
 /// `auth` when it comes in the reply's read. (Timing on loopback: most connects, not
-/// necessarily all, see the reply alone; without the separate write none does.)
+/// necessarily all on a loaded machine, see the reply alone; written together, as they
+/// were, none does: they go out in one write.)
 #[tokio::test]
 async fn connect_reply_is_written_alone() {
     let server = server();
@@ -188,7 +189,7 @@ async fn connect_reply_is_written_alone() {
         }
         assert_eq!(ws.recv().await, Got::Text(r#"42["auth",{}]"#.into()));
     }
-    assert!(alone >= 5, "the reply came alone in {alone} of 10 connects");
+    assert!(alone >= 3, "the reply came alone in {alone} of 10 connects");
 }
 
 /// CONNECT to `/custom`.

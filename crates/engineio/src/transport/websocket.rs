@@ -52,23 +52,10 @@ pub(crate) fn upgrade<H: EngineHandler, B, C: Connection>(
     engine: &Arc<Engine<H>>,
     mut req: Request<B>,
     remote: SocketAddr,
+    accept: String,
     existing: Option<Arc<Socket<H::Data>>>,
     guard: Option<Guard>,
 ) -> HttpResponse {
-    let h = req.headers();
-    let check = ws::handshake::Request {
-        upgrade: h.get(header::UPGRADE).map(|v| v.as_bytes()),
-        connection: h.get(header::CONNECTION).map(|v| v.as_bytes()),
-        version: h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()),
-        key: h.get(header::SEC_WEBSOCKET_KEY).map(|v| v.as_bytes()),
-    };
-    let accept = match check.accept() {
-        Ok(accept) => accept,
-        Err(e) => {
-            tracing::debug!(%remote, error = %e, "websocket handshake refused");
-            return error_response(ErrorCode::BadRequest);
-        }
-    };
     // Copied now, so the task below holds no part of the request.
     let target = match existing {
         Some(socket) => {
@@ -146,6 +133,24 @@ pub(crate) fn upgrade<H: EngineHandler, B, C: Connection>(
         }
     });
     switching_protocols(&accept)
+}
+
+/// The `Sec-WebSocket-Accept` value for a WebSocket upgrade request with `headers`;
+/// `None` for a request that is not a valid one (RFC 6455 §4.2.1), answered with
+/// `BadRequest`.
+pub(crate) fn accept_key(headers: &http::HeaderMap, remote: SocketAddr) -> Option<String> {
+    let check = ws::handshake::Request {
+        upgrade: headers.get(header::UPGRADE).map(|v| v.as_bytes()),
+        connection: headers.get(header::CONNECTION).map(|v| v.as_bytes()),
+        version: headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(|v| v.as_bytes()),
+        key: headers.get(header::SEC_WEBSOCKET_KEY).map(|v| v.as_bytes()),
+    };
+    check
+        .accept()
+        .map_err(|e| tracing::debug!(%remote, error = %e, "websocket handshake refused"))
+        .ok()
 }
 
 /// The `101 Switching Protocols` answer with `Sec-WebSocket-Accept: accept`.
@@ -399,8 +404,10 @@ impl<S: Stream> Conn<S> {
 #[derive(Default)]
 struct Batch {
     frames: VecDeque<Frame>,
-    /// Bytes of the first frame already written.
-    offset: usize,
+    /// Bytes of the first frame already written (a `u32`: a frame is at most
+    /// `max_payload` long; with `alone` it fits in the room of one `usize`, which keeps
+    /// every connection's task in a smaller allocation).
+    offset: u32,
     /// Written on its own (a write boundary follows it).
     alone: bool,
 }
@@ -434,7 +441,7 @@ impl Batch {
                 1
             };
             for (i, frame) in self.frames.iter().take(per_call).enumerate() {
-                let from = if i == 0 { self.offset } else { 0 };
+                let from = if i == 0 { self.offset as usize } else { 0 };
                 slices[i] = IoSlice::new(&frame.as_bytes()[from..]);
                 n += 1;
             }
@@ -450,14 +457,14 @@ impl Batch {
                 Poll::Ready(Ok(mut written)) => {
                     bytes += written as u64;
                     while let Some(front) = self.frames.front() {
-                        let left = front.len() - self.offset;
+                        let left = front.len() - self.offset as usize;
                         if written >= left {
                             written -= left;
                             self.offset = 0;
                             self.frames.pop_front();
                             packets += 1;
                         } else {
-                            self.offset += written;
+                            self.offset += written as u32;
                             break;
                         }
                     }
