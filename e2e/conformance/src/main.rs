@@ -7,7 +7,10 @@
 //!   with its arguments; other namespaces are refused with `Invalid namespace`; connect
 //!   timeout 1,000 ms (socketio/socket.io-protocol).
 //!
-//! Both: ping interval 300 ms, ping timeout 200 ms, max payload 1,000,000 bytes.
+//! Both: ping interval 300 ms, ping timeout 200 ms, max payload 1,000,000 bytes. Each
+//! connection is served by the Socket.IO engine (`engineio::serve_connection`, direct
+//! WebSockets as Herald serves them), with the Engine.IO echo as its fallback for
+//! `/engine.io/` (through hyper).
 //!
 //! ```text
 //! conformance [--port P] [--parser default|msgpack]   # or PORT=P; binds 127.0.0.1:P

@@ -97,6 +97,45 @@ async fn engine_heartbeat() {
     assert_eq!(server.get(Some(&silent)).await.status, 400);
 }
 
+/// Heartbeat on `/socket.io/` over WebSocket: three pings answered; a session that does
+/// not answer (nor joins a namespace) is closed.
+#[tokio::test]
+async fn engine_websocket_heartbeat() {
+    let server = server();
+    let mut ws = engine_ws(&server).await;
+    for _ in 0..3 {
+        assert_eq!(ws.recv().await, Got::Text("2".into()));
+        ws.text("3").await;
+    }
+    let mut silent = engine_ws(&server).await;
+    assert!(matches!(
+        silent.closed_without_pongs().await,
+        Got::Close(_) | Got::Eof
+    ));
+}
+
+/// Close on `/socket.io/`: over polling a `1` releases the pending GET with a noop and
+/// the session is gone; over WebSocket a `1` closes the connection.
+#[tokio::test]
+async fn engine_close() {
+    let server = server();
+    let sid = server.open_polling().await;
+    let poll = server.get(Some(&sid));
+    let close = async {
+        // The suite sends both at once, the GET first; the pause keeps that order here
+        // (the server is another process: its pending GET cannot be observed).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        server.post(&sid, b"1").await
+    };
+    let (poll, close) = support::within(async { tokio::join!(poll, close) }).await;
+    assert_eq!(close.status, 200);
+    assert_eq!((poll.status, poll.body.as_str()), (200, "6"));
+    assert_eq!(server.get(Some(&sid)).await.status, 400);
+    let mut ws = engine_ws(&server).await;
+    ws.text("1").await;
+    assert_eq!(ws.closed().await, Got::Close(1000));
+}
+
 /// Upgrade on `/socket.io/`, then polling is refused and a second WebSocket is
 /// accepted and closed at once (as the Node server does); the first goes on.
 #[tokio::test]
