@@ -133,6 +133,19 @@ impl Server {
     }
 
     /// A raw HTTP/1.1 request; returns status, headers (lower-case names) and body.
+    /// Opens a polling session; returns its sid (from the handler's open event) and
+    /// the handshake's body.
+    async fn open_polling(&mut self) -> (String, String) {
+        let (status, _, body) = self
+            .http("GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        assert_eq!(status, 200);
+        let Event::Open(sid) = self.next().await else {
+            panic!("expected open")
+        };
+        (sid, body)
+    }
+
     async fn http(&self, request: &str) -> (u16, Vec<(String, String)>, String) {
         let mut stream = TcpStream::connect(self.addr).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
@@ -452,13 +465,7 @@ async fn websocket_for_a_lingering_session_is_refused() {
         ..Config::default()
     })
     .await;
-    let (status, _, _) = server
-        .http("GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
-    assert_eq!(status, 200);
-    let Event::Open(sid) = server.next().await else {
-        panic!("expected open")
-    };
+    let (sid, _) = server.open_polling().await;
     let socket = server
         .engine
         .get(engineio::Sid::parse(&sid).unwrap())
@@ -489,13 +496,7 @@ async fn polling_last_words_come_before_the_close_packet() {
         ..Config::default()
     })
     .await;
-    let (status, _, body) = server
-        .http("GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
-    assert_eq!(status, 200);
-    let Event::Open(sid) = server.next().await else {
-        panic!("expected open")
-    };
+    let (sid, body) = server.open_polling().await;
     assert!(body.starts_with("0{"));
     let get = format!(
         "GET /engine.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

@@ -333,11 +333,7 @@ async fn upgrade_then_second_websocket_is_closed() {
     assert_eq!(ws.recv().await, Got::Text("3probe".into()));
     ws.text("5").await;
     assert_eq!(ws.recv().await, Got::Text("6".into()));
-    let mut second = server
-        .ws_query(&format!("EIO=4&transport=websocket&sid={sid}"))
-        .await
-        .expect("the second WebSocket's handshake is accepted");
-    assert_eq!(second.recv().await, Got::Close(1005));
+    second_websocket_is_closed(&server, &sid).await;
     ws.text("4hello").await;
     assert_eq!(ws.recv_skipping_pings().await, Got::Text("4hello".into()));
 }
@@ -351,11 +347,7 @@ async fn upgrade_unawaited_then_second_websocket_is_closed() {
     let mut ws = server.ws(&format!("&sid={sid}")).await;
     ws.text("2probe").await;
     ws.text("5").await;
-    let mut second = server
-        .ws_query(&format!("EIO=4&transport=websocket&sid={sid}"))
-        .await
-        .expect("the second WebSocket's handshake is accepted");
-    assert_eq!(second.recv().await, Got::Close(1005));
+    second_websocket_is_closed(&server, &sid).await;
     ws.text("4hello").await;
     loop {
         match ws.recv_skipping_pings().await {
@@ -381,6 +373,16 @@ async fn websocket_for_closed_session_is_refused() {
         .expect("refused");
     assert_eq!(refused.status, 400);
     assert_eq!(refused.error_code(), 1);
+}
+
+/// A second WebSocket for the session `sid`: its handshake is accepted, then it is
+/// closed at once, with no status (as `ws` closes it for the Node server).
+async fn second_websocket_is_closed(server: &Server, sid: &str) {
+    let mut second = server
+        .ws_query(&format!("EIO=4&transport=websocket&sid={sid}"))
+        .await
+        .expect("the second WebSocket's handshake is accepted");
+    assert_eq!(second.recv().await, Got::Close(1005));
 }
 
 /// The open packet's sid is usable right away (a sanity check of the helpers).
