@@ -1,0 +1,967 @@
+//! The SQLite store: one file in WAL mode, one group-commit writer, a few readers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use tokio::sync::Semaphore;
+
+use crate::model::{Body, Conversation, ConversationId, Kind, Member, Message, NewMessage};
+use crate::model::{Role, Stored};
+use crate::writer::Writer;
+use crate::{Config, StoreError, StoreStats};
+
+/// How hard a commit is pushed to the disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit reaches the disk before it is acknowledged: nothing acknowledged is
+    /// lost even to a power cut. The default.
+    #[default]
+    Full,
+    /// A commit survives the process (a crash, `kill -9`) but not a power cut of the
+    /// machine: the WAL is synced at checkpoints only.
+    Normal,
+}
+
+/// A watermark move: a member read or received a conversation up to a sequence number.
+/// Watermarks only move forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The member.
+    pub user: String,
+    /// Read up to here, if given.
+    pub read: Option<u64>,
+    /// Delivered to a device up to here, if given.
+    pub delivered: Option<u64>,
+}
+
+/// A change of a group's members, as made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembersChanged {
+    /// The conversation after the change.
+    pub conversation: Conversation,
+    /// The users who were added (not those who were members already).
+    pub added: Vec<String>,
+    /// The users who were removed (not those who were not members).
+    pub removed: Vec<String>,
+}
+
+/// The embedded store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Writer,
+    /// Idle read connections. parking_lot mutex: held to take or put back one.
+    readers: Mutex<Vec<Connection>>,
+    /// Bounds the reads running at once to the readers opened.
+    reading: Semaphore,
+    stats: Arc<StoreStats>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its directory when missing) and migrates the store
+    /// at `config.url` (`sqlite://path`), and starts its writer.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the file cannot be opened or migrated;
+    /// [`StoreError::Conflict`] when its schema is newer than this build's.
+    pub fn open(config: &Config, stats: Arc<StoreStats>) -> Result<SqliteStore, StoreError> {
+        let path = sqlite_path(&config.url)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let mut write = Connection::open(&path)?;
+        write.pragma_update(None, "journal_mode", "WAL")?;
+        write.pragma_update(
+            None,
+            "synchronous",
+            match config.durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            },
+        )?;
+        write.pragma_update(None, "foreign_keys", "ON")?;
+        write.busy_timeout(std::time::Duration::from_secs(5))?;
+        crate::migrate::sqlite(&mut write)?;
+        let mut readers = Vec::with_capacity(config.readers.max(1));
+        for _ in 0..config.readers.max(1) {
+            let r = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            r.busy_timeout(std::time::Duration::from_secs(5))?;
+            readers.push(r);
+        }
+        let writer = Writer::start(
+            write,
+            config.batch_max,
+            config.batch_window,
+            config.queue,
+            stats.clone(),
+        )
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer,
+                reading: Semaphore::new(readers.len()),
+                readers: Mutex::new(readers),
+                stats,
+            }),
+        })
+    }
+
+    /// The store's counters.
+    pub fn stats(&self) -> &Arc<StoreStats> {
+        &self.inner.stats
+    }
+
+    /// Runs `f` on a read connection, on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let permit = self
+            .inner
+            .reading
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".to_owned()))?;
+        let inner = self.inner.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            // A permit guarantees a connection is there.
+            let conn = inner.readers.lock().pop();
+            let Some(conn) = conn else {
+                return Err(StoreError::Unavailable("no read connection".to_owned()));
+            };
+            StoreStats::add(&inner.stats.reads, 1);
+            let result = f(&conn).map_err(StoreError::from);
+            inner.readers.lock().push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("a read failed: {e}")))?;
+        drop(permit);
+        result
+    }
+
+    // === writes ===
+
+    /// The direct conversation of `a` and `b`, created if they have none yet (then
+    /// `true`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when `a` and `b` are the same user; `Unavailable`.
+    pub async fn create_direct(
+        &self,
+        a: &str,
+        b: &str,
+        ts_ms: i64,
+    ) -> Result<(Conversation, bool), StoreError> {
+        if a == b {
+            return Err(StoreError::Conflict(
+                "a direct conversation needs two users".to_owned(),
+            ));
+        }
+        let (first, second) = if a < b { (a, b) } else { (b, a) };
+        let key = format!("{first}\n{second}");
+        let users = [first.to_owned(), second.to_owned()];
+        let stats = self.inner.stats.clone();
+        self.inner
+            .writer
+            .submit(move |conn| {
+                if let Some(found) = conn
+                    .query_row(
+                        &format!("SELECT {CONVERSATION} FROM conversations WHERE direct_key = ?1"),
+                        [&key],
+                        conversation_row,
+                    )
+                    .optional()?
+                {
+                    return Ok((found, false));
+                }
+                conn.execute(
+                    "INSERT INTO conversations (kind, direct_key, member_count, created_ms) \
+                     VALUES ('direct', ?1, 2, ?2)",
+                    params![key, ts_ms],
+                )?;
+                let id = conn.last_insert_rowid();
+                for user in &users {
+                    insert_member(conn, id, user, Role::Member, 0)?;
+                }
+                StoreStats::add(&stats.writes, 3);
+                Ok((fetch_conversation(conn, id)?, true))
+            })
+            .await
+    }
+
+    /// Creates a group owned by `owner`, with `members` (the owner included whether
+    /// listed or not; duplicates once).
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable`.
+    pub async fn create_group(
+        &self,
+        owner: &str,
+        title: Option<String>,
+        members: Vec<String>,
+        ts_ms: i64,
+    ) -> Result<Conversation, StoreError> {
+        let owner = owner.to_owned();
+        let stats = self.inner.stats.clone();
+        self.inner
+            .writer
+            .submit(move |conn| {
+                conn.execute(
+                    "INSERT INTO conversations (kind, title, owner, created_ms) \
+                     VALUES ('group', ?1, ?2, ?3)",
+                    params![title, owner, ts_ms],
+                )?;
+                let id = conn.last_insert_rowid();
+                insert_member(conn, id, &owner, Role::Owner, 0)?;
+                let mut count = 1u64;
+                for user in members.iter().filter(|u| **u != owner) {
+                    count += insert_member(conn, id, user, Role::Member, 0)?;
+                }
+                conn.execute(
+                    "UPDATE conversations SET member_count = ?2 WHERE id = ?1",
+                    params![id, count],
+                )?;
+                StoreStats::add(&stats.writes, count + 2);
+                fetch_conversation(conn, id)
+            })
+            .await
+    }
+
+    /// Adds and removes members of a group (who is allowed to is the caller's to check).
+    /// Users added who are members already, and users removed who are not, change
+    /// nothing. The owner cannot be removed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] for no such conversation; [`StoreError::Conflict`] for a
+    /// direct conversation or removing the owner; `Unavailable`.
+    pub async fn change_members(
+        &self,
+        conversation: ConversationId,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<MembersChanged, StoreError> {
+        let stats = self.inner.stats.clone();
+        self.inner
+            .writer
+            .submit(move |conn| {
+                let before = fetch_conversation(conn, conversation)?;
+                if before.kind == Kind::Direct {
+                    return Err(StoreError::Conflict(
+                        "a direct conversation's members cannot change".to_owned(),
+                    ));
+                }
+                if remove.iter().any(|u| Some(u) == before.owner.as_ref()) {
+                    return Err(StoreError::Conflict(
+                        "the owner cannot be removed".to_owned(),
+                    ));
+                }
+                let mut added = Vec::new();
+                for user in add {
+                    if insert_member(conn, conversation, &user, Role::Member, before.last_seq)? > 0
+                    {
+                        added.push(user);
+                    }
+                }
+                let mut removed = Vec::new();
+                for user in remove {
+                    let n = conn.execute(
+                        "DELETE FROM members WHERE conversation_id = ?1 AND user = ?2",
+                        params![conversation, user],
+                    )?;
+                    if n > 0 {
+                        removed.push(user);
+                    }
+                }
+                let delta = added.len() as i64 - removed.len() as i64;
+                conn.execute(
+                    "UPDATE conversations SET member_count = member_count + ?2 WHERE id = ?1",
+                    params![conversation, delta],
+                )?;
+                StoreStats::add(&stats.writes, (added.len() + removed.len() + 1) as u64);
+                Ok(MembersChanged {
+                    conversation: fetch_conversation(conn, conversation)?,
+                    added,
+                    removed,
+                })
+            })
+            .await
+    }
+
+    /// Stores a message: the next sequence number of its conversation, in the same
+    /// transaction. A (sender, cid) stored before returns that message's place with
+    /// `duplicate` and stores nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] for no such conversation; [`StoreError::CidTaken`] when
+    /// the cid names a message of another conversation; `Unavailable`.
+    pub async fn append(&self, message: NewMessage) -> Result<Stored, StoreError> {
+        let stats = self.inner.stats.clone();
+        self.inner
+            .writer
+            .submit(move |conn| append(conn, &message, &stats))
+            .await
+    }
+
+    /// Moves watermarks forward (never back), in one transaction with whatever else the
+    /// writer has.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable`.
+    pub async fn watermarks(&self, marks: Vec<Watermark>) -> Result<(), StoreError> {
+        let stats = self.inner.stats.clone();
+        self.inner
+            .writer
+            .submit(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE members SET read_seq = max(read_seq, coalesce(?3, 0)), \
+                     delivered_seq = max(delivered_seq, coalesce(?4, 0)) \
+                     WHERE conversation_id = ?1 AND user = ?2",
+                )?;
+                for m in &marks {
+                    stmt.execute(params![m.conversation, m.user, m.read, m.delivered])?;
+                }
+                StoreStats::add(&stats.writes, marks.len() as u64);
+                Ok(())
+            })
+            .await
+    }
+
+    // === reads ===
+
+    /// The conversation `id`.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable`.
+    pub async fn conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("SELECT {CONVERSATION} FROM conversations WHERE id = ?1"),
+                [id],
+                conversation_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// `user`'s membership of `conversation`.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable`.
+    pub async fn member(
+        &self,
+        conversation: ConversationId,
+        user: &str,
+    ) -> Result<Option<Member>, StoreError> {
+        let user = user.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("SELECT {MEMBER} FROM members WHERE conversation_id = ?1 AND user = ?2"),
+                params![conversation, user],
+                member_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Members of `conversation` in user order, after `after`, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable`.
+    pub async fn members(
+        &self,
+        conversation: ConversationId,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Member>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {MEMBER} FROM members WHERE conversation_id = ?1 AND user > ?2 \
+                 ORDER BY user LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(
+                params![conversation, after.unwrap_or_default(), limit as i64],
+                member_row,
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Every conversation `user` is a member of, with their membership, newest first.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable`.
+    pub async fn conversations_of(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(Conversation, Member)>, StoreError> {
+        let user = user.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {CONVERSATION_C}, {MEMBER_M} FROM members m \
+                 JOIN conversations c ON c.id = m.conversation_id \
+                 WHERE m.user = ?1 ORDER BY c.id DESC"
+            ))?;
+            let rows = stmt.query_map([user], |r| {
+                Ok((
+                    conversation_row(r)?,
+                    member_row_at(r, CONVERSATION_COLUMNS)?,
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Messages of `conversation`, oldest first: with `after`, the oldest `limit` after
+    /// it; otherwise the newest `limit` before `before` (or the end).
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable`.
+    pub async fn messages(
+        &self,
+        conversation: ConversationId,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.read(move |conn| {
+            let limit = limit as i64;
+            let mut out: Vec<Message> = match after {
+                Some(after) => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {MESSAGE} FROM messages WHERE conversation_id = ?1 \
+                         AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4"
+                    ))?;
+                    let rows = stmt.query_map(
+                        params![conversation, after, before.unwrap_or(u64::MAX >> 1), limit],
+                        message_row,
+                    )?;
+                    rows.collect::<Result<_, _>>()?
+                }
+                None => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {MESSAGE} FROM messages WHERE conversation_id = ?1 \
+                         AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                    ))?;
+                    let rows = stmt.query_map(
+                        params![conversation, before.unwrap_or(u64::MAX >> 1), limit],
+                        message_row,
+                    )?;
+                    let mut v = rows.collect::<Result<Vec<_>, _>>()?;
+                    v.reverse();
+                    v
+                }
+            };
+            out.shrink_to_fit();
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// The path in a `sqlite://` URL.
+fn sqlite_path(url: &str) -> Result<PathBuf, StoreError> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::Conflict(format!("{url:?} is not a sqlite:// URL")))?;
+    if path.is_empty() {
+        return Err(StoreError::Conflict(
+            "the sqlite:// URL names no file".to_owned(),
+        ));
+    }
+    Ok(Path::new(path).to_path_buf())
+}
+
+const CONVERSATION: &str = "id, kind, title, owner, last_seq, member_count, created_ms";
+const CONVERSATION_C: &str =
+    "c.id, c.kind, c.title, c.owner, c.last_seq, c.member_count, c.created_ms";
+const CONVERSATION_COLUMNS: usize = 7;
+const MEMBER: &str = "user, role, read_seq, delivered_seq, joined_seq";
+const MEMBER_M: &str = "m.user, m.role, m.read_seq, m.delivered_seq, m.joined_seq";
+const MESSAGE: &str = "id, conversation_id, seq, sender, cid, body, binary, ts_ms";
+
+fn conversation_row(r: &Row<'_>) -> Result<Conversation, rusqlite::Error> {
+    let kind: String = r.get(1)?;
+    Ok(Conversation {
+        id: r.get(0)?,
+        kind: Kind::parse(&kind).ok_or_else(|| bad_value(1, &kind))?,
+        title: r.get(2)?,
+        owner: r.get(3)?,
+        last_seq: r.get(4)?,
+        member_count: r.get(5)?,
+        created_ms: r.get(6)?,
+    })
+}
+
+fn member_row(r: &Row<'_>) -> Result<Member, rusqlite::Error> {
+    member_row_at(r, 0)
+}
+
+fn member_row_at(r: &Row<'_>, at: usize) -> Result<Member, rusqlite::Error> {
+    let role: String = r.get(at + 1)?;
+    Ok(Member {
+        user: r.get(at)?,
+        role: Role::parse(&role).ok_or_else(|| bad_value(at + 1, &role))?,
+        read_seq: r.get(at + 2)?,
+        delivered_seq: r.get(at + 3)?,
+        joined_seq: r.get(at + 4)?,
+    })
+}
+
+fn message_row(r: &Row<'_>) -> Result<Message, rusqlite::Error> {
+    let binary: bool = r.get(6)?;
+    let body: Vec<u8> = r.get(5)?;
+    Ok(Message {
+        id: r.get(0)?,
+        conversation: r.get(1)?,
+        seq: r.get(2)?,
+        sender: r.get(3)?,
+        cid: r.get(4)?,
+        body: if binary {
+            Body::Binary(body)
+        } else {
+            Body::Json(String::from_utf8(body).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Blob, e.into())
+            })?)
+        },
+        ts_ms: r.get(7)?,
+    })
+}
+
+fn bad_value(column: usize, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        format!("unexpected value {value:?}").into(),
+    )
+}
+
+fn fetch_conversation(conn: &Connection, id: ConversationId) -> Result<Conversation, StoreError> {
+    conn.query_row(
+        &format!("SELECT {CONVERSATION} FROM conversations WHERE id = ?1"),
+        [id],
+        conversation_row,
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound)
+}
+
+/// Adds `user` to `conversation` unless a member already; returns the rows added.
+fn insert_member(
+    conn: &Connection,
+    conversation: ConversationId,
+    user: &str,
+    role: Role,
+    at_seq: u64,
+) -> Result<u64, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO members \
+             (conversation_id, user, role, joined_seq, read_seq, delivered_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?4)",
+        )?
+        .execute(params![conversation, user, role.as_str(), at_seq])?;
+    Ok(n as u64)
+}
+
+/// The writer's part of [`SqliteStore::append`]. The common case (a new cid) writes and
+/// reads nothing else: the cid's unique index finds a duplicate, and only then is the
+/// message that has it looked up (the attempt is undone with its savepoint).
+fn append(conn: &Connection, m: &NewMessage, stats: &StoreStats) -> Result<Stored, StoreError> {
+    conn.execute_batch("SAVEPOINT append")?;
+    let attempt =
+        (|| -> Result<Option<Stored>, StoreError> {
+            let seq: Option<u64> = conn
+            .prepare_cached(
+                "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+            )?
+            .query_row([m.conversation], |r| r.get(0))
+            .optional()?;
+            let Some(seq) = seq else {
+                return Err(StoreError::NotFound);
+            };
+            let (body, binary): (&[u8], bool) = match &m.body {
+                Body::Json(s) => (s.as_bytes(), false),
+                Body::Binary(b) => (b, true),
+            };
+            let inserted = conn
+            .prepare_cached(
+                "INSERT INTO messages (conversation_id, seq, sender, cid, body, binary, ts_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![m.conversation, seq, m.sender, m.cid, body, binary, m.ts_ms]);
+            match inserted {
+                Ok(_) => Ok(Some(Stored {
+                    id: conn.last_insert_rowid(),
+                    seq,
+                    ts_ms: m.ts_ms,
+                    duplicate: false,
+                })),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation && m.cid.is_some() =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e.into()),
+            }
+        })();
+    if let Ok(Some(stored)) = attempt {
+        conn.execute_batch("RELEASE append")?;
+        StoreStats::add(&stats.writes, 2);
+        return Ok(stored);
+    }
+    conn.execute_batch("ROLLBACK TO append; RELEASE append")?;
+    match attempt {
+        Ok(_) => existing(conn, m, stats),
+        Err(e) => Err(e),
+    }
+}
+
+/// The message a (sender, cid) names, for a retried send.
+fn existing(conn: &Connection, m: &NewMessage, stats: &StoreStats) -> Result<Stored, StoreError> {
+    StoreStats::add(&stats.reads, 1);
+    let found: Option<(ConversationId, Stored)> = conn
+        .prepare_cached(
+            "SELECT conversation_id, id, seq, ts_ms FROM messages \
+             WHERE coalesce(sender, '') = coalesce(?1, '') AND cid = ?2",
+        )?
+        .query_row(params![m.sender, m.cid], |r| {
+            Ok((
+                r.get(0)?,
+                Stored {
+                    id: r.get(1)?,
+                    seq: r.get(2)?,
+                    ts_ms: r.get(3)?,
+                    duplicate: true,
+                },
+            ))
+        })
+        .optional()?;
+    match found {
+        Some((conversation, stored)) if conversation == m.conversation => Ok(stored),
+        Some((conversation, _)) => Err(StoreError::CidTaken { conversation }),
+        // The constraint that fired was another one: a bug, not the caller's.
+        None => Err(StoreError::Unavailable(
+            "a message could not be stored (constraint)".to_owned(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("herald-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn open(d: &Path) -> SqliteStore {
+        let config = Config {
+            url: format!("sqlite://{}", d.join("sub/herald.db").display()),
+            durability: Durability::Normal,
+            ..Config::default()
+        };
+        SqliteStore::open(&config, Arc::default()).unwrap()
+    }
+
+    fn text(conversation: ConversationId, sender: &str, cid: &str) -> NewMessage {
+        NewMessage {
+            conversation,
+            sender: Some(sender.to_owned()),
+            cid: Some(cid.to_owned()),
+            body: Body::Json(format!("{{\"text\":\"{cid}\"}}")),
+            ts_ms: 1,
+        }
+    }
+
+    /// Direct conversations are unique per pair, whichever user creates them; a group
+    /// counts its owner once; members change, the owner stays; direct ones do not.
+    #[tokio::test]
+    async fn conversations_and_members() {
+        let d = dir("conv");
+        let s = open(&d);
+        let (ab, created) = s.create_direct("ann", "bob", 5).await.unwrap();
+        assert!(created);
+        assert_eq!(
+            (ab.kind, ab.member_count, ab.last_seq),
+            (Kind::Direct, 2, 0)
+        );
+        let (again, created) = s.create_direct("bob", "ann", 6).await.unwrap();
+        assert_eq!((again.id, created), (ab.id, false));
+        assert!(matches!(
+            s.create_direct("ann", "ann", 1).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let g = s
+            .create_group(
+                "ann",
+                Some("team".into()),
+                vec!["bob".into(), "ann".into(), "cy".into()],
+                7,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (g.kind, g.member_count, g.owner.as_deref()),
+            (Kind::Group, 3, Some("ann"))
+        );
+        let changed = s
+            .change_members(
+                g.id,
+                vec!["dee".into(), "bob".into()],
+                vec!["cy".into(), "zed".into()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed.added, vec!["dee".to_owned()]);
+        assert_eq!(changed.removed, vec!["cy".to_owned()]);
+        assert_eq!(changed.conversation.member_count, 3);
+        assert!(matches!(
+            s.change_members(g.id, vec![], vec!["ann".into()]).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.change_members(ab.id, vec!["cy".into()], vec![]).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.change_members(9999, vec![], vec![]).await,
+            Err(StoreError::NotFound)
+        );
+        let members: Vec<String> = s
+            .members(g.id, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.user)
+            .collect();
+        assert_eq!(members, ["ann", "bob", "dee"]);
+        let page = s.members(g.id, Some("ann".into()), 1).await.unwrap();
+        assert_eq!(page[0].user, "bob");
+        assert_eq!(
+            s.member(g.id, "ann").await.unwrap().unwrap().role,
+            Role::Owner
+        );
+        assert!(s.member(g.id, "cy").await.unwrap().is_none());
+        let of_bob: Vec<ConversationId> = s
+            .conversations_of("bob")
+            .await
+            .unwrap()
+            .iter()
+            .map(|(c, _)| c.id)
+            .collect();
+        assert_eq!(of_bob, vec![g.id, ab.id]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Sequence numbers are contiguous per conversation under concurrent sends; a cid
+    /// sent twice is stored once and answered with its first place; a cid of another
+    /// conversation is refused; an unknown conversation is not found; and many sends
+    /// share few commits (group commit).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends() {
+        let d = dir("append");
+        let s = open(&d);
+        let (ab, _) = s.create_direct("ann", "bob", 0).await.unwrap();
+        let (ac, _) = s.create_direct("ann", "cy", 0).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..400 {
+            let s = s.clone();
+            let (conv, who) = if i % 2 == 0 {
+                (ab.id, "ann")
+            } else {
+                (ac.id, "cy")
+            };
+            tasks.push(tokio::spawn(async move {
+                s.append(text(conv, who, &format!("m{i}"))).await.unwrap()
+            }));
+        }
+        let mut seqs = std::collections::HashMap::<bool, Vec<u64>>::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let stored = t.await.unwrap();
+            assert!(!stored.duplicate);
+            seqs.entry(i % 2 == 0).or_default().push(stored.seq);
+        }
+        for (_, mut v) in seqs {
+            v.sort_unstable();
+            assert_eq!(v, (1..=200).collect::<Vec<u64>>());
+        }
+        let stats = s.stats();
+        let commits = StoreStats::get(&stats.commits);
+        assert!(commits < 100, "{commits} commits for 400 sends");
+        let first = s.append(text(ab.id, "ann", "m0")).await.unwrap();
+        assert!(first.duplicate);
+        assert_eq!(
+            s.conversation(ab.id).await.unwrap().unwrap().last_seq,
+            200,
+            "nothing taken"
+        );
+        assert_eq!(
+            s.append(text(ac.id, "ann", "m0")).await,
+            Err(StoreError::CidTaken {
+                conversation: ab.id
+            })
+        );
+        assert_eq!(
+            s.append(text(4242, "ann", "new")).await,
+            Err(StoreError::NotFound)
+        );
+        // The failures undid their writes: the next send takes the next number.
+        assert_eq!(s.append(text(ac.id, "ann", "next")).await.unwrap().seq, 201);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// History pages: the newest below a bound, the oldest above one, oldest first;
+    /// binary and JSON bodies come back as they went in.
+    #[tokio::test]
+    async fn history() {
+        let d = dir("history");
+        let s = open(&d);
+        let (ab, _) = s.create_direct("ann", "bob", 0).await.unwrap();
+        for i in 1..=10 {
+            s.append(text(ab.id, "ann", &format!("c{i}")))
+                .await
+                .unwrap();
+        }
+        let bin = NewMessage {
+            body: Body::Binary(vec![0, 255, 7]),
+            cid: None,
+            ..text(ab.id, "bob", "")
+        };
+        assert_eq!(s.append(bin).await.unwrap().seq, 11);
+        let seqs = |v: &[Message]| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(&s.messages(ab.id, None, None, 3).await.unwrap()),
+            [9, 10, 11]
+        );
+        assert_eq!(
+            seqs(&s.messages(ab.id, None, Some(9), 3).await.unwrap()),
+            [6, 7, 8]
+        );
+        assert_eq!(
+            seqs(&s.messages(ab.id, Some(2), None, 3).await.unwrap()),
+            [3, 4, 5]
+        );
+        assert_eq!(
+            seqs(&s.messages(ab.id, Some(2), Some(5), 10).await.unwrap()),
+            [3, 4]
+        );
+        let last = s.messages(ab.id, Some(10), None, 5).await.unwrap();
+        assert_eq!(last[0].body, Body::Binary(vec![0, 255, 7]));
+        assert_eq!(last[0].cid, None);
+        let first = s.messages(ab.id, Some(0), None, 1).await.unwrap();
+        assert_eq!(first[0].body, Body::Json("{\"text\":\"c1\"}".into()));
+        assert_eq!(first[0].sender.as_deref(), Some("ann"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Watermarks move forward only; unknown members change nothing.
+    #[tokio::test]
+    async fn watermarks_only_move_forward() {
+        let d = dir("marks");
+        let s = open(&d);
+        let (ab, _) = s.create_direct("ann", "bob", 0).await.unwrap();
+        let mark = |read, delivered| Watermark {
+            conversation: ab.id,
+            user: "bob".into(),
+            read,
+            delivered,
+        };
+        s.watermarks(vec![mark(Some(5), Some(7))]).await.unwrap();
+        s.watermarks(vec![mark(Some(3), None), mark(None, Some(9))])
+            .await
+            .unwrap();
+        s.watermarks(vec![Watermark {
+            user: "zed".into(),
+            ..mark(Some(9), None)
+        }])
+        .await
+        .unwrap();
+        let bob = s.member(ab.id, "bob").await.unwrap().unwrap();
+        assert_eq!((bob.read_seq, bob.delivered_seq), (5, 9));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// What was committed is there after the store is closed and opened again, and the
+    /// schema is not migrated twice; a database from a newer Herald is refused; a URL
+    /// that is not `sqlite://` is refused.
+    #[tokio::test]
+    async fn reopen_and_versions() {
+        let d = dir("reopen");
+        let s = open(&d);
+        let (ab, _) = s.create_direct("ann", "bob", 0).await.unwrap();
+        s.append(text(ab.id, "ann", "kept")).await.unwrap();
+        drop(s);
+        let s = open(&d);
+        assert_eq!(s.conversation(ab.id).await.unwrap().unwrap().last_seq, 1);
+        assert!(
+            s.append(text(ab.id, "ann", "kept"))
+                .await
+                .unwrap()
+                .duplicate
+        );
+        drop(s);
+        let conn = Connection::open(d.join("sub/herald.db")).unwrap();
+        conn.pragma_update(None, "user_version", crate::migrate::VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let config = Config {
+            url: format!("sqlite://{}", d.join("sub/herald.db").display()),
+            ..Config::default()
+        };
+        assert!(matches!(
+            SqliteStore::open(&config, Arc::default()),
+            Err(StoreError::Conflict(_))
+        ));
+        let bad = Config {
+            url: "postgres://x".into(),
+            ..Config::default()
+        };
+        assert!(SqliteStore::open(&bad, Arc::default()).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
