@@ -37,7 +37,17 @@ pub struct BroadcastOptions {
     pub local: bool,
     /// How long to wait for acks or remote answers.
     pub timeout: Duration,
+    /// An ack id every recipient's packet carries (the same for all: the packet is still
+    /// encoded once). The clients' acks of it reach the namespace's ack handler
+    /// ([`Builder::on_ack`](crate::Builder::on_ack)), nothing waits for them. Ids from
+    /// [`SHARED_ACK_IDS`] up never collide with a socket's own.
+    pub ack_id: Option<u64>,
 }
+
+/// The first ack id of those a broadcast may share (`2^52`): a socket numbers its own
+/// acks from 0 and never gets there; below `2^53`, clients that read ids as
+/// double-precision numbers (JavaScript) echo them exactly.
+pub const SHARED_ACK_IDS: u64 = 1 << 52;
 
 impl Default for BroadcastOptions {
     fn default() -> Self {
@@ -48,6 +58,7 @@ impl Default for BroadcastOptions {
             volatile: false,
             local: false,
             timeout: Duration::from_secs(5),
+            ack_id: None,
         }
     }
 }
@@ -137,7 +148,7 @@ impl Adapter for LocalAdapter {
             ns.parser,
             PacketType::Event,
             ns.name(),
-            None,
+            opts.ack_id,
             Body::Event(event, args),
         )?;
         let mut delivered = 0;

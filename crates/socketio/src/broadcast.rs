@@ -64,6 +64,16 @@ impl BroadcastOperator {
         self
     }
 
+    /// Every recipient's packet carries ack id `id` (at least
+    /// [`SHARED_ACK_IDS`](crate::adapter::SHARED_ACK_IDS)): the packet is still encoded
+    /// once, and the acks reach the namespace's [`on_ack`](crate::Builder::on_ack)
+    /// handler, with the socket that sent each. For acks from many sockets without a
+    /// waiter per socket (delivery receipts).
+    pub fn ack_id(mut self, id: u64) -> Self {
+        self.opts.ack_id = Some(id);
+        self
+    }
+
     /// How long [`BroadcastOperator::emit_with_ack`] waits for answers. Defaults to 5 s.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.opts.timeout = timeout;

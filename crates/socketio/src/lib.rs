@@ -65,7 +65,7 @@ pub mod server;
 pub mod socket;
 pub mod stats;
 
-pub use adapter::{Adapter, BroadcastOptions, FetchedSocket, LocalAdapter};
+pub use adapter::{Adapter, BroadcastOptions, FetchedSocket, LocalAdapter, SHARED_ACK_IDS};
 pub use args::{Args, RawArgs};
 pub use binary::Binary;
 pub use broadcast::BroadcastOperator;

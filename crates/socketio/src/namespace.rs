@@ -17,6 +17,7 @@ pub(crate) type ConnectHandler = Arc<dyn Fn(&SocketRef, &ConnectRequest) + Send 
 pub(crate) type DisconnectHandler = Arc<dyn Fn(&SocketRef, crate::DisconnectReason) + Send + Sync>;
 pub(crate) type RateLimitedHandler =
     Arc<dyn Fn(&SocketRef, crate::Event, crate::RateLimited) + Send + Sync>;
+pub(crate) type AckHandler = Arc<dyn Fn(&SocketRef, u64, crate::AckResponse) + Send + Sync>;
 
 /// What a namespace runs, as set on the builder.
 #[derive(Clone)]
@@ -26,6 +27,7 @@ pub(crate) struct Hooks {
     pub(crate) handlers: HashMap<Box<str>, EventHandler>,
     pub(crate) on_disconnect: Option<DisconnectHandler>,
     pub(crate) on_rate_limited: Option<RateLimitedHandler>,
+    pub(crate) on_ack: Option<AckHandler>,
 }
 
 impl Hooks {
@@ -36,6 +38,7 @@ impl Hooks {
             handlers: HashMap::new(),
             on_disconnect: None,
             on_rate_limited: None,
+            on_ack: None,
         }
     }
 }
@@ -64,6 +67,8 @@ pub struct Namespace {
     pub(crate) handlers: HashMap<Box<str>, EventHandler>,
     pub(crate) on_disconnect: Option<DisconnectHandler>,
     pub(crate) on_rate_limited: Option<RateLimitedHandler>,
+    /// Acks nothing waits for (of packets broadcast with a shared ack id).
+    pub(crate) on_ack: Option<AckHandler>,
     pub(crate) adapter: Arc<dyn Adapter>,
     pub(crate) stats: Arc<crate::Stats>,
     pub(crate) event_rate: Option<crate::RateLimit>,
@@ -92,6 +97,7 @@ impl Namespace {
             handlers: hooks.handlers,
             on_disconnect: hooks.on_disconnect,
             on_rate_limited: hooks.on_rate_limited,
+            on_ack: hooks.on_ack,
             adapter: common.adapter,
             stats: common.stats,
             event_rate: common.event_rate,

@@ -182,6 +182,26 @@ impl Builder {
         self
     }
 
+    /// Calls `handler` with each ack from a client that nothing waits for, on the
+    /// namespace added last: the acks of packets broadcast with a shared ack id
+    /// ([`BroadcastOperator::ack_id`](crate::BroadcastOperator::ack_id)), with the
+    /// socket that sent it and the id. Acks of no one's packet are dropped without it.
+    ///
+    /// # Panics
+    ///
+    /// When no namespace was added yet.
+    pub fn on_ack(
+        mut self,
+        handler: impl Fn(&SocketRef, u64, crate::AckResponse) + Send + Sync + 'static,
+    ) -> Self {
+        self.specs
+            .last_mut()
+            .expect("add a namespace before its handlers")
+            .hooks
+            .on_ack = Some(Arc::new(handler));
+        self
+    }
+
     /// Sets the adapter of every namespace. Defaults to [`LocalAdapter`].
     pub fn adapter(mut self, adapter: Arc<dyn Adapter>) -> Self {
         self.adapter = Some(adapter);

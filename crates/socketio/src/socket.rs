@@ -500,7 +500,7 @@ impl Socket {
     }
 
     /// Hands an ack from the client to the emit waiting for it.
-    pub(crate) fn on_ack(&self, packet: Packet) {
+    pub(crate) fn on_ack(self: &Arc<Self>, packet: Packet) {
         let Some(id) = packet.id else { return };
         let waiting = {
             let acks = &mut self.state.lock().acks;
@@ -508,12 +508,19 @@ impl Socket {
                 .position(|(waiting, _)| *waiting == id)
                 .map(|at| acks.swap_remove(at).1)
         };
-        if let Some(tx) = waiting {
-            let data = match packet.data {
-                Data::None => Data::Json(bytes::Bytes::from_static(b"[]")),
-                other => other,
-            };
-            let _ = tx.send(AckResponse { data });
+        let data = match packet.data {
+            Data::None => Data::Json(bytes::Bytes::from_static(b"[]")),
+            other => other,
+        };
+        match waiting {
+            Some(tx) => {
+                let _ = tx.send(AckResponse { data });
+            }
+            None => {
+                if let Some(h) = &self.nsp.on_ack {
+                    h(self, id, AckResponse { data });
+                }
+            }
         }
     }
 

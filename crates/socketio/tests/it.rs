@@ -252,6 +252,70 @@ async fn acks_from_the_server() {
         .any(|r| matches!(r, Err(socketio::AckError::Timeout))));
 }
 
+/// A broadcast with a shared ack id: one encoding, every recipient's packet carries the
+/// id, and each client's ack reaches the namespace's ack handler with its socket; an ack
+/// of an id nobody sent is handed over the same way, and a socket's own waiting acks
+/// still go to their waiter.
+#[tokio::test]
+async fn shared_ack_ids_reach_the_namespace() {
+    let (tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<(String, u64, String)>();
+    let sockets = Arc::new(Mutex::new(Vec::new()));
+    let registry = sockets.clone();
+    let server = Server::builder()
+        .ns("/", move |socket, _| {
+            socket.join("all");
+            registry.lock().push(socket.clone());
+        })
+        .on_ack(move |socket, id, ack| {
+            let (text,): (String,) = ack.args().unwrap();
+            let _ = tx.send((socket.id().as_str().to_owned(), id, text));
+        })
+        .build(config());
+    let addr = serve(server.clone()).await;
+    let (mut a, a_id) = client(addr).await;
+    let (mut b, b_id) = client(addr).await;
+    let id = socketio::SHARED_ACK_IDS + 7;
+    let ns = server.of("/").unwrap();
+    assert_eq!(ns.to("all").ack_id(id).emit("msg", ("hi",)).unwrap(), 2);
+    for ws in [&mut a, &mut b] {
+        assert_eq!(next_text(ws).await, format!(r#"42{id}["msg","hi"]"#));
+    }
+    a.send(Message::text(format!(r#"43{id}["got it"]"#)))
+        .await
+        .unwrap();
+    b.send(Message::text(format!(r#"43{id}["me too"]"#)))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(
+            tokio::time::timeout(Duration::from_secs(5), acks.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    got.sort();
+    let mut want = vec![
+        (a_id.clone(), id, "got it".to_owned()),
+        (b_id, id, "me too".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    // A waiter of the socket's own is not bypassed.
+    let first = sockets.lock()[0].clone();
+    let waiting = first.emit_with_ack("q", (), Duration::from_secs(2));
+    assert_eq!(next_text(&mut a).await, r#"420["q"]"#);
+    a.send(Message::text(r#"430["mine"]"#)).await.unwrap();
+    let (mine,): (String,) = waiting.await.unwrap().args().unwrap();
+    assert_eq!(mine, "mine");
+    a.send(Message::text(r#"4399["stray"]"#)).await.unwrap();
+    let stray = tokio::time::timeout(Duration::from_secs(5), acks.recv())
+        .await
+        .unwrap();
+    assert_eq!(stray, Some((a_id, 99, "stray".to_owned())));
+}
+
 /// Server-side disconnect of one socket and of a room; `disconnecting` still sees the
 /// rooms (its own id's included), `disconnect` runs after, each with its reason.
 #[tokio::test]
