@@ -3,7 +3,9 @@
 //! one binary Engine.IO message; binary travels inline as `bin`.
 //!
 //! Quirks handled: keys in any order and unknown keys skipped (the client adds
-//! `options`); `undefined` encoded as fixext 1 of type 0 (`d4 00 00`) read as absent.
+//! `options`); `undefined` encoded as fixext 1 of type 0 (`d4 00 00`) read as absent
+//! (as `nil` inside the data); `ArrayBuffer`s and typed arrays, which notepack.io 2.2
+//! writes as ext 8/16/32 of type 0, read as `bin`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -19,7 +21,7 @@ const MAX_DEPTH: usize = 128;
 /// [`DecodeError::Malformed`] for bytes that are not one msgpack map, and the shape
 /// errors of the parser's `checkPacket`.
 pub fn decode(raw: Bytes) -> Result<Packet, DecodeError> {
-    let mut r = Reader { buf: &raw, pos: 0 };
+    let mut r = Reader::new(&raw);
     let pairs = r.map_len()?.ok_or(DecodeError::Malformed)?;
     let mut kind = None;
     let mut nsp = None;
@@ -64,14 +66,25 @@ pub fn decode(raw: Bytes) -> Result<Packet, DecodeError> {
     }
     // `undefined` is absent.
     let data = data.filter(|range| !Reader::at(&raw, range.start).is_undefined());
-    let first = data.as_ref().map(|range| raw[range.start]);
+    let data = data.map(|range| {
+        let at: Vec<usize> = r
+            .notepack
+            .iter()
+            .copied()
+            .filter(|p| range.contains(p))
+            .collect();
+        if at.is_empty() {
+            raw.slice(range)
+        } else {
+            standard_forms(&raw, range, &at)
+        }
+    });
+    let first = data.as_ref().map(|d| d[0]);
     let ok = match (kind, first) {
         (PacketType::Connect | PacketType::Disconnect, None) => true,
         (PacketType::Connect, Some(m)) => is_map(m),
         (PacketType::ConnectError, Some(m)) => is_map(m) || is_str(m),
-        (PacketType::Event, Some(_)) => data
-            .as_ref()
-            .is_some_and(|range| event_name(&raw.slice(range.clone())).is_some()),
+        (PacketType::Event, Some(_)) => data.as_ref().is_some_and(|d| event_name(d).is_some()),
         (PacketType::Ack, Some(m)) => is_array(m),
         _ => false,
     };
@@ -82,8 +95,35 @@ pub fn decode(raw: Bytes) -> Result<Packet, DecodeError> {
         kind,
         nsp,
         id,
-        data: data.map_or(Data::None, |range| Data::Msgpack(raw.slice(range))),
+        data: data.map_or(Data::None, Data::Msgpack),
     })
+}
+
+/// A copy of `raw[range]` with notepack.io's own forms, at the offsets `at` (in order),
+/// made standard: `undefined` (`d4 00 00`) becomes `nil`, an ext 8/16/32 of type 0 (an
+/// `ArrayBuffer` or typed array) becomes the `bin` of the same bytes.
+fn standard_forms(raw: &Bytes, range: std::ops::Range<usize>, at: &[usize]) -> Bytes {
+    let mut out = BytesMut::with_capacity(range.len());
+    let mut from = range.start;
+    for &p in at {
+        out.put_slice(&raw[from..p]);
+        match raw[p] {
+            0xd4 => {
+                out.put_u8(0xc0);
+                from = p + 3;
+            }
+            m => {
+                // ext 8/16/32 → bin 8/16/32: the marker changes, the length stays, the
+                // type byte goes.
+                let width = 1usize << (m - 0xc7);
+                out.put_u8(m - 3);
+                out.put_slice(&raw[p + 1..p + 1 + width]);
+                from = p + 2 + width;
+            }
+        }
+    }
+    out.put_slice(&raw[from..range.end]);
+    out.freeze()
 }
 
 /// Encodes a packet; `data` is the msgpack of the `data` value (for events, the array of
@@ -110,7 +150,7 @@ pub fn encode(kind: PacketType, nsp: &str, id: Option<u64>, data: Option<&[u8]>)
 /// The event name: the first element of the `data` array, a string (or a number, in
 /// its text form).
 pub(crate) fn event_name(data: &Bytes) -> Option<Str> {
-    let mut r = Reader { buf: data, pos: 0 };
+    let mut r = Reader::new(data);
     if r.array_len().ok()?? == 0 {
         return None;
     }
@@ -128,7 +168,7 @@ pub(crate) fn event_name(data: &Bytes) -> Option<Str> {
 /// The raw arguments of an event's `data` array: the bytes of the elements after the
 /// name, and how many there are.
 pub fn event_args(data: &Bytes) -> Option<(Bytes, usize)> {
-    let mut r = Reader { buf: data, pos: 0 };
+    let mut r = Reader::new(data);
     let n = r.array_len().ok()??;
     if n == 0 {
         return None;
@@ -140,7 +180,7 @@ pub fn event_args(data: &Bytes) -> Option<(Bytes, usize)> {
 /// Skips the first `n` values of raw event arguments as [`event_args`] gives them,
 /// returning the bytes of the rest, or `None` when they are fewer than `n` or malformed.
 pub fn skip_args(args: &Bytes, n: usize) -> Option<Bytes> {
-    let mut r = Reader { buf: args, pos: 0 };
+    let mut r = Reader::new(args);
     for _ in 0..n {
         if r.pos >= args.len() {
             return None;
@@ -217,11 +257,21 @@ fn is_str(m: u8) -> bool {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Where skipped values had notepack.io's own forms (see [`standard_forms`]).
+    notepack: Vec<usize>,
 }
 
 impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader::at(buf, 0)
+    }
+
     fn at(buf: &'a [u8], pos: usize) -> Reader<'a> {
-        Reader { buf, pos }
+        Reader {
+            buf,
+            pos,
+            notepack: Vec::new(),
+        }
     }
 
     fn peek(&self) -> Result<u8, DecodeError> {
@@ -365,7 +415,18 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::Malformed);
         }
         let m = self.peek()?;
+        let at = self.pos;
         self.pos += 1;
+        match m {
+            0xd4 if self.buf.get(self.pos) == Some(&0) => self.notepack.push(at),
+            0xc7..=0xc9 => {
+                let width = 1 << (m - 0xc7);
+                if self.buf.get(self.pos + width) == Some(&0) {
+                    self.notepack.push(at);
+                }
+            }
+            _ => {}
+        }
         match m {
             0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => {}
             0x80..=0x8f => self.skip_items(usize::from(m & 0x0f) * 2, depth)?,
@@ -490,6 +551,49 @@ mod tests {
             panic!()
         };
         assert_eq!(&data[..], &hex(&format!("92 {} 01", mstr("hello")))[..]);
+    }
+
+    /// notepack.io 2.2 writes a `Uint8Array` as ext 8 of type 0 and a nested
+    /// `undefined` as `d4 00 00`: the data reads as `bin` and `nil`; the ext types it
+    /// does not own (a `Date`'s fixext 8, another type's ext) stay as they are.
+    #[test]
+    fn notepack_forms_made_standard() {
+        let wire = hex(&format!(
+            "83 {} 02 {} 95 {} c7 03 00 090807 d4 00 00 c8 0001 00 ff d7 00 0000000000000001 {} {}",
+            mstr("type"),
+            mstr("data"),
+            mstr("up"),
+            mstr("nsp"),
+            mstr("/")
+        ));
+        let p = decode(wire).unwrap();
+        let Data::Msgpack(data) = &p.data else {
+            panic!()
+        };
+        assert_eq!(
+            &data[..],
+            &hex(&format!(
+                "95 {} c4 03 090807 c0 c5 0001 ff d7 00 0000000000000001",
+                mstr("up")
+            ))[..]
+        );
+        assert_eq!(p.event_name().unwrap(), "up");
+        // An ext of another type is left alone.
+        let wire = hex(&format!(
+            "83 {} 02 {} 92 {} c7 01 05 aa {} {}",
+            mstr("type"),
+            mstr("data"),
+            mstr("x"),
+            mstr("nsp"),
+            mstr("/")
+        ));
+        let Data::Msgpack(data) = decode(wire).unwrap().data else {
+            panic!()
+        };
+        assert_eq!(
+            &data[..],
+            &hex(&format!("92 {} c7 01 05 aa", mstr("x")))[..]
+        );
     }
 
     /// A CONNECT without auth carries `data: undefined` (`d4 00 00`): read as absent.
