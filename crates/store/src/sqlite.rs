@@ -165,6 +165,9 @@ impl SqliteStore {
     }
 
     // === writes ===
+    //
+    // Each is queued for the writer when called, not when first awaited: calls from one
+    // task reach the store in the order they were made.
 
     /// The direct conversation of `a` and `b`, created if they have none yet (then
     /// `true`).
@@ -172,47 +175,46 @@ impl SqliteStore {
     /// # Errors
     ///
     /// [`StoreError::Conflict`] when `a` and `b` are the same user; `Unavailable`.
-    pub async fn create_direct(
+    pub fn create_direct(
         &self,
         a: &str,
         b: &str,
         ts_ms: i64,
-    ) -> Result<(Conversation, bool), StoreError> {
-        if a == b {
-            return Err(StoreError::Conflict(
-                "a direct conversation needs two users".to_owned(),
-            ));
-        }
+    ) -> impl std::future::Future<Output = Result<(Conversation, bool), StoreError>> + Send + 'static
+    {
+        let same = a == b;
         let (first, second) = if a < b { (a, b) } else { (b, a) };
         let key = format!("{first}\n{second}");
         let users = [first.to_owned(), second.to_owned()];
         let stats = self.inner.stats.clone();
-        self.inner
-            .writer
-            .submit(move |conn| {
-                if let Some(found) = conn
-                    .query_row(
-                        &format!("SELECT {CONVERSATION} FROM conversations WHERE direct_key = ?1"),
-                        [&key],
-                        conversation_row,
-                    )
-                    .optional()?
-                {
-                    return Ok((found, false));
-                }
-                conn.execute(
-                    "INSERT INTO conversations (kind, direct_key, member_count, created_ms) \
+        self.inner.writer.submit(move |conn| {
+            if same {
+                return Err(StoreError::Conflict(
+                    "a direct conversation needs two users".to_owned(),
+                ));
+            }
+            if let Some(found) = conn
+                .query_row(
+                    &format!("SELECT {CONVERSATION} FROM conversations WHERE direct_key = ?1"),
+                    [&key],
+                    conversation_row,
+                )
+                .optional()?
+            {
+                return Ok((found, false));
+            }
+            conn.execute(
+                "INSERT INTO conversations (kind, direct_key, member_count, created_ms) \
                      VALUES ('direct', ?1, 2, ?2)",
-                    params![key, ts_ms],
-                )?;
-                let id = conn.last_insert_rowid();
-                for user in &users {
-                    insert_member(conn, id, user, Role::Member, 0)?;
-                }
-                StoreStats::add(&stats.writes, 3);
-                Ok((fetch_conversation(conn, id)?, true))
-            })
-            .await
+                params![key, ts_ms],
+            )?;
+            let id = conn.last_insert_rowid();
+            for user in &users {
+                insert_member(conn, id, user, Role::Member, 0)?;
+            }
+            StoreStats::add(&stats.writes, 3);
+            Ok((fetch_conversation(conn, id)?, true))
+        })
     }
 
     /// Creates a group owned by `owner`, with `members` (the owner included whether
@@ -221,37 +223,34 @@ impl SqliteStore {
     /// # Errors
     ///
     /// `Unavailable`.
-    pub async fn create_group(
+    pub fn create_group(
         &self,
         owner: &str,
         title: Option<String>,
         members: Vec<String>,
         ts_ms: i64,
-    ) -> Result<Conversation, StoreError> {
+    ) -> impl std::future::Future<Output = Result<Conversation, StoreError>> + Send + 'static {
         let owner = owner.to_owned();
         let stats = self.inner.stats.clone();
-        self.inner
-            .writer
-            .submit(move |conn| {
-                conn.execute(
-                    "INSERT INTO conversations (kind, title, owner, created_ms) \
+        self.inner.writer.submit(move |conn| {
+            conn.execute(
+                "INSERT INTO conversations (kind, title, owner, created_ms) \
                      VALUES ('group', ?1, ?2, ?3)",
-                    params![title, owner, ts_ms],
-                )?;
-                let id = conn.last_insert_rowid();
-                insert_member(conn, id, &owner, Role::Owner, 0)?;
-                let mut count = 1u64;
-                for user in members.iter().filter(|u| **u != owner) {
-                    count += insert_member(conn, id, user, Role::Member, 0)?;
-                }
-                conn.execute(
-                    "UPDATE conversations SET member_count = ?2 WHERE id = ?1",
-                    params![id, count],
-                )?;
-                StoreStats::add(&stats.writes, count + 2);
-                fetch_conversation(conn, id)
-            })
-            .await
+                params![title, owner, ts_ms],
+            )?;
+            let id = conn.last_insert_rowid();
+            insert_member(conn, id, &owner, Role::Owner, 0)?;
+            let mut count = 1u64;
+            for user in members.iter().filter(|u| **u != owner) {
+                count += insert_member(conn, id, user, Role::Member, 0)?;
+            }
+            conn.execute(
+                "UPDATE conversations SET member_count = ?2 WHERE id = ?1",
+                params![id, count],
+            )?;
+            StoreStats::add(&stats.writes, count + 2);
+            fetch_conversation(conn, id)
+        })
     }
 
     /// Adds and removes members of a group (who is allowed to is the caller's to check).
@@ -262,57 +261,54 @@ impl SqliteStore {
     ///
     /// [`StoreError::NotFound`] for no such conversation; [`StoreError::Conflict`] for a
     /// direct conversation or removing the owner; `Unavailable`.
-    pub async fn change_members(
+    pub fn change_members(
         &self,
         conversation: ConversationId,
         add: Vec<String>,
         remove: Vec<String>,
-    ) -> Result<MembersChanged, StoreError> {
+    ) -> impl std::future::Future<Output = Result<MembersChanged, StoreError>> + Send + 'static
+    {
         let stats = self.inner.stats.clone();
-        self.inner
-            .writer
-            .submit(move |conn| {
-                let before = fetch_conversation(conn, conversation)?;
-                if before.kind == Kind::Direct {
-                    return Err(StoreError::Conflict(
-                        "a direct conversation's members cannot change".to_owned(),
-                    ));
+        self.inner.writer.submit(move |conn| {
+            let before = fetch_conversation(conn, conversation)?;
+            if before.kind == Kind::Direct {
+                return Err(StoreError::Conflict(
+                    "a direct conversation's members cannot change".to_owned(),
+                ));
+            }
+            if remove.iter().any(|u| Some(u) == before.owner.as_ref()) {
+                return Err(StoreError::Conflict(
+                    "the owner cannot be removed".to_owned(),
+                ));
+            }
+            let mut added = Vec::new();
+            for user in add {
+                if insert_member(conn, conversation, &user, Role::Member, before.last_seq)? > 0 {
+                    added.push(user);
                 }
-                if remove.iter().any(|u| Some(u) == before.owner.as_ref()) {
-                    return Err(StoreError::Conflict(
-                        "the owner cannot be removed".to_owned(),
-                    ));
-                }
-                let mut added = Vec::new();
-                for user in add {
-                    if insert_member(conn, conversation, &user, Role::Member, before.last_seq)? > 0
-                    {
-                        added.push(user);
-                    }
-                }
-                let mut removed = Vec::new();
-                for user in remove {
-                    let n = conn.execute(
-                        "DELETE FROM members WHERE conversation_id = ?1 AND user = ?2",
-                        params![conversation, user],
-                    )?;
-                    if n > 0 {
-                        removed.push(user);
-                    }
-                }
-                let delta = added.len() as i64 - removed.len() as i64;
-                conn.execute(
-                    "UPDATE conversations SET member_count = member_count + ?2 WHERE id = ?1",
-                    params![conversation, delta],
+            }
+            let mut removed = Vec::new();
+            for user in remove {
+                let n = conn.execute(
+                    "DELETE FROM members WHERE conversation_id = ?1 AND user = ?2",
+                    params![conversation, user],
                 )?;
-                StoreStats::add(&stats.writes, (added.len() + removed.len() + 1) as u64);
-                Ok(MembersChanged {
-                    conversation: fetch_conversation(conn, conversation)?,
-                    added,
-                    removed,
-                })
+                if n > 0 {
+                    removed.push(user);
+                }
+            }
+            let delta = added.len() as i64 - removed.len() as i64;
+            conn.execute(
+                "UPDATE conversations SET member_count = member_count + ?2 WHERE id = ?1",
+                params![conversation, delta],
+            )?;
+            StoreStats::add(&stats.writes, (added.len() + removed.len() + 1) as u64);
+            Ok(MembersChanged {
+                conversation: fetch_conversation(conn, conversation)?,
+                added,
+                removed,
             })
-            .await
+        })
     }
 
     /// Stores a message: the next sequence number of its conversation, in the same
@@ -323,12 +319,14 @@ impl SqliteStore {
     ///
     /// [`StoreError::NotFound`] for no such conversation; [`StoreError::CidTaken`] when
     /// the cid names a message of another conversation; `Unavailable`.
-    pub async fn append(&self, message: NewMessage) -> Result<Stored, StoreError> {
+    pub fn append(
+        &self,
+        message: NewMessage,
+    ) -> impl std::future::Future<Output = Result<Stored, StoreError>> + Send + 'static {
         let stats = self.inner.stats.clone();
         self.inner
             .writer
             .submit(move |conn| append(conn, &message, &stats))
-            .await
     }
 
     /// Moves watermarks forward (never back), in one transaction with whatever else the
@@ -337,23 +335,23 @@ impl SqliteStore {
     /// # Errors
     ///
     /// `Unavailable`.
-    pub async fn watermarks(&self, marks: Vec<Watermark>) -> Result<(), StoreError> {
+    pub fn watermarks(
+        &self,
+        marks: Vec<Watermark>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         let stats = self.inner.stats.clone();
-        self.inner
-            .writer
-            .submit(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "UPDATE members SET read_seq = max(read_seq, coalesce(?3, 0)), \
+        self.inner.writer.submit(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE members SET read_seq = max(read_seq, coalesce(?3, 0)), \
                      delivered_seq = max(delivered_seq, coalesce(?4, 0)) \
                      WHERE conversation_id = ?1 AND user = ?2",
-                )?;
-                for m in &marks {
-                    stmt.execute(params![m.conversation, m.user, m.read, m.delivered])?;
-                }
-                StoreStats::add(&stats.writes, marks.len() as u64);
-                Ok(())
-            })
-            .await
+            )?;
+            for m in &marks {
+                stmt.execute(params![m.conversation, m.user, m.read, m.delivered])?;
+            }
+            StoreStats::add(&stats.writes, marks.len() as u64);
+            Ok(())
+        })
     }
 
     // === reads ===
