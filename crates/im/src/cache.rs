@@ -1,0 +1,240 @@
+//! What the service keeps in memory of the conversations in use: their members, roles
+//! and watermarks, their head (last sequence number and message), and the order in which
+//! their messages are pushed. The hot path (`send` to a conversation in use) reads
+//! nothing from the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use store::{ConversationId, Kind, Message, Role, SqliteStore, StoreError};
+
+/// A member, as cached.
+#[derive(Debug)]
+pub(crate) struct CachedMember {
+    pub(crate) role: Role,
+    pub(crate) read_seq: AtomicU64,
+    pub(crate) delivered_seq: AtomicU64,
+}
+
+/// A conversation in use.
+pub(crate) struct Conv {
+    pub(crate) id: ConversationId,
+    pub(crate) kind: Kind,
+    pub(crate) title: Option<String>,
+    pub(crate) owner: Option<String>,
+    pub(crate) created_ms: i64,
+    /// The last sequence number committed.
+    pub(crate) last_seq: AtomicU64,
+    /// Every member. parking_lot lock: held for a lookup or an update, never across
+    /// `.await`.
+    pub(crate) members: RwLock<HashMap<Arc<str>, CachedMember>>,
+    /// The last message, once known. parking_lot mutex: a clone in or out.
+    pub(crate) last: Mutex<Option<Arc<Message>>>,
+    /// Messages committed but not pushed yet, because one before them is still on its
+    /// way: pushes go out in sequence order. parking_lot mutex: held to queue or take.
+    pub(crate) pushes: Mutex<Pushes>,
+}
+
+/// The pushes of a conversation waiting for their turn.
+pub(crate) struct Pushes {
+    /// The sequence number to push next.
+    pub(crate) next: u64,
+    pub(crate) waiting: BTreeMap<u64, Box<dyn FnOnce() + Send>>,
+    /// Whether a caller is running the ready pushes now.
+    pub(crate) running: bool,
+}
+
+impl Conv {
+    /// The member `user`'s role, if a member.
+    pub(crate) fn role(&self, user: &str) -> Option<Role> {
+        self.members.read().get(user).map(|m| m.role)
+    }
+
+    /// Runs `push` (the push of message `seq`) once every message before it has been
+    /// pushed, and then any that waited for it. One caller at a time runs the pushes
+    /// that are ready (the others only queue theirs), so they go out in order even
+    /// though they run outside the lock.
+    pub(crate) fn push_in_order(&self, seq: u64, push: Box<dyn FnOnce() + Send>) {
+        {
+            let mut p = self.pushes.lock();
+            if seq < p.next {
+                // Stored before this cache knew the conversation: its turn has passed.
+                drop(p);
+                push();
+                return;
+            }
+            p.waiting.insert(seq, push);
+            if p.running {
+                return;
+            }
+            p.running = true;
+        }
+        loop {
+            let ready = {
+                let mut p = self.pushes.lock();
+                let mut ready = Vec::new();
+                loop {
+                    let at = p.next;
+                    let Some(next) = p.waiting.remove(&at) else {
+                        break;
+                    };
+                    ready.push(next);
+                    p.next += 1;
+                }
+                if ready.is_empty() {
+                    p.running = false;
+                    return;
+                }
+                ready
+            };
+            // Outside the lock: a push encodes and queues, and may close slow sockets.
+            for push in ready {
+                push();
+            }
+        }
+    }
+}
+
+/// The conversations in use.
+#[derive(Default)]
+pub(crate) struct Cache {
+    convs: DashMap<ConversationId, Arc<Conv>>,
+}
+
+impl Cache {
+    /// The conversation `id`, loaded from the store on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when it does not exist; `Unavailable`.
+    pub(crate) async fn get(
+        &self,
+        store: &SqliteStore,
+        id: ConversationId,
+    ) -> Result<Arc<Conv>, StoreError> {
+        if let Some(c) = self.convs.get(&id) {
+            return Ok(c.value().clone());
+        }
+        let row = store.conversation(id).await?.ok_or(StoreError::NotFound)?;
+        let mut members = HashMap::with_capacity(row.member_count as usize);
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.members(id, after.clone(), 1000).await?;
+            let done = page.len() < 1000;
+            after = page.last().map(|m| m.user.clone());
+            for m in page {
+                members.insert(
+                    Arc::from(m.user.as_str()),
+                    CachedMember {
+                        role: m.role,
+                        read_seq: AtomicU64::new(m.read_seq),
+                        delivered_seq: AtomicU64::new(m.delivered_seq),
+                    },
+                );
+            }
+            if done {
+                break;
+            }
+        }
+        let last = match row.last_seq {
+            0 => None,
+            _ => store.messages(id, None, None, 1).await?.pop().map(Arc::new),
+        };
+        let conv = Arc::new(Conv {
+            id,
+            kind: row.kind,
+            title: row.title,
+            owner: row.owner,
+            created_ms: row.created_ms,
+            last_seq: AtomicU64::new(row.last_seq),
+            members: RwLock::new(members),
+            last: Mutex::new(last),
+            pushes: Mutex::new(Pushes {
+                next: row.last_seq + 1,
+                waiting: BTreeMap::new(),
+                running: false,
+            }),
+        });
+        // Two loads at once: the first one in is kept (the other's may be older).
+        Ok(self.convs.entry(id).or_insert(conv).value().clone())
+    }
+
+    /// The conversation `id` if it is in use.
+    pub(crate) fn peek(&self, id: ConversationId) -> Option<Arc<Conv>> {
+        self.convs.get(&id).map(|c| c.value().clone())
+    }
+
+    /// Conversations cached.
+    pub(crate) fn len(&self) -> usize {
+        self.convs.len()
+    }
+}
+
+/// Moves `cell` forward to `seq` (never back); returns the value now.
+pub(crate) fn advance(cell: &AtomicU64, seq: u64) -> u64 {
+    cell.fetch_max(seq, Ordering::AcqRel).max(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv() -> Conv {
+        Conv {
+            id: 1,
+            kind: Kind::Group,
+            title: None,
+            owner: None,
+            created_ms: 0,
+            last_seq: AtomicU64::new(0),
+            members: RwLock::new(HashMap::new()),
+            last: Mutex::new(None),
+            pushes: Mutex::new(Pushes {
+                next: 1,
+                waiting: BTreeMap::new(),
+                running: false,
+            }),
+        }
+    }
+
+    /// Sequence numbers handed out in order but pushed from several threads, each
+    /// thread in its own order: the pushes run in sequence order, each once.
+    #[test]
+    fn pushes_go_out_in_order_from_many_threads() {
+        const N: u64 = 4000;
+        let conv = Arc::new(conv());
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let (conv, out) = (conv.clone(), out.clone());
+                std::thread::spawn(move || {
+                    let mut mine: Vec<u64> = (1..=N).filter(|s| s % 4 == t).collect();
+                    if t % 2 == 1 {
+                        mine.reverse();
+                    }
+                    for seq in mine {
+                        let out = out.clone();
+                        conv.push_in_order(
+                            seq,
+                            Box::new(move || {
+                                // Slow enough for the others to queue behind it.
+                                for _ in 0..500 {
+                                    std::hint::spin_loop();
+                                }
+                                out.lock().push(seq);
+                            }),
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*out.lock(), (1..=N).collect::<Vec<_>>());
+        assert!(!conv.pushes.lock().running);
+    }
+}

@@ -1,0 +1,83 @@
+//! The client events, one module each: parse the arguments (a bad one is answered
+//! `bad_request` and changes nothing), check the user's rights, apply, answer.
+
+mod conversation;
+mod history;
+mod read;
+mod send;
+mod sync;
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use socketio::{Event, SocketRef};
+
+use crate::{ImError, Inner};
+
+/// A client event's handler: runs on the connection's task, and spawns what waits.
+pub(crate) type Handler = fn(Arc<Inner>, SocketRef, Event);
+
+/// Every client event of the service.
+pub(crate) const HANDLERS: &[(&str, Handler)] = &[
+    ("conversation.create", conversation::create),
+    ("conversation.list", conversation::list),
+    ("send", send::send),
+    ("history", history::history),
+    ("read", read::read),
+    ("sync", sync::sync),
+];
+
+/// A socket joined `/im`: its user's room, and the rooms of its conversations.
+pub(crate) fn connected(inner: &Arc<Inner>, socket: &SocketRef) {
+    let Some(user) = crate::user_of(socket) else {
+        return;
+    };
+    socket.join(crate::user_room(&user));
+    let inner = inner.clone();
+    let socket = socket.clone();
+    tokio::spawn(async move {
+        match inner.store.conversations_of(&user).await {
+            Ok(list) => {
+                for (conversation, _) in list {
+                    socket.join(crate::conv_room(conversation.id));
+                }
+            }
+            // Its conversations' pushes are missed until it reconnects; `sync` catches up.
+            Err(e) => tracing::warn!(error = %e, %user, "im: conversations not joined"),
+        }
+    });
+}
+
+/// The first argument of `ev` read as `T`, or `bad_request` saying what `event` takes.
+pub(crate) fn args<T: DeserializeOwned>(ev: &Event, takes: &str) -> Result<T, ImError> {
+    ev.data::<T>()
+        .map_err(|e| ImError::BadRequest(format!("{takes} ({e})")))
+}
+
+/// Runs `f` on a task of its own and answers `ev` with its outcome.
+pub(crate) fn spawn_answer<F>(ev: Event, f: F)
+where
+    F: std::future::Future<Output = Result<serde_json::Value, ImError>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let outcome = f.await;
+        crate::answer(&ev, outcome);
+    });
+}
+
+/// Checks a user id given by a client: 1 to 256 bytes, no control characters.
+pub(crate) fn check_user(user: &str, what: &str) -> Result<(), ImError> {
+    if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
+        return Err(ImError::BadRequest(format!(
+            "{what} must be a user id of 1 to 256 bytes, without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The milliseconds since the epoch now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

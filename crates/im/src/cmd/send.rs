@@ -1,0 +1,128 @@
+//! `send` `{ conversation, cid, body }` → `{ ok, id, seq, ts }` once the message is
+//! committed; the conversation's other sockets get `message`, in sequence order, with an
+//! ack that confirms delivery to the device.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+use socketio::{Event, SocketRef, SHARED_ACK_IDS};
+use store::{ConversationId, Message, NewMessage};
+
+use super::{args, now_ms, spawn_answer};
+use crate::cache::advance;
+use crate::wire::{BodyIn, MessageOut};
+use crate::{conv_room, ImError, Inner};
+
+#[derive(Deserialize)]
+struct Send {
+    conversation: ConversationId,
+    cid: String,
+    body: BodyIn,
+}
+
+/// The longest cid, in bytes.
+const MAX_CID: usize = 64;
+
+pub(crate) fn send(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
+    let Some(user) = crate::user_of(&socket) else {
+        return;
+    };
+    let parsed = args::<Send>(&ev, "send takes { conversation, cid, body }").and_then(|s| {
+        if s.cid.is_empty() || s.cid.len() > MAX_CID {
+            return Err(ImError::BadRequest(format!("cid is 1 to {MAX_CID} bytes")));
+        }
+        let body = s.body.into_store().ok_or_else(|| {
+            ImError::BadRequest(
+                "binary data is accepted as the whole body, not inside a JSON value".into(),
+            )
+        })?;
+        if body.len() > inner.config.max_body_bytes {
+            return Err(ImError::TooLarge(format!(
+                "a body is at most {} bytes encoded",
+                inner.config.max_body_bytes
+            )));
+        }
+        Ok(NewMessage {
+            conversation: s.conversation,
+            sender: Some(user.to_string()),
+            cid: Some(s.cid),
+            body,
+            ts_ms: now_ms(),
+        })
+    });
+    // A conversation in use is checked and the message queued for the store here, in
+    // the order the socket sent them; another is loaded first.
+    let cached = parsed
+        .as_ref()
+        .ok()
+        .and_then(|m| inner.cache.peek(m.conversation));
+    let early = match (&parsed, &cached) {
+        (Ok(m), Some(conv)) if conv.role(&user).is_some() => Some(inner.store.append(m.clone())),
+        _ => None,
+    };
+    spawn_answer(ev, async move {
+        let message = parsed?;
+        let conv = match cached {
+            Some(c) => c,
+            None => inner
+                .cache
+                .get(&inner.store, message.conversation)
+                .await
+                .map_err(|_| ImError::no_conversation())?,
+        };
+        if conv.role(&user).is_none() {
+            return Err(ImError::no_conversation());
+        }
+        let stored = match early {
+            Some(appending) => appending.await?,
+            None => inner.store.append(message.clone()).await?,
+        };
+        let reply = json!({ "id": stored.id, "seq": stored.seq, "ts": stored.ts_ms });
+        if stored.duplicate {
+            return Ok(reply);
+        }
+        advance(&conv.last_seq, stored.seq);
+        let message = Arc::new(Message {
+            id: stored.id,
+            conversation: message.conversation,
+            seq: stored.seq,
+            sender: message.sender,
+            cid: message.cid,
+            body: message.body,
+            ts_ms: stored.ts_ms,
+        });
+        {
+            let mut last = conv.last.lock();
+            if last.as_ref().is_none_or(|l| l.seq < message.seq) {
+                *last = Some(message.clone());
+            }
+        }
+        // Sending reads the conversation up to the message sent.
+        if let Some(m) = conv.members.read().get(&*user) {
+            advance(&m.read_seq, stored.seq);
+        }
+        inner
+            .receipts
+            .moved(message.conversation, &user, Some(stored.seq), None);
+        inner
+            .recent
+            .insert(stored.id, (message.conversation, stored.seq));
+        let ns = inner.ns.get().cloned();
+        let from = socket.id();
+        conv.push_in_order(
+            stored.seq,
+            Box::new(move || {
+                let Some(ns) = ns else { return };
+                // Every other socket of the conversation, the sender's other devices
+                // included; one encoding, one ack id that names the message.
+                let _ = ns
+                    .to(conv_room(message.conversation))
+                    .except(from.as_str().to_owned())
+                    .ack_id(SHARED_ACK_IDS + message.id as u64)
+                    .emit("message", (MessageOut(&message),));
+            }),
+        );
+        Ok(reply)
+    });
+}

@@ -1,0 +1,179 @@
+//! Herald's IM service, on namespace `/im` (the client contract is `IM.md`; what this
+//! build serves of it is in `docs/im.md`): conversations, messages stored before they
+//! are acknowledged, history, sync, read watermarks and unread counts, delivery
+//! confirmed by the devices' acks.
+//!
+//! Every socket of user `u` is in room `user:u`, and in room `conv:c` of each
+//! conversation `c` it is a member of (the service joins and leaves them).
+//!
+//! # Layout
+//!
+//! - [`config`]: [`Config`], the `[im]` section.
+//! - [`error`]: [`ImError`], the ack's codes.
+//! - `cache`: the conversations in use (members, watermarks, heads, push order).
+//! - `wire`: the objects clients send and receive.
+//! - `cmd`: one module per client event, each with its parse and its apply.
+//! - `receipts`: watermarks written behind, receipts pushed, in windows.
+
+pub mod config;
+pub mod error;
+
+mod cache;
+mod cmd;
+mod receipts;
+mod wire;
+
+use std::sync::{Arc, OnceLock};
+
+use serde_json::json;
+use socketio::{Builder, ConnectError, ConnectRequest, Event, Namespace, SocketRef};
+use store::{ConversationId, SqliteStore, StoreStats};
+
+pub use config::Config;
+pub use error::ImError;
+
+/// The namespace the service serves.
+pub const NAMESPACE: &str = "/im";
+
+/// Decides who the client behind a CONNECT to `/im` is: the user id, or the refusal.
+pub type Authenticate =
+    Arc<dyn Fn(&ConnectRequest) -> Result<Arc<str>, ConnectError> + Send + Sync>;
+
+/// Who a socket of `/im` is (set by the connect middleware).
+#[derive(Debug, Clone)]
+pub(crate) struct ImUser {
+    pub(crate) user: Arc<str>,
+}
+
+/// The IM service. Cheap to clone.
+#[derive(Clone)]
+pub struct Im {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) store: SqliteStore,
+    pub(crate) cache: cache::Cache,
+    /// Recent messages' conversation and sequence number, by message id: what a
+    /// device's delivery ack names.
+    pub(crate) recent: moka::sync::Cache<i64, (ConversationId, u64)>,
+    pub(crate) receipts: receipts::Receipts,
+    /// Namespace `/im`, once the Socket.IO server is built.
+    pub(crate) ns: OnceLock<Arc<Namespace>>,
+}
+
+impl std::fmt::Debug for Im {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Im")
+            .field("conversations_cached", &self.inner.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Im {
+    /// Opens the store (creating and migrating it as needed).
+    ///
+    /// # Errors
+    ///
+    /// The store's, when it cannot be opened.
+    pub fn open(config: Config, stats: Arc<StoreStats>) -> Result<Im, ImError> {
+        let store = SqliteStore::open(&config.store, stats)?;
+        Ok(Im {
+            inner: Arc::new(Inner {
+                recent: moka::sync::Cache::builder()
+                    .max_capacity(1_000_000)
+                    .time_to_live(std::time::Duration::from_secs(300))
+                    .build(),
+                receipts: receipts::Receipts::default(),
+                config,
+                store,
+                cache: cache::Cache::default(),
+                ns: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The store's counters.
+    pub fn store_stats(&self) -> &Arc<StoreStats> {
+        self.inner.store.stats()
+    }
+
+    /// Adds namespace `/im`: `authenticate` decides who each client is (anonymous
+    /// clients must be refused there with `token_missing`).
+    pub fn install(&self, builder: Builder, authenticate: Authenticate) -> Builder {
+        let on_connect = self.inner.clone();
+        let mut builder = builder
+            .ns(NAMESPACE, move |socket, _req| {
+                cmd::connected(&on_connect, socket)
+            })
+            .middleware(move |req| {
+                let user = authenticate(req)?;
+                req.set_data(ImUser { user });
+                Ok(())
+            });
+        for (event, handler) in cmd::HANDLERS {
+            let inner = self.inner.clone();
+            builder = builder.on(event, move |socket, ev| {
+                let inner = inner.clone();
+                handler(inner, socket.clone(), ev);
+            });
+        }
+        let acks = self.inner.clone();
+        builder.on_ack(move |socket, id, _ack| receipts::delivered(&acks, socket, id))
+    }
+
+    /// The Socket.IO server is built: the service takes its namespace and starts writing
+    /// watermarks behind.
+    pub fn started(&self, io: &socketio::Server) {
+        if let Some(ns) = io.of(NAMESPACE) {
+            let _ = self.inner.ns.set(ns);
+        }
+        tokio::spawn(receipts::run(Arc::downgrade(&self.inner)));
+    }
+
+    /// Writes what is held in memory (watermarks) to the store; for the drain.
+    pub async fn flush(&self) {
+        receipts::flush(&self.inner).await;
+    }
+}
+
+/// The room of user `u`'s sockets on `/im`.
+pub(crate) fn user_room(user: &str) -> String {
+    format!("user:{user}")
+}
+
+/// The room of conversation `c`'s online members.
+pub(crate) fn conv_room(id: ConversationId) -> String {
+    format!("conv:{id}")
+}
+
+/// Answers `ev` with the outcome of a request, if the client asked for an ack.
+pub(crate) fn answer(ev: &Event, outcome: Result<serde_json::Value, ImError>) {
+    if !ev.wants_ack() {
+        return;
+    }
+    let body = match outcome {
+        Ok(mut v) => {
+            if let Some(map) = v.as_object_mut() {
+                // `ok` first, as the contract writes it.
+                let mut out = serde_json::Map::with_capacity(map.len() + 1);
+                out.insert("ok".to_owned(), json!(true));
+                out.extend(std::mem::take(map));
+                serde_json::Value::Object(out)
+            } else {
+                json!({ "ok": true })
+            }
+        }
+        Err(e) => {
+            tracing::debug!(code = e.code(), error = %e, "im: request refused");
+            e.to_ack()
+        }
+    };
+    let _ = ev.ack((body,));
+}
+
+/// The user of an `/im` socket.
+pub(crate) fn user_of(socket: &SocketRef) -> Option<Arc<str>> {
+    socket.with_data::<ImUser, _>(|u| u.map(|u| u.user.clone()))
+}
