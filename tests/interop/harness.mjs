@@ -1,5 +1,6 @@
 // Starts the project's binaries for the interop tests and stops them by PID.
 import { spawn } from "node:child_process";
+import os from "node:os";
 import { createHmac, sign as cryptoSign } from "node:crypto";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -76,8 +77,10 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  */
 export function startHerald(env = {}, args = []) {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("HERALD_")));
+  // Each server its own message store, unless the test names one.
+  const store = { HERALD_IM__STORE: `sqlite://${tempStore()}` };
   const child = spawn(path.join(binDir, "herald"), ["--port", "0", ...args], {
-    env: { ...clean, ...env },
+    env: { ...clean, ...store, ...env },
     stdio: ["ignore", "inherit", "pipe"],
   });
   const logs = [];
@@ -112,10 +115,19 @@ export function startHerald(env = {}, args = []) {
   });
 }
 
+let stores = 0;
+/** A fresh path for a message store, in the system's temporary directory. */
+export function tempStore() {
+  stores += 1;
+  return path.join(os.tmpdir(), `herald-test-${process.pid}-${stores}-${Date.now()}`, "herald.db");
+}
+
 /** Runs the `herald` binary to completion; resolves with { code, stdout, stderr }. */
 export function runHerald(args, env = {}) {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("HERALD_")));
-  const child = spawn(path.join(binDir, "herald"), args, { env: { ...clean, ...env } });
+  const child = spawn(path.join(binDir, "herald"), args, {
+    env: { ...clean, HERALD_IM__STORE: `sqlite://${tempStore()}`, ...env },
+  });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d) => (stdout += d));

@@ -10,11 +10,13 @@ from pathlib import Path
 from conftest import ROOT, binary
 
 
-def start_herald(env):
+def start_herald(env, workdir):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    # The IM store goes in the test's scratch directory, never in the source tree.
+    store = {"HERALD_IM__STORE": f"sqlite://{Path(workdir) / 'herald.db'}"}
     proc = subprocess.Popen(
         [str(binary("herald")), "--port", "0"],
-        env={**clean, **env},
+        env={**clean, **store, **env},
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -54,7 +56,7 @@ def schemathesis(port, workdir, *extra):
 
 
 def test_api_matches_openapi_description(tmp_path):
-    proc, port = start_herald({"HERALD_API__KEY": "schema-key"})
+    proc, port = start_herald({"HERALD_API__KEY": "schema-key"}, tmp_path)
     try:
         # Every operation but shutdown (it would stop the server under test) and access
         # (below), with every check.

@@ -54,6 +54,8 @@ pub struct RawConfig {
     pub demo: DemoSection,
     /// `[log]`: logging.
     pub log: LogSection,
+    /// `[im]`: the IM service on namespace `/im`.
+    pub im: ImSection,
 }
 
 /// `[server]`.
@@ -830,6 +832,113 @@ impl LogSection {
     }
 }
 
+/// How a store pushes its commits to the disk (`im.durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityName {
+    /// Synced at every commit: nothing acknowledged is lost to a power cut.
+    Full,
+    /// Survives the process (a crash, `kill -9`), not a power cut.
+    Normal,
+}
+
+/// `[im]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImSection {
+    /// Whether `/im` is served. Defaults to true.
+    pub enabled: bool,
+    /// Where messages are stored: `sqlite://path` (created on first start). Defaults to
+    /// `sqlite://herald-data/herald.db`.
+    pub store: String,
+    /// `full` (a commit is synced to the disk before it is acknowledged) or `normal`
+    /// (it survives the process, not a power cut). Defaults to `full`.
+    pub durability: DurabilityName,
+    /// Largest message body, in bytes. Defaults to 65,536.
+    pub max_body_bytes: u64,
+    /// Members a group may have at most. Defaults to 100,000.
+    pub max_group_members: u64,
+    /// Conversations one user may be in at most. Defaults to 10,000.
+    pub max_conversations_per_user: u64,
+    /// Milliseconds between receipts (and watermark writes) per conversation and user.
+    /// Defaults to 250.
+    pub receipt_window_ms: u64,
+    /// Groups up to this many members tell each author of a covered message; larger
+    /// ones send counts. Defaults to 100.
+    pub receipt_detail_limit: u64,
+    /// Milliseconds the store's writer waits for more sends to commit together.
+    /// Defaults to 1.
+    pub commit_window_ms: u64,
+    /// Sends one commit takes at most. Defaults to 512.
+    pub commit_batch: u64,
+}
+
+impl Default for ImSection {
+    fn default() -> Self {
+        let im = im::Config::default();
+        ImSection {
+            enabled: true,
+            store: im.store.url.clone(),
+            durability: match im.store.durability {
+                store::Durability::Full => DurabilityName::Full,
+                store::Durability::Normal => DurabilityName::Normal,
+            },
+            max_body_bytes: im.max_body_bytes as u64,
+            max_group_members: im.max_group_members as u64,
+            max_conversations_per_user: im.max_conversations_per_user as u64,
+            receipt_window_ms: im.receipt_window.as_millis() as u64,
+            receipt_detail_limit: im.receipt_detail_limit as u64,
+            commit_window_ms: im.store.batch_window.as_millis() as u64,
+            commit_batch: im.store.batch_max as u64,
+        }
+    }
+}
+
+impl ImSection {
+    /// The IM service's configuration; `None` when it is off.
+    fn check(&self, c: &mut Checker) -> Option<im::Config> {
+        if !self.store.starts_with("sqlite:") {
+            c.fail(
+                "im.store",
+                format!(
+                    "{:?} is not a store URL this build serves (sqlite://path)",
+                    self.store
+                ),
+            );
+        }
+        c.positive("im.max_body_bytes", self.max_body_bytes);
+        c.at_most("im.max_body_bytes", self.max_body_bytes, 64 << 20);
+        c.positive("im.max_group_members", self.max_group_members);
+        c.at_most("im.max_group_members", self.max_group_members, 10_000_000);
+        c.positive(
+            "im.max_conversations_per_user",
+            self.max_conversations_per_user,
+        );
+        c.positive("im.receipt_window_ms", self.receipt_window_ms);
+        c.at_most("im.receipt_window_ms", self.receipt_window_ms, 60_000);
+        c.at_most("im.commit_window_ms", self.commit_window_ms, 1_000);
+        c.positive("im.commit_batch", self.commit_batch);
+        c.at_most("im.commit_batch", self.commit_batch, 100_000);
+        self.enabled.then(|| im::Config {
+            store: store::Config {
+                url: self.store.clone(),
+                durability: match self.durability {
+                    DurabilityName::Full => store::Durability::Full,
+                    DurabilityName::Normal => store::Durability::Normal,
+                },
+                batch_window: Duration::from_millis(self.commit_window_ms),
+                batch_max: self.commit_batch as usize,
+                ..store::Config::default()
+            },
+            max_body_bytes: self.max_body_bytes as usize,
+            max_group_members: self.max_group_members as usize,
+            max_conversations_per_user: self.max_conversations_per_user as usize,
+            receipt_window: Duration::from_millis(self.receipt_window_ms),
+            receipt_detail_limit: self.receipt_detail_limit as usize,
+        })
+    }
+}
+
 /// A list given as a sequence, or as one comma-separated string (what an environment
 /// variable holds: `HERALD_SOCKETIO__TRANSPORTS=polling,websocket`); each item read as
 /// a `T` (a string, or one of a closed set).
@@ -891,6 +1000,8 @@ pub struct Config {
     pub drain: DrainConfig,
     /// TLS certificate and key files, when the listener speaks TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The IM service; `None` when it is off.
+    pub im: Option<im::Config>,
 }
 
 /// Connection tiers: caps and ping intervals, indexed by [`Tier`](crate::auth::Tier).
@@ -1497,6 +1608,7 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
     let auth = raw.auth.check(&mut c, tiers.anonymous);
     let demo = raw.demo.check(&mut c);
     let log = raw.log.check(&mut c);
+    let im = raw.im.check(&mut c);
 
     // Protected mode: without auth, only this machine may connect.
     if let Some(ip) = ip {
@@ -1541,6 +1653,7 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         tiers,
         drain,
         tls,
+        im,
     })
 }
 

@@ -32,6 +32,7 @@
 pub mod admission;
 pub mod auth;
 pub mod config;
+pub mod im;
 pub mod metrics;
 pub mod rooms;
 pub mod service;
@@ -88,6 +89,9 @@ pub enum StartError {
     /// The TLS files did not load.
     #[error("tls: {0}")]
     Tls(String),
+    /// A service could not start (its store did not open, say).
+    #[error("{0}")]
+    Service(String),
     /// No service serves namespace `/`.
     #[error("no service serves namespace / (the HTTP API emits there)")]
     NoRoot,
@@ -113,9 +117,10 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Herald's services, one line each: the rooms app on `/`.
+/// Herald's services, one line each: the rooms app on `/`, IM on `/im` (unless `[im]`
+/// turns it off).
 pub fn default_services() -> Vec<service::Factory> {
-    vec![rooms::Rooms::factory()]
+    vec![rooms::Rooms::factory(), im::ImService::factory()]
 }
 
 /// Binds `config.listen` and starts serving Herald's services ([`default_services`]).
@@ -184,12 +189,19 @@ pub async fn start_with(
         tiers: tiers::Tiers::new(config.tiers.clone(), max_connections),
         user_publishes,
         draining: AtomicBool::new(false),
+        store_stats: Arc::default(),
     });
     let ctx = service::Context {
         config: Arc::new(config.clone()),
         shared: shared.clone(),
     };
-    let services: Vec<Arc<dyn service::Service>> = services.into_iter().map(|f| f(&ctx)).collect();
+    let mut made = Vec::with_capacity(services.len());
+    for factory in services {
+        if let Some(service) = factory(&ctx).map_err(StartError::Service)? {
+            made.push(service);
+        }
+    }
+    let services: Vec<Arc<dyn service::Service>> = made;
     // Every handshake, whichever way it comes, is admitted here first.
     let engine_stats = Arc::new(engineio::EngineStats::default());
     let admit = {

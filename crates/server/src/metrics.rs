@@ -370,6 +370,41 @@ pub fn render(state: &AppState, tls: Option<&crate::tls::Tls>) -> String {
             load(&tls.reload_failures),
         );
     }
+    let st = &state.shared.store_stats;
+    for (name, help, counter) in [
+        (
+            "herald_store_reads_total",
+            "Read queries of the message store.",
+            &st.reads,
+        ),
+        (
+            "herald_store_writes_total",
+            "Rows the message store inserted or updated.",
+            &st.writes,
+        ),
+        (
+            "herald_store_commits_total",
+            "Write transactions of the message store (group commits).",
+            &st.commits,
+        ),
+        (
+            "herald_store_jobs_total",
+            "Writes (sends, watermarks, ...) committed; over commits, the writes per commit.",
+            &st.jobs,
+        ),
+        (
+            "herald_store_failed_commits_total",
+            "Write transactions that failed (their requests were answered unavailable).",
+            &st.failed_commits,
+        ),
+        (
+            "herald_store_refused_total",
+            "Writes refused because the store's queue was full (answered unavailable).",
+            &st.refused,
+        ),
+    ] {
+        out.one(name, "counter", help, load(counter));
+    }
     out.one(
         "herald_uptime_seconds",
         "gauge",

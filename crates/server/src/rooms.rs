@@ -97,7 +97,11 @@ pub struct Rooms {
 impl Rooms {
     /// Makes the service (see [`crate::default_services`]).
     pub fn factory() -> crate::service::Factory {
-        Box::new(|ctx: &Context| Arc::new(Rooms { ctx: ctx.clone() }))
+        Box::new(|ctx: &Context| {
+            Ok(Some(
+                Arc::new(Rooms { ctx: ctx.clone() }) as Arc<dyn Service>
+            ))
+        })
     }
 }
 

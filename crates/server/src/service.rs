@@ -90,8 +90,13 @@ pub fn connect_refusal(code: &str, message: &str, retry_after: Option<Duration>)
     ConnectError::new(message).with_data(data)
 }
 
-/// Makes a service once the server's shared state exists.
-pub type Factory = Box<dyn FnOnce(&Context) -> Arc<dyn Service> + Send>;
+/// Makes a service once the server's shared state exists: `None` when its section
+/// turns it off.
+///
+/// # Errors
+///
+/// What stops it from starting (a store that does not open), in words.
+pub type Factory = Box<dyn FnOnce(&Context) -> Result<Option<Arc<dyn Service>>, String> + Send>;
 
 /// A service of the server.
 pub trait Service: Send + Sync + 'static {

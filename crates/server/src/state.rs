@@ -28,6 +28,8 @@ pub struct Shared {
     pub user_publishes: Option<DefaultKeyedRateLimiter<Arc<str>>>,
     /// The server is draining: no new sockets.
     pub draining: AtomicBool,
+    /// The message store's counters (the IM service's store).
+    pub store_stats: Arc<store::StoreStats>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -13,6 +13,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_herald");
 /// Runs `herald` with `args` and only the given HERALD_* variables.
 fn herald(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
+    // A message store of the test's own, never one in the source tree.
+    cmd.env("HERALD_IM__STORE", temp_store());
     cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("HERALD_") {
@@ -21,6 +23,17 @@ fn herald(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.envs(env.iter().copied());
     cmd.output().unwrap()
+}
+
+/// A fresh message store path in the temporary directory.
+fn temp_store() -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "sqlite://{}/herald-cli-{}-{n}/herald.db",
+        std::env::temp_dir().display(),
+        std::process::id()
+    )
 }
 
 fn stderr(o: &Output) -> String {
@@ -169,6 +182,8 @@ fn print() {
 #[test]
 fn serves_and_stops_on_sigterm() {
     let mut cmd = Command::new(BIN);
+    // A message store of the test's own, never one in the source tree.
+    cmd.env("HERALD_IM__STORE", temp_store());
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HERALD_")) {
         cmd.env_remove(k);
     }
@@ -237,6 +252,8 @@ fn serves_and_stops_on_sigterm() {
 #[test]
 fn json_logs() {
     let mut cmd = Command::new(BIN);
+    // A message store of the test's own, never one in the source tree.
+    cmd.env("HERALD_IM__STORE", temp_store());
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HERALD_")) {
         cmd.env_remove(k);
     }
@@ -245,16 +262,28 @@ fn json_logs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    // Every line is a JSON object; the startup line says where it listens.
+    let mut listening = None;
+    for line in BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .take(20)
+    {
+        let line = line.unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            listening = Some((v, line));
+            break;
+        }
+    }
     child.kill().unwrap();
     child.wait().unwrap();
-    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let (v, first) = listening.expect("no `listening on` line");
     assert_eq!(v["level"], "INFO", "{first}");
-    assert!(
-        v["message"].as_str().unwrap().contains("listening on"),
-        "{first}"
-    );
     assert!(v["open_files"].as_u64().unwrap() > 0, "{first}");
 }
 
