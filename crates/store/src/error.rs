@@ -13,6 +13,12 @@ pub enum StoreError {
         /// The conversation of the message that has it.
         conversation: i64,
     },
+    /// The user may not do this (a member changing a group's members).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Past a bound (a group's members).
+    #[error("over a limit: {0}")]
+    Limit(String),
     /// The operation contradicts what is stored (a direct conversation's members are
     /// fixed, say).
     #[error("conflict: {0}")]

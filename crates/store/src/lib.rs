@@ -17,11 +17,13 @@
 //! - [`model`]: the stored types: [`Conversation`], [`Member`], [`Message`], [`NewMessage`].
 //! - [`error`]: [`StoreError`], and who is at fault.
 //! - [`sqlite`]: [`SqliteStore`]: open, the writer's jobs, the reads.
+//! - [`members`]: [`MemberChange`]: who may change a group's members, and how.
 //! - `writer`: the group-commit loop.
 //! - `migrate`: the schema versions.
 //! - [`stats`]: [`StoreStats`], reads, writes, transactions and batch sizes.
 
 pub mod error;
+pub mod members;
 mod migrate;
 pub mod model;
 pub mod sqlite;
@@ -31,10 +33,11 @@ mod writer;
 use std::time::Duration;
 
 pub use error::StoreError;
+pub use members::{MemberChange, MembersChanged};
 pub use model::{
     Body, Conversation, ConversationId, Kind, Member, Message, NewMessage, Role, Stored,
 };
-pub use sqlite::{Durability, MembersChanged, SqliteStore, Watermark};
+pub use sqlite::{Durability, SqliteStore, Watermark};
 pub use stats::StoreStats;
 
 /// How a store is opened.

@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::Semaphore;
 
+use crate::members::{MemberChange, MembersChanged};
 use crate::model::{Body, Conversation, ConversationId, Kind, Member, Message, NewMessage};
 use crate::model::{Role, Stored};
 use crate::writer::Writer;
@@ -36,17 +37,6 @@ pub struct Watermark {
     pub read: Option<u64>,
     /// Delivered to a device up to here, if given.
     pub delivered: Option<u64>,
-}
-
-/// A change of a group's members, as made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MembersChanged {
-    /// The conversation after the change.
-    pub conversation: Conversation,
-    /// The users who were added (not those who were members already).
-    pub added: Vec<String>,
-    /// The users who were removed (not those who were not members).
-    pub removed: Vec<String>,
 }
 
 /// The embedded store.
@@ -217,20 +207,21 @@ impl SqliteStore {
         })
     }
 
-    /// Creates a group owned by `owner`, with `members` (the owner included whether
-    /// listed or not; duplicates once).
+    /// Creates a group owned by `owner` (or by nobody: then only the backend changes its
+    /// members), with `members` (the owner included whether listed or not; duplicates
+    /// once).
     ///
     /// # Errors
     ///
     /// `Unavailable`.
     pub fn create_group(
         &self,
-        owner: &str,
+        owner: Option<&str>,
         title: Option<String>,
         members: Vec<String>,
         ts_ms: i64,
     ) -> impl std::future::Future<Output = Result<Conversation, StoreError>> + Send + 'static {
-        let owner = owner.to_owned();
+        let owner = owner.map(str::to_owned);
         let stats = self.inner.stats.clone();
         self.inner.writer.submit(move |conn| {
             conn.execute(
@@ -239,9 +230,11 @@ impl SqliteStore {
                 params![title, owner, ts_ms],
             )?;
             let id = conn.last_insert_rowid();
-            insert_member(conn, id, &owner, Role::Owner, 0)?;
-            let mut count = 1u64;
-            for user in members.iter().filter(|u| **u != owner) {
+            let mut count = 0u64;
+            if let Some(owner) = &owner {
+                count += insert_member(conn, id, owner, Role::Owner, 0)?;
+            }
+            for user in &members {
                 count += insert_member(conn, id, user, Role::Member, 0)?;
             }
             conn.execute(
@@ -253,61 +246,30 @@ impl SqliteStore {
         })
     }
 
-    /// Adds and removes members of a group (who is allowed to is the caller's to check).
-    /// Users added who are members already, and users removed who are not, change
-    /// nothing. The owner cannot be removed.
+    /// Changes a group's members as `change` says, by `change.by` (its rights checked
+    /// here, in the transaction: see [`MemberChange`]); `applied` runs on the writer, in
+    /// order with every other write, once the change is made (before its commit).
     ///
     /// # Errors
     ///
-    /// [`StoreError::NotFound`] for no such conversation; [`StoreError::Conflict`] for a
-    /// direct conversation or removing the owner; `Unavailable`.
-    pub fn change_members(
+    /// [`StoreError::NotFound`] for no such conversation, or `by` not a member of it;
+    /// [`StoreError::Forbidden`] for a change `by` may not make; [`StoreError::Conflict`]
+    /// for a direct conversation, or a change that contradicts the group (removing its
+    /// owner); [`StoreError::Limit`] past `change.max_members`; `Unavailable`.
+    pub fn change_members<A>(
         &self,
         conversation: ConversationId,
-        add: Vec<String>,
-        remove: Vec<String>,
+        change: MemberChange,
+        applied: A,
     ) -> impl std::future::Future<Output = Result<MembersChanged, StoreError>> + Send + 'static
+    where
+        A: FnOnce(&MembersChanged) + Send + 'static,
     {
         let stats = self.inner.stats.clone();
         self.inner.writer.submit(move |conn| {
-            let before = fetch_conversation(conn, conversation)?;
-            if before.kind == Kind::Direct {
-                return Err(StoreError::Conflict(
-                    "a direct conversation's members cannot change".to_owned(),
-                ));
-            }
-            if remove.iter().any(|u| Some(u) == before.owner.as_ref()) {
-                return Err(StoreError::Conflict(
-                    "the owner cannot be removed".to_owned(),
-                ));
-            }
-            let mut added = Vec::new();
-            for user in add {
-                if insert_member(conn, conversation, &user, Role::Member, before.last_seq)? > 0 {
-                    added.push(user);
-                }
-            }
-            let mut removed = Vec::new();
-            for user in remove {
-                let n = conn.execute(
-                    "DELETE FROM members WHERE conversation_id = ?1 AND user = ?2",
-                    params![conversation, user],
-                )?;
-                if n > 0 {
-                    removed.push(user);
-                }
-            }
-            let delta = added.len() as i64 - removed.len() as i64;
-            conn.execute(
-                "UPDATE conversations SET member_count = member_count + ?2 WHERE id = ?1",
-                params![conversation, delta],
-            )?;
-            StoreStats::add(&stats.writes, (added.len() + removed.len() + 1) as u64);
-            Ok(MembersChanged {
-                conversation: fetch_conversation(conn, conversation)?,
-                added,
-                removed,
-            })
+            let changed = crate::members::change(conn, conversation, change, &stats)?;
+            applied(&changed);
+            Ok(changed)
         })
     }
 
@@ -323,10 +285,29 @@ impl SqliteStore {
         &self,
         message: NewMessage,
     ) -> impl std::future::Future<Output = Result<Stored, StoreError>> + Send + 'static {
+        self.append_if(message, || Ok(()))
+    }
+
+    /// [`SqliteStore::append`] if `gate` lets it: `gate` runs on the writer, in order with
+    /// every other write (a sender's membership, checked there, cannot change between the
+    /// check and the write); its error is the append's, and nothing is written.
+    ///
+    /// # Errors
+    ///
+    /// `gate`'s; those of [`SqliteStore::append`].
+    pub fn append_if<G>(
+        &self,
+        message: NewMessage,
+        gate: G,
+    ) -> impl std::future::Future<Output = Result<Stored, StoreError>> + Send + 'static
+    where
+        G: FnOnce() -> Result<(), StoreError> + Send + 'static,
+    {
         let stats = self.inner.stats.clone();
-        self.inner
-            .writer
-            .submit(move |conn| append(conn, &message, &stats))
+        self.inner.writer.submit(move |conn| {
+            gate()?;
+            append(conn, &message, &stats)
+        })
     }
 
     /// Moves watermarks forward (never back), in one transaction with whatever else the
@@ -516,7 +497,7 @@ const CONVERSATION: &str = "id, kind, title, owner, last_seq, member_count, crea
 const CONVERSATION_C: &str =
     "c.id, c.kind, c.title, c.owner, c.last_seq, c.member_count, c.created_ms";
 const CONVERSATION_COLUMNS: usize = 7;
-const MEMBER: &str = "user, role, read_seq, delivered_seq, joined_seq";
+pub(crate) const MEMBER: &str = "user, role, read_seq, delivered_seq, joined_seq";
 const MEMBER_M: &str = "m.user, m.role, m.read_seq, m.delivered_seq, m.joined_seq";
 const MESSAGE: &str = "id, conversation_id, seq, sender, cid, body, binary, ts_ms";
 
@@ -533,7 +514,7 @@ fn conversation_row(r: &Row<'_>) -> Result<Conversation, rusqlite::Error> {
     })
 }
 
-fn member_row(r: &Row<'_>) -> Result<Member, rusqlite::Error> {
+pub(crate) fn member_row(r: &Row<'_>) -> Result<Member, rusqlite::Error> {
     member_row_at(r, 0)
 }
 
@@ -576,7 +557,10 @@ fn bad_value(column: usize, value: &str) -> rusqlite::Error {
     )
 }
 
-fn fetch_conversation(conn: &Connection, id: ConversationId) -> Result<Conversation, StoreError> {
+pub(crate) fn fetch_conversation(
+    conn: &Connection,
+    id: ConversationId,
+) -> Result<Conversation, StoreError> {
     conn.query_row(
         &format!("SELECT {CONVERSATION} FROM conversations WHERE id = ?1"),
         [id],
@@ -587,7 +571,7 @@ fn fetch_conversation(conn: &Connection, id: ConversationId) -> Result<Conversat
 }
 
 /// Adds `user` to `conversation` unless a member already; returns the rows added.
-fn insert_member(
+pub(crate) fn insert_member(
     conn: &Connection,
     conversation: ConversationId,
     user: &str,
@@ -736,7 +720,7 @@ mod tests {
         ));
         let g = s
             .create_group(
-                "ann",
+                Some("ann"),
                 Some("team".into()),
                 vec!["bob".into(), "ann".into(), "cy".into()],
                 7,
@@ -747,29 +731,163 @@ mod tests {
             (g.kind, g.member_count, g.owner.as_deref()),
             (Kind::Group, 3, Some("ann"))
         );
+        let by = |user: &str| MemberChange {
+            by: Some(user.to_owned()),
+            max_members: 10,
+            ..MemberChange::default()
+        };
         let changed = s
             .change_members(
                 g.id,
-                vec!["dee".into(), "bob".into()],
-                vec!["cy".into(), "zed".into()],
+                MemberChange {
+                    add: vec!["dee".into(), "bob".into()],
+                    remove: vec!["cy".into(), "zed".into()],
+                    ..by("ann")
+                },
+                |_| {},
             )
             .await
             .unwrap();
-        assert_eq!(changed.added, vec!["dee".to_owned()]);
+        let added: Vec<&str> = changed.added.iter().map(|m| m.user.as_str()).collect();
+        assert_eq!(added, ["dee"]);
         assert_eq!(changed.removed, vec!["cy".to_owned()]);
         assert_eq!(changed.conversation.member_count, 3);
-        assert!(matches!(
-            s.change_members(g.id, vec![], vec!["ann".into()]).await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(matches!(
-            s.change_members(ab.id, vec!["cy".into()], vec![]).await,
-            Err(StoreError::Conflict(_))
-        ));
+        let refused = [
+            // The owner is not removed, a direct conversation's members never change,
+            // a member changes nothing, an admin does not promote, nobody outside sees in.
+            (
+                g.id,
+                MemberChange {
+                    remove: vec!["ann".into()],
+                    ..by("ann")
+                },
+                "conflict",
+            ),
+            (
+                ab.id,
+                MemberChange {
+                    add: vec!["cy".into()],
+                    ..by("ann")
+                },
+                "conflict",
+            ),
+            (
+                g.id,
+                MemberChange {
+                    add: vec!["eve".into()],
+                    ..by("bob")
+                },
+                "forbidden",
+            ),
+            (
+                g.id,
+                MemberChange {
+                    add: vec!["eve".into()],
+                    ..by("cy")
+                },
+                "not found",
+            ),
+            (9999, by("ann"), "not found"),
+            (
+                g.id,
+                MemberChange {
+                    add: (0..8).map(|i| format!("u{i}")).collect(),
+                    ..by("ann")
+                },
+                "limit",
+            ),
+        ];
+        for (conversation, change, want) in refused {
+            let got = s.change_members(conversation, change.clone(), |_| {}).await;
+            let code = match got {
+                Err(StoreError::Conflict(_)) => "conflict",
+                Err(StoreError::Forbidden(_)) => "forbidden",
+                Err(StoreError::NotFound) => "not found",
+                Err(StoreError::Limit(_)) => "limit",
+                other => panic!("{change:?}: {other:?}"),
+            };
+            assert_eq!(code, want, "{change:?}");
+        }
+        // Roles: the owner promotes; an admin adds and removes members, not admins.
+        let promoted = s
+            .change_members(
+                g.id,
+                MemberChange {
+                    promote: vec!["bob".into(), "dee".into()],
+                    ..by("ann")
+                },
+                |_| {},
+            )
+            .await
+            .unwrap();
         assert_eq!(
-            s.change_members(9999, vec![], vec![]).await,
-            Err(StoreError::NotFound)
+            promoted.roles,
+            [
+                ("bob".to_owned(), Role::Admin),
+                ("dee".to_owned(), Role::Admin)
+            ]
         );
+        let r = s
+            .change_members(
+                g.id,
+                MemberChange {
+                    remove: vec!["dee".into()],
+                    ..by("bob")
+                },
+                |_| {},
+            )
+            .await;
+        assert!(matches!(r, Err(StoreError::Forbidden(_))), "{r:?}");
+        s.change_members(
+            g.id,
+            MemberChange {
+                demote: vec!["dee".into()],
+                ..by("ann")
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+        // The owner leaves: the longest-standing admin owns the group.
+        let applied = Arc::new(Mutex::new(None));
+        let seen = applied.clone();
+        let left = s
+            .change_members(
+                g.id,
+                MemberChange {
+                    leave: true,
+                    ..by("ann")
+                },
+                move |c| {
+                    *seen.lock() = Some(c.clone());
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            applied.lock().as_ref(),
+            Some(&left),
+            "applied saw the change made"
+        );
+        assert_eq!(left.removed, ["ann"]);
+        assert_eq!(left.roles, [("bob".to_owned(), Role::Owner)]);
+        assert_eq!(
+            (
+                left.conversation.owner.as_deref(),
+                left.conversation.member_count
+            ),
+            (Some("bob"), 2)
+        );
+        s.change_members(
+            g.id,
+            MemberChange {
+                add: vec!["ann".into()],
+                ..by("bob")
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
         let members: Vec<String> = s
             .members(g.id, None, 10)
             .await
@@ -781,7 +899,7 @@ mod tests {
         let page = s.members(g.id, Some("ann".into()), 1).await.unwrap();
         assert_eq!(page[0].user, "bob");
         assert_eq!(
-            s.member(g.id, "ann").await.unwrap().unwrap().role,
+            s.member(g.id, "bob").await.unwrap().unwrap().role,
             Role::Owner
         );
         assert!(s.member(g.id, "cy").await.unwrap().is_none());
