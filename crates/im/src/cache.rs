@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
-use store::{ConversationId, Kind, Message, Role, SqliteStore, StoreError};
+use store::{ConversationId, Kind, MembersChanged, Message, Role, SqliteStore, StoreError};
 
 /// A member, as cached.
 #[derive(Debug)]
@@ -24,7 +24,8 @@ pub(crate) struct Conv {
     pub(crate) id: ConversationId,
     pub(crate) kind: Kind,
     pub(crate) title: Option<String>,
-    pub(crate) owner: Option<String>,
+    /// parking_lot lock: read to describe the group, written when its owner leaves.
+    pub(crate) owner: RwLock<Option<Arc<str>>>,
     pub(crate) created_ms: i64,
     /// The last sequence number committed.
     pub(crate) last_seq: AtomicU64,
@@ -51,6 +52,31 @@ impl Conv {
     /// The member `user`'s role, if a member.
     pub(crate) fn role(&self, user: &str) -> Option<Role> {
         self.members.read().get(user).map(|m| m.role)
+    }
+
+    /// Makes the cached members what the store made them. Runs on the store's writer,
+    /// in order with the sends it checks.
+    pub(crate) fn apply(&self, change: &MembersChanged) {
+        let mut members = self.members.write();
+        for user in &change.removed {
+            members.remove(&**user);
+        }
+        for m in &change.added {
+            members
+                .entry(Arc::from(m.user.as_str()))
+                .or_insert(CachedMember {
+                    role: m.role,
+                    read_seq: AtomicU64::new(m.read_seq),
+                    delivered_seq: AtomicU64::new(m.delivered_seq),
+                });
+        }
+        for (user, role) in &change.roles {
+            if let Some(m) = members.get_mut(&**user) {
+                m.role = *role;
+            }
+        }
+        drop(members);
+        *self.owner.write() = change.conversation.owner.as_deref().map(Arc::from);
     }
 
     /// Runs `push` (the push of message `seq`) once every message before it has been
@@ -98,10 +124,31 @@ impl Conv {
     }
 }
 
+/// Stripes of the locks that make a conversation's first use load it once.
+const LOAD_STRIPES: usize = 256;
+
 /// The conversations in use.
-#[derive(Default)]
+///
+/// Once cached, a conversation stays (nothing is evicted yet): the changes of its
+/// members are applied to the cached copy by the store's writer ([`Conv::apply`]), so a
+/// membership change loads the conversation first. An eviction will have to be ordered
+/// with those changes.
 pub(crate) struct Cache {
     convs: DashMap<ConversationId, Arc<Conv>>,
+    /// A conversation loads under the lock of its stripe: concurrent first uses wait for
+    /// one load, not one each.
+    loading: Box<[tokio::sync::Mutex<()>]>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            convs: DashMap::new(),
+            loading: (0..LOAD_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
 }
 
 impl Cache {
@@ -115,6 +162,12 @@ impl Cache {
         store: &SqliteStore,
         id: ConversationId,
     ) -> Result<Arc<Conv>, StoreError> {
+        if let Some(c) = self.convs.get(&id) {
+            return Ok(c.value().clone());
+        }
+        let _loading = self.loading[id.unsigned_abs() as usize % LOAD_STRIPES]
+            .lock()
+            .await;
         if let Some(c) = self.convs.get(&id) {
             return Ok(c.value().clone());
         }
@@ -147,7 +200,7 @@ impl Cache {
             id,
             kind: row.kind,
             title: row.title,
-            owner: row.owner,
+            owner: RwLock::new(row.owner.as_deref().map(Arc::from)),
             created_ms: row.created_ms,
             last_seq: AtomicU64::new(row.last_seq),
             members: RwLock::new(members),
@@ -158,8 +211,13 @@ impl Cache {
                 running: false,
             }),
         });
-        // Two loads at once: the first one in is kept (the other's may be older).
-        Ok(self.convs.entry(id).or_insert(conv).value().clone())
+        self.convs.insert(id, conv.clone());
+        Ok(conv)
+    }
+
+    /// Drops conversation `id` from the cache: its next use loads it again.
+    pub(crate) fn forget(&self, id: ConversationId) {
+        self.convs.remove(&id);
     }
 
     /// The conversation `id` if it is in use.
@@ -187,7 +245,7 @@ mod tests {
             id: 1,
             kind: Kind::Group,
             title: None,
-            owner: None,
+            owner: RwLock::new(None),
             created_ms: 0,
             last_seq: AtomicU64::new(0),
             members: RwLock::new(HashMap::new()),

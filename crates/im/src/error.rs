@@ -74,6 +74,8 @@ impl From<StoreError> for ImError {
                 ImError::Conflict("this cid names a message of another conversation".to_owned())
             }
             StoreError::Conflict(m) => ImError::Conflict(m),
+            StoreError::Forbidden(m) => ImError::Forbidden(m),
+            StoreError::Limit(m) => ImError::TooLarge(m),
             StoreError::Unavailable(m) => {
                 tracing::warn!(error = %m, "im: the store is unavailable");
                 ImError::Unavailable("the message store is unavailable; try again".to_owned())

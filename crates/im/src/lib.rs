@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //!
+//! - [`api`]: what the HTTP API for backends does.
 //! - [`config`]: [`Config`], the `[im]` section.
 //! - [`error`]: [`ImError`], the ack's codes.
 //! - `cache`: the conversations in use (members, watermarks, heads, push order).
@@ -15,6 +16,7 @@
 //! - `cmd`: one module per client event, each with its parse and its apply.
 //! - `receipts`: watermarks written behind, receipts pushed, in windows.
 
+pub mod api;
 pub mod config;
 pub mod error;
 

@@ -136,7 +136,7 @@ impl Serialize for ConversationOut<'_> {
         map.serialize_entry("title", &c.title)?;
         map.serialize_entry("members", &members)?;
         map.serialize_entry("member_count", &count)?;
-        map.serialize_entry("owner", &c.owner)?;
+        map.serialize_entry("owner", &c.owner.read().as_deref())?;
         map.serialize_entry("last_seq", &c.last_seq.load(Ordering::Acquire))?;
         map.serialize_entry("read_seq", &read_seq)?;
         map.serialize_entry("unread", &unread)?;

@@ -8,16 +8,17 @@ use socketio::{Event, SocketRef};
 use store::Kind;
 
 use super::{args, check_user, now_ms, spawn_answer};
+use crate::cache::Conv;
 use crate::wire::{kind, ConversationOut};
 use crate::{conv_room, user_room, ImError, Inner};
 
 #[derive(Deserialize)]
-struct Create {
+pub(crate) struct Create {
     #[serde(rename = "type")]
-    kind: String,
-    with: Option<String>,
-    title: Option<String>,
-    members: Option<Vec<String>>,
+    pub(crate) kind: String,
+    pub(crate) with: Option<String>,
+    pub(crate) title: Option<String>,
+    pub(crate) members: Option<Vec<String>>,
 }
 
 /// The longest group title, in characters.
@@ -44,48 +45,73 @@ pub(crate) fn create(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
                 inner.config.max_conversations_per_user
             )));
         }
-        let (row, created) = match kind {
-            Kind::Direct => {
-                inner
-                    .store
-                    .create_direct(&user, with.as_deref().unwrap_or_default(), now_ms())
-                    .await?
-            }
-            Kind::Group => (
-                inner
-                    .store
-                    .create_group(&user, title, members, now_ms())
-                    .await?,
-                true,
-            ),
-        };
-        let conv = inner.cache.get(&inner.store, row.id).await?;
-        if created {
-            if let Some(ns) = inner.ns.get() {
-                let members: Vec<String> =
-                    conv.members.read().keys().map(|m| user_room(m)).collect();
-                let mut rooms = ns.broadcast();
-                for room in &members {
-                    rooms = rooms.to(room.clone());
-                }
-                rooms.join(conv_room(row.id));
-                let view = ConversationOut {
-                    conv: &conv,
-                    user: &user,
-                };
-                let push = json!({ "conversation": view, "change": "added" });
-                let _ = rooms
-                    .except(socket.id().as_str().to_owned())
-                    .emit("conversation", (&push,));
-            }
-        }
+        let conv = make(
+            &inner,
+            Some(&user),
+            (kind, with, title, members),
+            Some(socket.id().as_str()),
+        )
+        .await?;
         Ok(json!({ "conversation": ConversationOut { conv: &conv, user: &user } }))
     });
 }
 
-type Checked = (Kind, Option<String>, Option<String>, Vec<String>);
+/// Creates the conversation `checked` describes, by `creator` (a group's owner; `None`
+/// for the backend: a group without an owner, a direct conversation between `with` and
+/// the first member), and tells its members but the socket `except` (`added`, their
+/// sockets joined to its room). A direct conversation that exists is returned as it is.
+pub(crate) async fn make(
+    inner: &Inner,
+    creator: Option<&str>,
+    checked: Checked,
+    except: Option<&str>,
+) -> Result<Arc<Conv>, ImError> {
+    let (kind, with, title, members) = checked;
+    let (row, created) = match kind {
+        Kind::Direct => {
+            let a = creator
+                .or(members.first().map(String::as_str))
+                .unwrap_or_default();
+            inner
+                .store
+                .create_direct(a, with.as_deref().unwrap_or_default(), now_ms())
+                .await?
+        }
+        Kind::Group => (
+            inner
+                .store
+                .create_group(creator, title, members, now_ms())
+                .await?,
+            true,
+        ),
+    };
+    let conv = inner.cache.get(&inner.store, row.id).await?;
+    if created {
+        if let Some(ns) = inner.ns.get() {
+            let members: Vec<Arc<str>> = conv.members.read().keys().cloned().collect();
+            let mut rooms = ns.broadcast();
+            for m in &members {
+                rooms = rooms.to(user_room(m));
+            }
+            rooms.join(conv_room(row.id));
+            // Every member of a new conversation is at watermark 0: one view for all.
+            let view = ConversationOut {
+                conv: &conv,
+                user: members.first().map_or("", |m| &**m),
+            };
+            let push = json!({ "conversation": view, "change": "added" });
+            if let Some(except) = except {
+                rooms = rooms.except(except.to_owned());
+            }
+            let _ = rooms.emit("conversation", (&push,));
+        }
+    }
+    Ok(conv)
+}
 
-fn check_create(inner: &Inner, user: &str, c: Create) -> Result<Checked, ImError> {
+pub(crate) type Checked = (Kind, Option<String>, Option<String>, Vec<String>);
+
+pub(crate) fn check_create(inner: &Inner, user: &str, c: Create) -> Result<Checked, ImError> {
     let kind = kind(&c.kind).ok_or_else(|| {
         ImError::BadRequest(format!("type is \"direct\" or \"group\", not {:?}", c.kind))
     })?;
@@ -117,7 +143,7 @@ fn check_create(inner: &Inner, user: &str, c: Create) -> Result<Checked, ImError
             }
             if let Some(t) = &c.title {
                 if t.chars().count() > MAX_TITLE_CHARS {
-                    return Err(ImError::TooLarge(format!(
+                    return Err(ImError::BadRequest(format!(
                         "a title has at most {MAX_TITLE_CHARS} characters"
                     )));
                 }

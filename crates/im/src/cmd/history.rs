@@ -7,9 +7,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::json;
 use socketio::{Event, SocketRef};
-use store::ConversationId;
+use store::{ConversationId, Message};
 
-use super::{args, spawn_answer};
+use super::{args, member_conv, spawn_answer};
 use crate::wire::MessageOut;
 use crate::{ImError, Inner};
 
@@ -32,38 +32,43 @@ pub(crate) fn history(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
     let parsed = args::<History>(
         &ev,
         "history takes { conversation, before?, after?, limit? } (numbers)",
-    )
-    .and_then(|h| match h.limit {
-        Some(l) if l == 0 || l > MAX_LIMIT => {
-            Err(ImError::BadRequest(format!("limit is 1 to {MAX_LIMIT}")))
-        }
-        _ => Ok(h),
-    });
+    );
     spawn_answer(ev, async move {
         let h = parsed?;
-        let conv = inner
-            .cache
-            .get(&inner.store, h.conversation)
-            .await
-            .map_err(|_| ImError::no_conversation())?;
-        if conv.role(&user).is_none() {
-            return Err(ImError::no_conversation());
-        }
-        let limit = h.limit.unwrap_or(DEFAULT_LIMIT);
-        // One more than asked: whether there is more.
-        let mut messages = inner
-            .store
-            .messages(h.conversation, h.after, h.before, limit + 1)
-            .await?;
-        let more = messages.len() > limit;
-        if more {
-            if h.after.is_some() {
-                messages.truncate(limit);
-            } else {
-                messages.remove(0);
-            }
-        }
+        member_conv(&inner, h.conversation, &user).await?;
+        let (messages, more) = page(&inner, h.conversation, h.before, h.after, h.limit).await?;
         let out: Vec<_> = messages.iter().map(MessageOut).collect();
         Ok(json!({ "messages": out, "more": more }))
     });
+}
+
+/// A page of conversation `id`'s messages, oldest first, and whether there are more.
+///
+/// # Errors
+///
+/// `bad_request` for a limit out of 1..[`MAX_LIMIT`]; `unavailable`.
+pub(crate) async fn page(
+    inner: &Inner,
+    id: ConversationId,
+    before: Option<u64>,
+    after: Option<u64>,
+    limit: Option<usize>,
+) -> Result<(Vec<Message>, bool), ImError> {
+    let limit = match limit {
+        Some(l) if l == 0 || l > MAX_LIMIT => {
+            return Err(ImError::BadRequest(format!("limit is 1 to {MAX_LIMIT}")))
+        }
+        l => l.unwrap_or(DEFAULT_LIMIT),
+    };
+    // One more than asked: whether there is more.
+    let mut messages = inner.store.messages(id, after, before, limit + 1).await?;
+    let more = messages.len() > limit;
+    if more {
+        if after.is_some() {
+            messages.truncate(limit);
+        } else {
+            messages.remove(0);
+        }
+    }
+    Ok((messages, more))
 }

@@ -1,17 +1,21 @@
 //! The client events, one module each: parse the arguments (a bad one is answered
 //! `bad_request` and changes nothing), check the user's rights, apply, answer.
 
-mod conversation;
-mod history;
+pub(crate) mod conversation;
+pub(crate) mod history;
+pub(crate) mod members;
 mod read;
-mod send;
+pub(crate) mod send;
 mod sync;
+
+pub(crate) use send::MAX_CID;
 
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use socketio::{Event, SocketRef};
 
+use crate::cache::Conv;
 use crate::{ImError, Inner};
 
 /// A client event's handler: runs on the connection's task, and spawns what waits.
@@ -21,6 +25,9 @@ pub(crate) type Handler = fn(Arc<Inner>, SocketRef, Event);
 pub(crate) const HANDLERS: &[(&str, Handler)] = &[
     ("conversation.create", conversation::create),
     ("conversation.list", conversation::list),
+    ("conversation.members", members::change),
+    ("conversation.leave", members::leave),
+    ("conversation.members.list", members::list),
     ("send", send::send),
     ("history", history::history),
     ("read", read::read),
@@ -39,13 +46,37 @@ pub(crate) fn connected(inner: &Arc<Inner>, socket: &SocketRef) {
         match inner.store.conversations_of(&user).await {
             Ok(list) => {
                 for (conversation, _) in list {
-                    socket.join(crate::conv_room(conversation.id));
+                    let room = crate::conv_room(conversation.id);
+                    socket.join(room.clone());
+                    // Removed between the read and the join: the removal's leave may
+                    // have come before this join, so the cached members decide.
+                    let removed = inner
+                        .cache
+                        .peek(conversation.id)
+                        .is_some_and(|c| c.role(&user).is_none());
+                    if removed {
+                        socket.leave(&room.into());
+                    }
                 }
             }
             // Its conversations' pushes are missed until it reconnects; `sync` catches up.
             Err(e) => tracing::warn!(error = %e, %user, "im: conversations not joined"),
         }
     });
+}
+
+/// Conversation `id`, loaded if need be, if `user` is a member of it: `not_found`
+/// otherwise, the same as for no such conversation.
+pub(crate) async fn member_conv(
+    inner: &Inner,
+    id: store::ConversationId,
+    user: &str,
+) -> Result<Arc<Conv>, ImError> {
+    let conv = inner.cache.get(&inner.store, id).await?;
+    if conv.role(user).is_none() {
+        return Err(ImError::no_conversation());
+    }
+    Ok(conv)
 }
 
 /// The first argument of `ev` read as `T`, or `bad_request` saying what `event` takes.

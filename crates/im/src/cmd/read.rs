@@ -10,7 +10,7 @@ use serde_json::json;
 use socketio::{Event, SocketRef};
 use store::ConversationId;
 
-use super::{args, spawn_answer};
+use super::{args, member_conv, spawn_answer};
 use crate::cache::advance;
 use crate::wire::ConversationOut;
 use crate::{user_room, ImError, Inner};
@@ -28,11 +28,7 @@ pub(crate) fn read(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
     let parsed = args::<Read>(&ev, "read takes { conversation, seq } (numbers)");
     spawn_answer(ev, async move {
         let r = parsed?;
-        let conv = inner
-            .cache
-            .get(&inner.store, r.conversation)
-            .await
-            .map_err(|_| ImError::no_conversation())?;
+        let conv = member_conv(&inner, r.conversation, &user).await?;
         let last = conv.last_seq.load(Ordering::Acquire);
         let moved = {
             let members = conv.members.read();

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::json;
 use socketio::{Event, SocketRef, SHARED_ACK_IDS};
-use store::{ConversationId, Message, NewMessage};
+use store::{ConversationId, Message, NewMessage, StoreError};
 
-use super::{args, now_ms, spawn_answer};
+use super::{args, member_conv, now_ms, spawn_answer};
 use crate::cache::advance;
+use crate::cache::Conv;
 use crate::wire::{BodyIn, MessageOut};
 use crate::{conv_room, ImError, Inner};
 
@@ -22,7 +23,7 @@ struct Send {
 }
 
 /// The longest cid, in bytes.
-const MAX_CID: usize = 64;
+pub(crate) const MAX_CID: usize = 64;
 
 pub(crate) fn send(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
     let Some(user) = crate::user_of(&socket) else {
@@ -52,77 +53,112 @@ pub(crate) fn send(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
         })
     });
     // A conversation in use is checked and the message queued for the store here, in
-    // the order the socket sent them; another is loaded first.
+    // the order the socket sent them; another is loaded first. Either way the sender's
+    // membership is checked again on the store's writer, where membership changes are
+    // made: a member removed stores nothing after the removal.
     let cached = parsed
         .as_ref()
         .ok()
         .and_then(|m| inner.cache.peek(m.conversation));
     let early = match (&parsed, &cached) {
-        (Ok(m), Some(conv)) if conv.role(&user).is_some() => Some(inner.store.append(m.clone())),
+        (Ok(m), Some(conv)) if conv.role(&user).is_some() => {
+            Some(append(&inner, conv, Some(&user), m.clone()))
+        }
         _ => None,
     };
     spawn_answer(ev, async move {
         let message = parsed?;
         let conv = match cached {
             Some(c) => c,
-            None => inner
-                .cache
-                .get(&inner.store, message.conversation)
-                .await
-                .map_err(|_| ImError::no_conversation())?,
+            None => member_conv(&inner, message.conversation, &user).await?,
         };
         if conv.role(&user).is_none() {
             return Err(ImError::no_conversation());
         }
         let stored = match early {
             Some(appending) => appending.await?,
-            None => inner.store.append(message.clone()).await?,
+            None => append(&inner, &conv, Some(&user), message.clone()).await?,
         };
         let reply = json!({ "id": stored.id, "seq": stored.seq, "ts": stored.ts_ms });
-        if stored.duplicate {
-            return Ok(reply);
+        if !stored.duplicate {
+            committed(&inner, &conv, message, &stored, Some(socket.id().as_str()));
         }
-        advance(&conv.last_seq, stored.seq);
-        let message = Arc::new(Message {
-            id: stored.id,
-            conversation: message.conversation,
-            seq: stored.seq,
-            sender: message.sender,
-            cid: message.cid,
-            body: message.body,
-            ts_ms: stored.ts_ms,
-        });
-        {
-            let mut last = conv.last.lock();
-            if last.as_ref().is_none_or(|l| l.seq < message.seq) {
-                *last = Some(message.clone());
-            }
-        }
-        // Sending reads the conversation up to the message sent.
-        if let Some(m) = conv.members.read().get(&*user) {
-            advance(&m.read_seq, stored.seq);
-        }
-        inner
-            .receipts
-            .moved(message.conversation, &user, Some(stored.seq), None);
-        inner
-            .recent
-            .insert(stored.id, (message.conversation, stored.seq));
-        let ns = inner.ns.get().cloned();
-        let from = socket.id();
-        conv.push_in_order(
-            stored.seq,
-            Box::new(move || {
-                let Some(ns) = ns else { return };
-                // Every other socket of the conversation, the sender's other devices
-                // included; one encoding, one ack id that names the message.
-                let _ = ns
-                    .to(conv_room(message.conversation))
-                    .except(from.as_str().to_owned())
-                    .ack_id(SHARED_ACK_IDS + message.id as u64)
-                    .emit("message", (MessageOut(&message),));
-            }),
-        );
         Ok(reply)
     });
+}
+
+/// A message is committed: the conversation's head and the sender's watermark move, and
+/// the message is pushed, in sequence order, to every socket of the conversation but
+/// `except` (the sending one).
+pub(crate) fn committed(
+    inner: &Inner,
+    conv: &Arc<Conv>,
+    message: NewMessage,
+    stored: &store::Stored,
+    except: Option<&str>,
+) {
+    advance(&conv.last_seq, stored.seq);
+    let message = Arc::new(Message {
+        id: stored.id,
+        conversation: message.conversation,
+        seq: stored.seq,
+        sender: message.sender,
+        cid: message.cid,
+        body: message.body,
+        ts_ms: stored.ts_ms,
+    });
+    {
+        let mut last = conv.last.lock();
+        if last.as_ref().is_none_or(|l| l.seq < message.seq) {
+            *last = Some(message.clone());
+        }
+    }
+    // Sending reads the conversation up to the message sent.
+    if let Some(sender) = &message.sender {
+        if let Some(m) = conv.members.read().get(sender.as_str()) {
+            advance(&m.read_seq, stored.seq);
+        }
+        inner.receipts.moved(
+            message.conversation,
+            &Arc::from(sender.as_str()),
+            Some(stored.seq),
+            None,
+        );
+    }
+    inner
+        .recent
+        .insert(stored.id, (message.conversation, stored.seq));
+    let ns = inner.ns.get().cloned();
+    let except = except.map(str::to_owned);
+    conv.push_in_order(
+        stored.seq,
+        Box::new(move || {
+            let Some(ns) = ns else { return };
+            // Every other socket of the conversation, the sender's other devices
+            // included; one encoding, one ack id that names the message.
+            let mut to = ns.to(conv_room(message.conversation));
+            if let Some(except) = except {
+                to = to.except(except);
+            }
+            let _ = to
+                .ack_id(SHARED_ACK_IDS + message.id as u64)
+                .emit("message", (MessageOut(&message),));
+        }),
+    );
+}
+
+/// Queues `message` for the store, to be stored if its sender (`None` for a system
+/// message) is still a member when the writer comes to it.
+pub(crate) fn append(
+    inner: &Inner,
+    conv: &Arc<Conv>,
+    sender: Option<&Arc<str>>,
+    message: NewMessage,
+) -> impl std::future::Future<Output = Result<store::Stored, StoreError>> + std::marker::Send + 'static
+{
+    let (conv, sender) = (conv.clone(), sender.cloned());
+    inner.store.append_if(message, move || match sender {
+        Some(user) if conv.role(&user).is_none() => Err(StoreError::NotFound),
+        _ => Ok(()),
+    })
 }
