@@ -67,6 +67,21 @@ def test_api_matches_openapi_description(tmp_path):
             "/api/shutdown",
             "--exclude-path",
             "/api/access",
+            "--exclude-path-regex",
+            "^/api/im/",
+        )
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+        assert "passed" in run.stdout
+        # The IM API: whether a schema-valid request succeeds depends on what is stored
+        # (a conversation id that exists, a sender who is a member), so a 404 or 403 may
+        # be right; every answer is still checked against the description.
+        run = schemathesis(
+            port,
+            tmp_path,
+            "--include-path-regex",
+            "^/api/im/",
+            "--exclude-checks",
+            "positive_data_acceptance",
         )
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
         assert "passed" in run.stdout

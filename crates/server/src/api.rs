@@ -54,7 +54,25 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    /// The IM service's refusal, with its status (`IM.md`, HTTP API).
+    pub(crate) fn im(e: im::ImError) -> ApiError {
+        let status = match &e {
+            im::ImError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            im::ImError::Forbidden(_) => StatusCode::FORBIDDEN,
+            im::ImError::NotFound(_) => StatusCode::NOT_FOUND,
+            im::ImError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            im::ImError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            im::ImError::Conflict(_) => StatusCode::CONFLICT,
+            im::ImError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "bad_request",
@@ -127,7 +145,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Reads a JSON body into `T`, with a message that says what is wrong and where.
-fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "the body is empty; send a JSON object",
@@ -380,7 +398,7 @@ async fn shutdown(_key: ApiKey, State(state): State<Arc<AppState>>) -> (StatusCo
 }
 
 /// A body over the size limit.
-fn too_large(e: BytesRejection) -> ApiError {
+pub(crate) fn too_large(e: BytesRejection) -> ApiError {
     ApiError {
         status: e.status(),
         code: if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

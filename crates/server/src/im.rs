@@ -1,10 +1,26 @@
 //! The IM service (`crates/im`) as a service of the server: namespace `/im`, with the
-//! server's authentication (anonymous clients refused, `token_missing`), its store
-//! flushed in the drain.
+//! server's authentication (anonymous clients refused, `token_missing`), its HTTP API
+//! under `/api/im/` (behind the API key), its store flushed in the drain.
+//!
+//! - `POST /api/im/conversations` `{ type, members, title?, owner? }` → the conversation;
+//! - `POST /api/im/conversations/{id}/members` `{ add?, remove?, promote?, demote? }` →
+//!   the conversation (an extension of `IM.md`);
+//! - `POST /api/im/messages` `{ conversation, from, cid, body }` → `{ id, seq, ts }`;
+//! - `GET /api/im/conversations/{id}/messages?before=&after=&limit=` → `{ messages, more }`.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::{body, too_large, ApiError, ApiKey};
 use crate::service::{connect_refusal, BoxFuture, Context, Factory, Service};
+use crate::state::AppState;
 
 /// The IM service of the server.
 #[derive(Debug)]
@@ -53,6 +69,56 @@ impl Service for ImService {
         )
     }
 
+    fn routes(&self) -> Router<Arc<AppState>> {
+        let (create, members, post_message, messages) = (
+            self.im.clone(),
+            self.im.clone(),
+            self.im.clone(),
+            self.im.clone(),
+        );
+        Router::new()
+            .route(
+                "/api/im/conversations",
+                post(
+                    move |_: ApiKey, b: Result<Bytes, BytesRejection>| async move {
+                        answer(create.api_create(im_body(b)?).await)
+                    },
+                ),
+            )
+            .route(
+                "/api/im/conversations/{id}/members",
+                post(
+                    move |_: ApiKey,
+                          id: Result<Path<i64>, PathRejection>,
+                          b: Result<Bytes, BytesRejection>| async move {
+                        let id = conversation_id(id)?;
+                        answer(members.api_members(id, im_body(b)?).await)
+                    },
+                ),
+            )
+            .route(
+                "/api/im/messages",
+                post(
+                    move |_: ApiKey, b: Result<Bytes, BytesRejection>| async move {
+                        answer(post_message.api_post(im_body(b)?).await)
+                    },
+                ),
+            )
+            .route(
+                "/api/im/conversations/{id}/messages",
+                get(
+                    move |_: ApiKey,
+                          _: State<Arc<AppState>>,
+                          id: Result<Path<i64>, PathRejection>,
+                          q: Result<Query<Page>, QueryRejection>| async move {
+                        let id = conversation_id(id)?;
+                        let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+                        answer(messages.api_messages(id, q.before, q.after, q.limit).await)
+                    },
+                ),
+            )
+    }
+
     fn started(&self, io: &socketio::Server) {
         self.im.started(io);
     }
@@ -61,4 +127,49 @@ impl Service for ImService {
         let im = self.im.clone();
         Box::pin(async move { im.flush().await })
     }
+}
+
+/// The query of `GET /api/im/conversations/{id}/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    before: Option<u64>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// A request body for the IM API: JSON, within the body limit (over it: 413 `too_large`).
+fn im_body<T: serde::de::DeserializeOwned>(
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = bytes.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::im(im::ImError::TooLarge(e.body_text()))
+        } else {
+            too_large(e)
+        }
+    })?;
+    body(&bytes)
+}
+
+/// A conversation id from the path.
+fn conversation_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
+    id.map(|Path(id)| id).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the conversation id is a number: {}",
+            e.body_text()
+        ))
+    })
+}
+
+/// The service's answer as the API gives it: `{ ok: true, ... }`, or the error.
+fn answer(outcome: Result<Value, im::ImError>) -> Result<Json<Value>, ApiError> {
+    let mut value = outcome.map_err(ApiError::im)?;
+    if let Some(map) = value.as_object_mut() {
+        let mut out = serde_json::Map::with_capacity(map.len() + 1);
+        out.insert("ok".to_owned(), Value::Bool(true));
+        out.extend(std::mem::take(map));
+        value = Value::Object(out);
+    }
+    Ok(Json(value))
 }
