@@ -231,6 +231,72 @@ describe("im groups", () => {
   });
 });
 
+describe("im group receipts", () => {
+  test("a small group tells each author whose messages a watermark covers, coalesced", async () => {
+    const [o, a, b] = await Promise.all(["r-o", "r-a", "r-b"].map((u) => im(u)));
+    const { conversation } = await ask(o, "conversation.create", { type: "group", members: ["r-a", "r-b"] });
+    const id = conversation.id;
+    await sleep(50);
+    await ask(a, "send", { conversation: id, cid: "r-1", body: 1 });
+    await ask(a, "send", { conversation: id, cid: "r-2", body: 2 });
+    await ask(b, "send", { conversation: id, cid: "r-3", body: 3 });
+    await sleep(400); // the senders' own watermark moves are reported and done with
+    const atA = quiet(a, "receipt", 700);
+    const atB = quiet(b, "receipt", 700);
+    const atO = quiet(o, "receipt", 700);
+    for (const seq of [1, 2, 3]) await ask(o, "read", { conversation: id, seq });
+    const [ra, rb, ro] = await Promise.all([atA, atB, atO]);
+    const mine = (list) => list.filter((r) => r.user === "r-o");
+    assert.equal(mine(ra).length, 1, `one receipt for the three reads: ${JSON.stringify(ra)}`);
+    assert.deepEqual(mine(ra)[0], { conversation: id, user: "r-o", delivered_seq: 3, read_seq: 3 });
+    assert.equal(mine(rb).length, 1, JSON.stringify(rb));
+    assert.deepEqual(ro.filter((r) => r.user === "r-o"), [], "nobody is told about themself");
+    const counts = await ask(b, "receipts", { conversation: id, seq: 1 });
+    // r-o read it; r-b sent seq 3, which reads everything before it; the author is not counted.
+    assert.deepEqual(counts, { ok: true, delivered: 2, read: 2 });
+  });
+
+  test("a large group sends each author counts, at most once per window; receipts counts on demand", async () => {
+    const s = await startHerald({ HERALD_AUTH__JWT_SECRET: SECRET, HERALD_IM__RECEIPT_DETAIL_LIMIT: "2" });
+    try {
+      const connect = async (user) => {
+        const socket = io(`${s.url}/im`, { auth: { token: tok(user) }, forceNew: true, transports: ["websocket"], reconnection: false });
+        sockets.push(socket);
+        await once(socket, "connect");
+        return socket;
+      };
+      const [a, b, c, d] = await Promise.all(["big-a", "big-b", "big-c", "big-d"].map(connect));
+      await sleep(50);
+      const { conversation } = await ask(a, "conversation.create", { type: "group", members: ["big-b", "big-c", "big-d"] });
+      const id = conversation.id;
+      await sleep(50);
+      const sent = await ask(a, "send", { conversation: id, cid: "big-1", body: "hello all" });
+      assert.equal(sent.seq, 1);
+      await sleep(400);
+      const counts = quiet(a, "receipt.counts", 900);
+      const details = quiet(a, "receipt", 900);
+      await Promise.all([b, c].map((x) => ask(x, "read", { conversation: id, seq: 1 })));
+      const got = await counts;
+      assert.ok(got.length >= 1 && got.length <= 2, JSON.stringify(got));
+      assert.deepEqual(got.at(-1), { conversation: id, seq: 1, delivered: 2, read: 2 });
+      assert.deepEqual(await details, [], "no per-reader receipts in a large group");
+      const asked = await ask(d, "receipts", { conversation: id, seq: 1 });
+      assert.deepEqual(asked, { ok: true, delivered: 2, read: 2 });
+      for (const [args, code] of [
+        [{ conversation: id, seq: 0 }, "bad_request"],
+        [{ conversation: id, seq: 2 }, "bad_request"],
+        [{ conversation: id }, "bad_request"],
+        [{ conversation: 999_999, seq: 1 }, "not_found"],
+      ]) {
+        const r = await ask(d, "receipts", args);
+        assert.equal(r.error?.code, code, `${JSON.stringify(args)}: ${JSON.stringify(r)}`);
+      }
+    } finally {
+      await s.stop();
+    }
+  });
+});
+
 describe("im HTTP API", () => {
   test("conversations, messages and members for backends, with the same rules as the events", async () => {
     const [a, b] = await Promise.all(["h-a", "h-b"].map((u) => im(u)));

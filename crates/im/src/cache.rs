@@ -34,10 +34,19 @@ pub(crate) struct Conv {
     pub(crate) members: RwLock<HashMap<Arc<str>, CachedMember>>,
     /// The last message, once known. parking_lot mutex: a clone in or out.
     pub(crate) last: Mutex<Option<Arc<Message>>>,
+    /// The authors of a group's recent messages, by sequence number (at most
+    /// [`AUTHORS_KEPT`]): whom a watermark's move concerns. parking_lot mutex: held to
+    /// note or read.
+    pub(crate) authors: Mutex<BTreeMap<u64, Arc<str>>>,
     /// Messages committed but not pushed yet, because one before them is still on its
     /// way: pushes go out in sequence order. parking_lot mutex: held to queue or take.
     pub(crate) pushes: Mutex<Pushes>,
 }
+
+/// The recent messages of a group whose authors are kept for its receipts: a watermark
+/// that moves past older ones tells their authors nothing (their counts stay readable
+/// with `receipts`).
+pub(crate) const AUTHORS_KEPT: usize = 256;
 
 /// The pushes of a conversation waiting for their turn.
 pub(crate) struct Pushes {
@@ -52,6 +61,64 @@ impl Conv {
     /// The member `user`'s role, if a member.
     pub(crate) fn role(&self, user: &str) -> Option<Role> {
         self.members.read().get(user).map(|m| m.role)
+    }
+
+    /// Notes that `author` wrote message `seq` (groups only: a direct conversation's
+    /// receipts go to the other member).
+    pub(crate) fn note_author(&self, seq: u64, author: &str) {
+        if self.kind == Kind::Direct {
+            return;
+        }
+        // The members' own key: no allocation per message.
+        let Some(key) = self
+            .members
+            .read()
+            .get_key_value(author)
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        let mut authors = self.authors.lock();
+        authors.insert(seq, key);
+        while authors.len() > AUTHORS_KEPT {
+            authors.pop_first();
+        }
+    }
+
+    /// The authors of the messages after `from` up to `to` (of those kept), but
+    /// `reader`, each with the latest of theirs in the range.
+    pub(crate) fn authors_between(&self, from: u64, to: u64, reader: &str) -> Vec<(Arc<str>, u64)> {
+        if to <= from {
+            return Vec::new();
+        }
+        let mut out: Vec<(Arc<str>, u64)> = Vec::new();
+        for (seq, author) in self.authors.lock().range(from + 1..=to) {
+            if &**author == reader {
+                continue;
+            }
+            match out.iter_mut().find(|(a, _)| a == author) {
+                Some(found) => found.1 = *seq,
+                None => out.push((author.clone(), *seq)),
+            }
+        }
+        out
+    }
+
+    /// How many members but `author` have message `seq` delivered (or read), and read:
+    /// one pass over the members.
+    pub(crate) fn count_at(&self, seq: u64, author: Option<&str>) -> (u64, u64) {
+        let members = self.members.read();
+        let (mut delivered, mut read) = (0, 0);
+        for (user, m) in members.iter() {
+            if Some(&**user) == author {
+                continue;
+            }
+            let r = m.read_seq.load(Ordering::Acquire);
+            let d = m.delivered_seq.load(Ordering::Acquire).max(r);
+            delivered += u64::from(d >= seq);
+            read += u64::from(r >= seq);
+        }
+        (delivered, read)
     }
 
     /// Makes the cached members what the store made them. Runs on the store's writer,
@@ -205,6 +272,7 @@ impl Cache {
             last_seq: AtomicU64::new(row.last_seq),
             members: RwLock::new(members),
             last: Mutex::new(last),
+            authors: Mutex::new(BTreeMap::new()),
             pushes: Mutex::new(Pushes {
                 next: row.last_seq + 1,
                 waiting: BTreeMap::new(),
@@ -250,6 +318,7 @@ mod tests {
             last_seq: AtomicU64::new(0),
             members: RwLock::new(HashMap::new()),
             last: Mutex::new(None),
+            authors: Mutex::new(BTreeMap::new()),
             pushes: Mutex::new(Pushes {
                 next: 1,
                 waiting: BTreeMap::new(),

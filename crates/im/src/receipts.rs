@@ -21,23 +21,32 @@ pub(crate) struct Receipts {
     dirty: Mutex<HashMap<(ConversationId, Arc<str>), Moved>>,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 struct Moved {
+    /// The lowest watermark moved from in the window: the messages after it, up to the
+    /// new watermarks, are those newly covered.
+    from: u64,
     read: Option<u64>,
     delivered: Option<u64>,
 }
 
 impl Receipts {
-    /// Notes that `user`'s watermarks in `conversation` moved to these.
+    /// Notes that `user`'s watermarks in `conversation` moved from `from` to these.
     pub(crate) fn moved(
         &self,
         conversation: ConversationId,
         user: &Arc<str>,
+        from: u64,
         read: Option<u64>,
         delivered: Option<u64>,
     ) {
         let mut dirty = self.dirty.lock();
-        let m = dirty.entry((conversation, user.clone())).or_default();
+        let m = dirty.entry((conversation, user.clone())).or_insert(Moved {
+            from,
+            read: None,
+            delivered: None,
+        });
+        m.from = m.from.min(from);
         m.read = m.read.max(read);
         m.delivered = m.delivered.max(delivered);
     }
@@ -62,7 +71,9 @@ pub(crate) fn delivered(inner: &Inner, socket: &SocketRef, id: u64) {
     });
     if let Some((before, now)) = moved {
         if now > before {
-            inner.receipts.moved(conversation, &user, None, Some(now));
+            inner
+                .receipts
+                .moved(conversation, &user, before, None, Some(now));
         }
     }
 }
@@ -106,39 +117,76 @@ pub(crate) async fn flush(inner: &Inner) {
         for ((conversation, user), m) in moved {
             inner
                 .receipts
-                .moved(conversation, &user, m.read, m.delivered);
+                .moved(conversation, &user, m.from, m.read, m.delivered);
         }
         return;
     }
     let Some(ns) = inner.ns.get() else { return };
-    for ((conversation, user), _) in moved {
+    // Large groups: one `receipt.counts` per covered author per conversation per window.
+    let mut counts: HashMap<ConversationId, HashMap<Arc<str>, u64>> = HashMap::new();
+    for ((conversation, user), m) in moved {
         let Some(conv) = inner.cache.peek(conversation) else {
             continue;
         };
-        if conv.kind != Kind::Direct {
-            // Groups: authors and counts come with the next part of the service.
-            continue;
-        }
-        let (read, delivered, other) = {
+        let (read, delivered) = {
             let members = conv.members.read();
-            let Some(m) = members.get(&*user) else {
+            let Some(me) = members.get(&*user) else {
                 continue;
             };
-            let other = members.keys().find(|u| ***u != *user).cloned();
             (
-                m.read_seq.load(Ordering::Acquire),
-                m.delivered_seq.load(Ordering::Acquire),
-                other,
+                me.read_seq.load(Ordering::Acquire),
+                me.delivered_seq
+                    .load(Ordering::Acquire)
+                    .max(me.read_seq.load(Ordering::Acquire)),
             )
         };
-        if let Some(other) = other {
-            let receipt = json!({
+        let receipt = json!({
+            "conversation": conversation,
+            "user": &*user,
+            "delivered_seq": delivered,
+            "read_seq": read,
+        });
+        if conv.kind == Kind::Direct {
+            let other = conv.members.read().keys().find(|u| ***u != *user).cloned();
+            if let Some(other) = other {
+                let _ = ns.to(crate::user_room(&other)).emit("receipt", (&receipt,));
+            }
+            continue;
+        }
+        // The authors of the messages the move covers, but the reader.
+        let authors = conv.authors_between(m.from, delivered, &user);
+        if authors.is_empty() {
+            continue;
+        }
+        if conv.members.read().len() <= inner.config.receipt_detail_limit {
+            let mut to = ns.broadcast();
+            for (author, _) in &authors {
+                to = to.to(crate::user_room(author));
+            }
+            let _ = to.emit("receipt", (&receipt,));
+        } else {
+            let latest = counts.entry(conversation).or_default();
+            for (author, seq) in authors {
+                let at = latest.entry(author).or_insert(seq);
+                *at = (*at).max(seq);
+            }
+        }
+    }
+    for (conversation, authors) in counts {
+        let Some(conv) = inner.cache.peek(conversation) else {
+            continue;
+        };
+        for (author, seq) in authors {
+            let (delivered, read) = conv.count_at(seq, Some(&author));
+            let push = json!({
                 "conversation": conversation,
-                "user": &*user,
-                "delivered_seq": delivered.max(read),
-                "read_seq": read,
+                "seq": seq,
+                "delivered": delivered,
+                "read": read,
             });
-            let _ = ns.to(crate::user_room(&other)).emit("receipt", (&receipt,));
+            let _ = ns
+                .to(crate::user_room(&author))
+                .emit("receipt.counts", (&push,));
         }
     }
 }

@@ -5,6 +5,7 @@ pub(crate) mod conversation;
 pub(crate) mod history;
 pub(crate) mod members;
 mod read;
+mod receipts;
 pub(crate) mod send;
 mod sync;
 
@@ -31,6 +32,7 @@ pub(crate) const HANDLERS: &[(&str, Handler)] = &[
     ("send", send::send),
     ("history", history::history),
     ("read", read::read),
+    ("receipts", receipts::receipts),
     ("sync", sync::sync),
 ];
 

@@ -40,7 +40,7 @@ pub(crate) fn read(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
         if moved.1 > moved.0 {
             inner
                 .receipts
-                .moved(r.conversation, &user, Some(moved.1), None);
+                .moved(r.conversation, &user, moved.0, Some(moved.1), None);
             if let Some(ns) = inner.ns.get() {
                 let push = json!({
                     "conversation": r.conversation,

@@ -2,6 +2,7 @@
 //! committed; the conversation's other sockets get `message`, in sequence order, with an
 //! ack that confirms delivery to the device.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -115,15 +116,21 @@ pub(crate) fn committed(
     }
     // Sending reads the conversation up to the message sent.
     if let Some(sender) = &message.sender {
-        if let Some(m) = conv.members.read().get(sender.as_str()) {
-            advance(&m.read_seq, stored.seq);
+        conv.note_author(stored.seq, sender);
+        let from = conv
+            .members
+            .read()
+            .get(sender.as_str())
+            .map(|m| m.read_seq.fetch_max(stored.seq, Ordering::AcqRel));
+        if let Some(from) = from.filter(|f| *f < stored.seq) {
+            inner.receipts.moved(
+                message.conversation,
+                &Arc::from(sender.as_str()),
+                from,
+                Some(stored.seq),
+                None,
+            );
         }
-        inner.receipts.moved(
-            message.conversation,
-            &Arc::from(sender.as_str()),
-            Some(stored.seq),
-            None,
-        );
     }
     inner
         .recent
