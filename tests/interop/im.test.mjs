@@ -30,6 +30,13 @@ async function im(user, { device, options = {}, s = server } = {}) {
   return socket;
 }
 
+/** The store's counts for IM operation `op`, from /metrics. */
+async function opCounts(op) {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const get = (what) => Number(new RegExp(`^herald_store_operation_${what}_total\\{op="${op}"\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+  return { requests: get("requests"), reads: get("reads"), writes: get("writes") };
+}
+
 /** Emits `event` with an ack and returns the reply. */
 const ask = (socket, event, ...args) => socket.timeout(5000).emitWithAck(event, ...args);
 
@@ -117,6 +124,7 @@ describe("im", () => {
     const bob = await im("s-bob");
     const { conversation } = await ask(alice1, "conversation.create", { type: "direct", with: "s-bob" });
     const N = 30;
+    const before = await opCounts("send");
     const atBob = gather(bob, "message", N);
     const atLaptop = gather(alice2, "message", N);
     const atSender = quiet(alice1, "message", 600);
@@ -147,6 +155,13 @@ describe("im", () => {
       assert.equal(typeof got[0].ack, "function", "message is emitted with an ack");
     }
     assert.deepEqual(await atSender, [], "the sending socket gets no copy");
+    // The conversation is in use (its creation cached it): the sends read nothing from
+    // the store and wrote two rows each (the message, the conversation's head).
+    const during = await opCounts("send");
+    assert.deepEqual(
+      { requests: during.requests - before.requests, reads: during.reads - before.reads, writes: during.writes - before.writes },
+      { requests: N, reads: 0, writes: 2 * N },
+    );
     // A retry (from another device of the sender) returns the first id and seq, and
     // stores and pushes nothing.
     const extra = quiet(bob, "message", 400);

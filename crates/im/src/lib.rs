@@ -118,7 +118,9 @@ impl Im {
             let inner = self.inner.clone();
             builder = builder.on(event, move |socket, ev| {
                 let inner = inner.clone();
-                handler(inner, socket.clone(), ev);
+                // The store's reads and writes are counted per event (`/metrics`).
+                inner.store.stats().request(event);
+                store::stats::sync_counted(event, || handler(inner, socket.clone(), ev));
             });
         }
         let acks = self.inner.clone();
@@ -131,12 +133,15 @@ impl Im {
         if let Some(ns) = io.of(NAMESPACE) {
             let _ = self.inner.ns.set(ns);
         }
-        tokio::spawn(receipts::run(Arc::downgrade(&self.inner)));
+        tokio::spawn(store::stats::counted(
+            "watermarks",
+            receipts::run(Arc::downgrade(&self.inner)),
+        ));
     }
 
     /// Writes what is held in memory (watermarks) to the store; for the drain.
     pub async fn flush(&self) {
-        receipts::flush(&self.inner).await;
+        store::stats::counted("watermarks", receipts::flush(&self.inner)).await;
     }
 }
 

@@ -81,7 +81,13 @@ impl Service for ImService {
                 "/api/im/conversations",
                 post(
                     move |_: ApiKey, b: Result<Bytes, BytesRejection>| async move {
-                        answer(create.api_create(im_body(b)?).await)
+                        answer(
+                            store::stats::counted(
+                                "api.conversations",
+                                create.api_create(im_body(b)?),
+                            )
+                            .await,
+                        )
                     },
                 ),
             )
@@ -92,7 +98,13 @@ impl Service for ImService {
                           id: Result<Path<i64>, PathRejection>,
                           b: Result<Bytes, BytesRejection>| async move {
                         let id = conversation_id(id)?;
-                        answer(members.api_members(id, im_body(b)?).await)
+                        answer(
+                            store::stats::counted(
+                                "api.members",
+                                members.api_members(id, im_body(b)?),
+                            )
+                            .await,
+                        )
                     },
                 ),
             )
@@ -100,7 +112,13 @@ impl Service for ImService {
                 "/api/im/messages",
                 post(
                     move |_: ApiKey, b: Result<Bytes, BytesRejection>| async move {
-                        answer(post_message.api_post(im_body(b)?).await)
+                        answer(
+                            store::stats::counted(
+                                "api.messages.post",
+                                post_message.api_post(im_body(b)?),
+                            )
+                            .await,
+                        )
                     },
                 ),
             )
@@ -113,7 +131,13 @@ impl Service for ImService {
                           q: Result<Query<Page>, QueryRejection>| async move {
                         let id = conversation_id(id)?;
                         let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-                        answer(messages.api_messages(id, q.before, q.after, q.limit).await)
+                        answer(
+                            store::stats::counted(
+                                "api.messages.get",
+                                messages.api_messages(id, q.before, q.after, q.limit),
+                            )
+                            .await,
+                        )
                     },
                 ),
             )

@@ -405,6 +405,31 @@ pub fn render(state: &AppState, tls: Option<&crate::tls::Tls>) -> String {
     ] {
         out.one(name, "counter", help, load(counter));
     }
+    // Per operation: a client event of the IM service (`send`, `history`, ...), its
+    // `connect`, the `watermarks` written behind, an API call.
+    let by_op = st.by_operation();
+    for (name, help, pick) in [
+        (
+            "herald_store_operation_requests_total",
+            "Requests of each IM operation (client events, connects).",
+            (|c: &store::stats::OpCounts| c.requests) as fn(&store::stats::OpCounts) -> u64,
+        ),
+        (
+            "herald_store_operation_reads_total",
+            "Read queries of the message store, by the operation that made them.",
+            |c| c.reads,
+        ),
+        (
+            "herald_store_operation_writes_total",
+            "Rows the message store wrote, by the operation that wrote them.",
+            |c| c.writes,
+        ),
+    ] {
+        out.family(name, "counter", help);
+        for (op, counts) in &by_op {
+            out.sample(name, &[("op", op)], pick(counts));
+        }
+    }
     out.one(
         "herald_uptime_seconds",
         "gauge",

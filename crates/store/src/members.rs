@@ -179,8 +179,8 @@ pub(crate) fn change(
         "UPDATE conversations SET member_count = member_count + ?2 WHERE id = ?1",
         params![id, delta],
     )?;
-    StoreStats::add(&stats.writes, writes);
-    StoreStats::add(&stats.reads, 1);
+    stats.wrote(writes);
+    stats.read(1);
     changed.conversation = fetch_conversation(conn, id)?;
     Ok(changed)
 }

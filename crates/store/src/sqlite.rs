@@ -137,13 +137,14 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Unavailable("the store is closed".to_owned()))?;
         let inner = self.inner.clone();
+        let op = crate::stats::operation();
         let result = tokio::task::spawn_blocking(move || {
             // A permit guarantees a connection is there.
             let conn = inner.readers.lock().pop();
             let Some(conn) = conn else {
                 return Err(StoreError::Unavailable("no read connection".to_owned()));
             };
-            StoreStats::add(&inner.stats.reads, 1);
+            inner.stats.read_by(op, 1);
             let result = f(&conn).map_err(StoreError::from);
             inner.readers.lock().push(conn);
             result
@@ -202,7 +203,7 @@ impl SqliteStore {
             for user in &users {
                 insert_member(conn, id, user, Role::Member, 0)?;
             }
-            StoreStats::add(&stats.writes, 3);
+            stats.wrote(3);
             Ok((fetch_conversation(conn, id)?, true))
         })
     }
@@ -241,7 +242,7 @@ impl SqliteStore {
                 "UPDATE conversations SET member_count = ?2 WHERE id = ?1",
                 params![id, count],
             )?;
-            StoreStats::add(&stats.writes, count + 2);
+            stats.wrote(count + 2);
             fetch_conversation(conn, id)
         })
     }
@@ -330,7 +331,7 @@ impl SqliteStore {
             for m in &marks {
                 stmt.execute(params![m.conversation, m.user, m.read, m.delivered])?;
             }
-            StoreStats::add(&stats.writes, marks.len() as u64);
+            stats.wrote(marks.len() as u64);
             Ok(())
         })
     }
@@ -631,7 +632,7 @@ fn append(conn: &Connection, m: &NewMessage, stats: &StoreStats) -> Result<Store
         })();
     if let Ok(Some(stored)) = attempt {
         conn.execute_batch("RELEASE append")?;
-        StoreStats::add(&stats.writes, 2);
+        stats.wrote(2);
         return Ok(stored);
     }
     conn.execute_batch("ROLLBACK TO append; RELEASE append")?;
@@ -643,7 +644,7 @@ fn append(conn: &Connection, m: &NewMessage, stats: &StoreStats) -> Result<Store
 
 /// The message a (sender, cid) names, for a retried send.
 fn existing(conn: &Connection, m: &NewMessage, stats: &StoreStats) -> Result<Stored, StoreError> {
-    StoreStats::add(&stats.reads, 1);
+    stats.read(1);
     let found: Option<(ConversationId, Stored)> = conn
         .prepare_cached(
             "SELECT conversation_id, id, seq, ts_ms FROM messages \

@@ -61,8 +61,9 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let op = crate::stats::operation();
         let job: Job = Box::new(move |conn| {
-            let result = f(conn);
+            let result = crate::stats::in_job(op, || f(conn));
             let keep = result.is_ok();
             let done: Done = Box::new(move |committed: Result<(), StoreError>| {
                 let _ = tx.send(committed.and(result));

@@ -44,7 +44,8 @@ pub(crate) fn connected(inner: &Arc<Inner>, socket: &SocketRef) {
     socket.join(crate::user_room(&user));
     let inner = inner.clone();
     let socket = socket.clone();
-    tokio::spawn(async move {
+    inner.store.stats().request("connect");
+    tokio::spawn(store::stats::counted("connect", async move {
         match inner.store.conversations_of(&user).await {
             Ok(list) => {
                 for (conversation, _) in list {
@@ -64,7 +65,7 @@ pub(crate) fn connected(inner: &Arc<Inner>, socket: &SocketRef) {
             // Its conversations' pushes are missed until it reconnects; `sync` catches up.
             Err(e) => tracing::warn!(error = %e, %user, "im: conversations not joined"),
         }
-    });
+    }));
 }
 
 /// Conversation `id`, loaded if need be, if `user` is a member of it: `not_found`
@@ -92,10 +93,12 @@ pub(crate) fn spawn_answer<F>(ev: Event, f: F)
 where
     F: std::future::Future<Output = Result<serde_json::Value, ImError>> + Send + 'static,
 {
-    tokio::spawn(async move {
+    // The task counts its store calls as the event that spawned it.
+    let op = store::stats::operation();
+    tokio::spawn(store::stats::counted(op, async move {
         let outcome = f.await;
         crate::answer(&ev, outcome);
-    });
+    }));
 }
 
 /// Checks a user id given by a client: 1 to 256 bytes, no control characters.
