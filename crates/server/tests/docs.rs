@@ -94,10 +94,15 @@ fn example_lists_every_key_and_loads() {
 #[tokio::test]
 async fn operations_lists_every_metric() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let empty: Vec<(String, String)> = Vec::new();
+    // The IM store in the temporary directory, not in the source tree.
+    let store = std::env::temp_dir().join(format!("herald-docs-{}", std::process::id()));
+    let env = vec![(
+        "HERALD_IM__STORE".to_owned(),
+        format!("sqlite://{}", store.join("herald.db").display()),
+    )];
     let loaded = config::load(
         None,
-        empty,
+        env,
         &Flags {
             port: Some(0),
             ..Flags::default()
@@ -128,4 +133,5 @@ async fn operations_lists_every_metric() {
         );
     }
     app.stop().await;
+    let _ = std::fs::remove_dir_all(&store);
 }
