@@ -1,0 +1,209 @@
+"""The IM service (namespace /im, IM.md) with PyPI python-socketio 5.x, JSON and msgpack:
+refusal without a token, conversations, sends acked after their commit and pushed with an
+ack, history, read watermarks, sync, groups, bad requests, binary bodies."""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import socketio
+
+from conftest import binary
+
+SECRET = "py-im-secret-py-im-secret-py-im-secret"
+
+
+def token(sub):
+    def b64(raw):
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": sub, "exp": int(time.time()) + 600}).encode())
+    sig = hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+class Herald:
+    """A `herald` on a free port with its own store; its log drained on a thread."""
+
+    def __init__(self, parser):
+        self.dir = tempfile.TemporaryDirectory(prefix="herald-py-im-")
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        env = {
+            **clean,
+            "HERALD_AUTH__JWT_SECRET": SECRET,
+            "HERALD_SOCKETIO__PARSER": parser,
+            "HERALD_IM__RECEIPT_WINDOW_MS": "100",
+            "HERALD_IM__STORE": f"sqlite://{Path(self.dir.name) / 'herald.db'}",
+        }
+        self.proc = subprocess.Popen(
+            [str(binary("herald")), "--port", "0"], env=env, stderr=subprocess.PIPE, text=True
+        )
+        self.port = None
+        for _ in range(50):
+            m = re.search(r"listening on http://[^ ]*:(\d+)", self.proc.stderr.readline())
+            if m:
+                self.port = int(m.group(1))
+                break
+        if self.port is None:
+            self.stop()
+            pytest.fail("herald did not start")
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=5)
+        self.dir.cleanup()
+
+
+@pytest.fixture(scope="module", params=["default", "msgpack"])
+def herald(request):
+    server = Herald(request.param)
+    yield server, request.param
+    assert server.proc.poll() is None, "herald died during the tests"
+    server.stop()
+
+
+class Im:
+    """A connected /im client of `user`, collecting its pushes by event."""
+
+    def __init__(self, herald, user, device=None):
+        server, parser = herald
+        self.client = socketio.Client(
+            serializer="msgpack" if parser == "msgpack" else "default", reconnection=False
+        )
+        self.pushes = {}
+        self.cond = threading.Condition()
+
+        def keep(event):
+            def on(data):
+                with self.cond:
+                    self.pushes.setdefault(event, []).append(data)
+                    self.cond.notify_all()
+                # Acking `message` confirms delivery to this device.
+                return "ok" if event == "message" else None
+
+            return on
+
+        for event in ["message", "conversation", "receipt", "read"]:
+            self.client.on(event, keep(event), namespace="/im")
+        self.client.connect(
+            f"http://127.0.0.1:{server.port}",
+            namespaces=["/im"],
+            auth={"token": token(user), "device": device or f"{user}-py"},
+            transports=["websocket"],
+            wait_timeout=5,
+        )
+        time.sleep(0.05)  # the service joins the socket's conversation rooms
+
+    def ask(self, event, args):
+        return self.client.call(event, args, namespace="/im", timeout=5)
+
+    def wait(self, event, n, timeout=5):
+        with self.cond:
+            ok = self.cond.wait_for(lambda: len(self.pushes.get(event, [])) >= n, timeout)
+            assert ok, f"{len(self.pushes.get(event, []))} of {n} {event!r}"
+            return list(self.pushes[event])
+
+    def close(self):
+        self.client.disconnect()
+
+
+def test_refused_without_a_token(herald):
+    server, parser = herald
+    client = socketio.Client(serializer="msgpack" if parser == "msgpack" else "default", reconnection=False)
+    refusal = []
+    client.on("connect_error", refusal.append, namespace="/im")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client.connect(
+            f"http://127.0.0.1:{server.port}", namespaces=["/im"], transports=["websocket"], wait_timeout=5
+        )
+    assert refusal and refusal[0]["data"]["code"] == "token_missing", refusal
+
+
+def test_direct_send_history_read_sync(herald):
+    tag = herald[1]
+    a, b = Im(herald, f"pa-{tag}"), Im(herald, f"pb-{tag}")
+    try:
+        made = a.ask("conversation.create", {"type": "direct", "with": f"pb-{tag}"})
+        assert made["ok"], made
+        cid = made["conversation"]["id"]
+        assert b.wait("conversation", 1)[0]["change"] == "added"
+        acks = [a.ask("send", {"conversation": cid, "cid": f"py-{i}", "body": {"n": i}}) for i in range(5)]
+        assert [x["seq"] for x in acks] == [1, 2, 3, 4, 5], acks
+        pushed = b.wait("message", 5)
+        assert [m["seq"] for m in pushed] == [1, 2, 3, 4, 5]
+        assert pushed[2]["body"] == {"n": 2} and pushed[2]["from"] == f"pa-{tag}"
+        # A retry answers the first place and stores nothing.
+        again = a.ask("send", {"conversation": cid, "cid": "py-2", "body": "other"})
+        assert (again["id"], again["seq"]) == (acks[2]["id"], 3)
+        # b's device acked every message: a hears of the delivery, then of the read.
+        page = b.ask("history", {"conversation": cid, "limit": 2})
+        assert [m["seq"] for m in page["messages"]] == [4, 5] and page["more"] is True
+        read = b.ask("read", {"conversation": cid, "seq": 5})
+        assert (read["read_seq"], read["unread"]) == (5, 0), read
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            got = a.pushes.get("receipt", [])
+            if got and got[-1]["read_seq"] == 5:
+                break
+            time.sleep(0.05)
+        assert a.pushes["receipt"][-1] == {
+            "conversation": cid,
+            "user": f"pb-{tag}",
+            "delivered_seq": 5,
+            "read_seq": 5,
+        }
+        synced = b.ask("sync", {"since": {str(cid): 3}})
+        assert [c["id"] for c in synced["conversations"]] == [cid]
+        assert [m["seq"] for m in synced["messages"]] == [4, 5] and synced["more"] is False
+        # Binary, as the whole body.
+        sent = a.ask("send", {"conversation": cid, "cid": "py-bin", "body": b"\x00\x01\xff"})
+        assert sent["ok"], sent
+        assert b.wait("message", 6)[-1]["body"] == b"\x00\x01\xff"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_groups_and_bad_requests(herald):
+    tag = herald[1]
+    o, m = Im(herald, f"go-{tag}"), Im(herald, f"gm-{tag}")
+    try:
+        g = o.ask("conversation.create", {"type": "group", "title": "py", "members": []})["conversation"]
+        added = o.ask("conversation.members", {"conversation": g["id"], "add": [f"gm-{tag}"]})
+        assert added["conversation"]["members"] == sorted([f"go-{tag}", f"gm-{tag}"]), added
+        assert m.wait("conversation", 1)[-1]["change"] == "added"
+        refused = m.ask("conversation.members", {"conversation": g["id"], "add": ["someone"]})
+        assert refused["error"]["code"] == "forbidden", refused
+        for event, args, code in [
+            ("send", {"conversation": g["id"], "cid": "x"}, "bad_request"),
+            ("send", {"conversation": g["id"], "cid": "", "body": 1}, "bad_request"),
+            ("send", {"conversation": 987654, "cid": "x", "body": 1}, "not_found"),
+            ("send", {"conversation": g["id"], "cid": "big", "body": "x" * 70000}, "too_large"),
+            ("history", {"conversation": g["id"], "limit": 0}, "bad_request"),
+            ("read", {"conversation": "g", "seq": 1}, "bad_request"),
+            ("conversation.create", {"type": "circle"}, "bad_request"),
+            ("conversation.members", {"conversation": g["id"], "remove": [f"go-{tag}"]}, "conflict"),
+        ]:
+            r = o.ask(event, args)
+            assert r["ok"] is False and r["error"]["code"] == code, (event, args, r)
+        assert o.client.connected
+        assert o.ask("history", {"conversation": g["id"]})["messages"] == [], "nothing was stored"
+        left = m.ask("conversation.leave", {"conversation": g["id"]})
+        assert left == {"ok": True}
+        gone = m.ask("history", {"conversation": g["id"]})
+        assert gone["error"]["code"] == "not_found"
+    finally:
+        o.close()
+        m.close()
