@@ -16,7 +16,9 @@
 //!
 //! - [`model`]: the stored types: [`Conversation`], [`Member`], [`Message`], [`NewMessage`].
 //! - [`error`]: [`StoreError`], and who is at fault.
+//! - [`Store`]: the store of either backend, as the IM service holds it.
 //! - [`sqlite`]: [`SqliteStore`]: open, the writer's jobs, the reads.
+//! - [`postgres`]: [`PgStore`]: the same on PostgreSQL, connecting in the background.
 //! - [`members`]: [`MemberChange`]: who may change a group's members, and how.
 //! - `writer`: the group-commit loop.
 //! - `migrate`: the schema versions.
@@ -26,8 +28,10 @@ pub mod error;
 pub mod members;
 mod migrate;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 pub mod stats;
+mod store;
 mod writer;
 
 use std::time::Duration;
@@ -37,13 +41,16 @@ pub use members::{MemberChange, MembersChanged};
 pub use model::{
     Body, Conversation, ConversationId, Kind, Member, Message, NewMessage, Role, Stored,
 };
+pub use postgres::PgStore;
 pub use sqlite::{Durability, SqliteStore, Watermark};
 pub use stats::StoreStats;
+pub use store::{check_url, redacted_url, Store, StoreFuture};
 
 /// How a store is opened.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the data lives: `sqlite://path/to/file.db` (the directory is created).
+    /// Where the data lives: `sqlite://path/to/file.db` (the directory is created) or
+    /// `postgres://user@host:port/database`.
     pub url: String,
     /// Jobs one transaction takes at most. Defaults to 512.
     pub batch_max: usize,

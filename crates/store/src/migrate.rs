@@ -1,5 +1,5 @@
-//! The schema's versions, applied in order at open; the version reached is the database's
-//! `PRAGMA user_version`.
+//! The schema's versions, applied in order at open: for SQLite, the version reached is
+//! the database's `PRAGMA user_version`; for PostgreSQL, the rows of `schema_migrations`.
 
 use rusqlite::Connection;
 
@@ -8,8 +8,65 @@ use crate::StoreError;
 /// Every version's SQL, in order: version `i + 1` is `SQLITE[i]`.
 const SQLITE: &[&str] = &[include_str!("../migrations/sqlite/0001_conversations.sql")];
 
+/// Every version's SQL for PostgreSQL, in order, as for SQLite.
+const POSTGRES: &[&str] = &[include_str!(
+    "../migrations/postgres/0001_conversations.sql"
+)];
+
 /// The version this build writes.
 pub(crate) const VERSION: u32 = SQLITE.len() as u32;
+
+const _: () = assert!(
+    POSTGRES.len() == SQLITE.len(),
+    "both backends at one version"
+);
+
+/// Brings a PostgreSQL database to [`VERSION`], each version in a transaction of its own,
+/// under an advisory lock (nodes starting at once migrate one after the other).
+///
+/// # Errors
+///
+/// A database newer than this build ([`StoreError::Conflict`]), or the failing statement.
+pub(crate) async fn postgres(client: &mut tokio_postgres::Client) -> Result<u32, StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations \
+             (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+        )
+        .await?;
+    let tx = client.transaction().await?;
+    // Any constant, the same for every Herald: "herald" in ASCII.
+    tx.batch_execute("SELECT pg_advisory_xact_lock(104101114097108100)")
+        .await?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    let current = current as u32;
+    if current > VERSION {
+        return Err(StoreError::Conflict(format!(
+            "the database is at schema version {current}, newer than this Herald's {VERSION}"
+        )));
+    }
+    for (i, sql) in POSTGRES.iter().enumerate().skip(current as usize) {
+        let version = i as i32 + 1;
+        tx.batch_execute(sql).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)",
+            &[&version, &now],
+        )
+        .await?;
+        tracing::info!(version, "store: PostgreSQL schema migrated");
+    }
+    tx.commit().await?;
+    Ok(current)
+}
 
 /// Brings the database to [`VERSION`], each version in a transaction of its own.
 ///

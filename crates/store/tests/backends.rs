@@ -1,0 +1,282 @@
+//! The same checks on both backends, through [`Store`]: conversations and member
+//! changes, contiguous sequence numbers under concurrent appends, idempotent cids,
+//! history pages, watermarks, a gate refusing. PostgreSQL: the server on this machine
+//! (`HERALD_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/postgres`), in a
+//! database of the test's own, dropped after; without a server the test fails under CI
+//! (`CI=true`) and says it did not run otherwise.
+
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use store::{
+    Body, Config, Kind, MemberChange, NewMessage, Role, Store, StoreError, StoreStats, Watermark,
+};
+
+fn message(conversation: i64, sender: &str, cid: &str) -> NewMessage {
+    NewMessage {
+        conversation,
+        sender: Some(sender.to_owned()),
+        cid: Some(cid.to_owned()),
+        body: Body::Json(format!("{{\"cid\":\"{cid}\"}}")),
+        ts_ms: 1,
+    }
+}
+
+async fn ready(s: &Store) {
+    for _ in 0..100 {
+        if s.is_ready() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the {} store did not become ready", s.backend());
+}
+
+/// Everything both backends must agree on.
+async fn battery(s: &Store) {
+    ready(s).await;
+    // Direct: unique per pair.
+    let (ab, created) = s.create_direct("ann", "bob", 5).await.unwrap();
+    assert!(created);
+    assert_eq!((ab.kind, ab.member_count), (Kind::Direct, 2));
+    let (again, created) = s.create_direct("bob", "ann", 6).await.unwrap();
+    assert_eq!((again.id, created), (ab.id, false));
+    assert!(matches!(
+        s.create_direct("ann", "ann", 1).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Groups: rights, limits, handover.
+    let g = s
+        .create_group(
+            Some("ann"),
+            Some("team".into()),
+            vec!["bob".into(), "ann".into()],
+            7,
+        )
+        .await
+        .unwrap();
+    assert_eq!((g.member_count, g.owner.as_deref()), (2, Some("ann")));
+    let by = |user: &str| MemberChange {
+        by: Some(user.to_owned()),
+        max_members: 5,
+        ..MemberChange::default()
+    };
+    let refusals = [
+        (
+            MemberChange {
+                add: vec!["cy".into()],
+                ..by("bob")
+            },
+            "forbidden",
+        ),
+        (
+            MemberChange {
+                add: vec!["cy".into()],
+                ..by("zed")
+            },
+            "not found",
+        ),
+        (
+            MemberChange {
+                remove: vec!["ann".into()],
+                ..by("ann")
+            },
+            "conflict",
+        ),
+        (
+            MemberChange {
+                add: (0..5).map(|i| format!("u{i}")).collect(),
+                ..by("ann")
+            },
+            "limit",
+        ),
+    ];
+    for (change, want) in refusals {
+        let got = match s.change_members(g.id, change.clone(), |_| {}).await {
+            Err(StoreError::Forbidden(_)) => "forbidden",
+            Err(StoreError::NotFound) => "not found",
+            Err(StoreError::Conflict(_)) => "conflict",
+            Err(StoreError::Limit(_)) => "limit",
+            other => panic!("{change:?}: {other:?}"),
+        };
+        assert_eq!(got, want, "{change:?}");
+    }
+    // A refused change wrote nothing.
+    let members: Vec<String> = s
+        .members(g.id, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.user)
+        .collect();
+    assert_eq!(members, ["ann", "bob"]);
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = seen.clone();
+    let changed = s
+        .change_members(
+            g.id,
+            MemberChange {
+                add: vec!["cy".into(), "bob".into()],
+                promote: vec!["bob".into()],
+                ..by("ann")
+            },
+            move |c| counted.store(c.added.len(), Ordering::SeqCst),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "applied saw the change");
+    assert_eq!(changed.roles, [("bob".to_owned(), Role::Admin)]);
+    assert_eq!(changed.conversation.member_count, 3);
+    let left = s
+        .change_members(
+            g.id,
+            MemberChange {
+                leave: true,
+                ..by("ann")
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.roles, [("bob".to_owned(), Role::Owner)]);
+    assert_eq!(left.conversation.owner.as_deref(), Some("bob"));
+    let page = s.members(g.id, Some("bob".into()), 1).await.unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.user.as_str()).collect::<Vec<_>>(),
+        ["cy"]
+    );
+
+    // Appends: contiguous under concurrency, idempotent on (sender, cid).
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let s = s.clone();
+        let sender = if i % 2 == 0 { "ann" } else { "bob" };
+        tasks.push(tokio::spawn(async move {
+            s.append(message(ab.id, sender, &format!("c{i}"))).await
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        let stored = t.await.unwrap().unwrap();
+        assert!(!stored.duplicate);
+        seqs.push(stored.seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+    let first = s.messages(ab.id, Some(0), None, 1).await.unwrap().remove(0);
+    let (sender, cid) = (first.sender.clone().unwrap(), first.cid.clone().unwrap());
+    let retry = s.append(message(ab.id, &sender, &cid)).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!((retry.id, retry.seq), (first.id, 1));
+    let elsewhere = s.append(message(g.id, &sender, &cid)).await;
+    assert_eq!(
+        elsewhere,
+        Err(StoreError::CidTaken {
+            conversation: ab.id
+        })
+    );
+    assert_eq!(
+        s.append(message(999_999, "ann", "nowhere")).await,
+        Err(StoreError::NotFound)
+    );
+    // A gate that refuses stores nothing.
+    let gated = s
+        .append_if(message(ab.id, "ann", "gated"), || Err(StoreError::NotFound))
+        .await;
+    assert_eq!(gated, Err(StoreError::NotFound));
+    let bin = s
+        .append(NewMessage {
+            body: Body::Binary(vec![0, 255]),
+            ..message(ab.id, "ann", "bin")
+        })
+        .await
+        .unwrap();
+    assert_eq!(bin.seq, 201, "no refusal took a seq");
+
+    // History: the newest page, a range.
+    let last = s.messages(ab.id, None, None, 3).await.unwrap();
+    assert_eq!(
+        last.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [199, 200, 201]
+    );
+    assert_eq!(last[2].body, Body::Binary(vec![0, 255]));
+    let mid = s.messages(ab.id, Some(10), Some(14), 10).await.unwrap();
+    assert_eq!(mid.iter().map(|m| m.seq).collect::<Vec<_>>(), [11, 12, 13]);
+    assert_eq!(s.conversation(ab.id).await.unwrap().unwrap().last_seq, 201);
+
+    // Watermarks only move forward.
+    let mark = |read, delivered| Watermark {
+        conversation: ab.id,
+        user: "bob".into(),
+        read,
+        delivered,
+    };
+    s.watermarks(vec![mark(Some(50), Some(60))]).await.unwrap();
+    s.watermarks(vec![mark(Some(10), None)]).await.unwrap();
+    let bob = s.member(ab.id, "bob").await.unwrap().unwrap();
+    assert_eq!((bob.read_seq, bob.delivered_seq), (50, 60));
+    let of_cy: Vec<i64> = s
+        .conversations_of("cy")
+        .await
+        .unwrap()
+        .iter()
+        .map(|(c, _)| c.id)
+        .collect();
+    assert_eq!(of_cy, [g.id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_backend() {
+    let dir = std::env::temp_dir().join(format!("herald-backends-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = Config {
+        url: format!("sqlite://{}", dir.join("herald.db").display()),
+        ..Config::default()
+    };
+    let s = Store::open(&config, Arc::new(StoreStats::default())).unwrap();
+    battery(&s).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backend() {
+    let admin = std::env::var("HERALD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let (client, connection) = match tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("PostgreSQL is needed at {admin} (scripts/test starts it): {e}")
+        }
+        Err(e) => {
+            eprintln!("NOT RUN: no PostgreSQL at {admin} ({e}); under CI this fails");
+            return;
+        }
+    };
+    tokio::spawn(connection);
+    let db = format!("herald_store_test_{}", std::process::id());
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let config = Config {
+        url: format!("{base}/{db}"),
+        ..Config::default()
+    };
+    let s = Store::open(&config, Arc::new(StoreStats::default())).unwrap();
+    assert_eq!(s.backend(), "postgres");
+    battery(&s).await;
+    drop(s);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
