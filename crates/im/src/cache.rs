@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
-use store::{ConversationId, Kind, MembersChanged, Message, Role, SqliteStore, StoreError};
+use store::{ConversationId, Kind, MembersChanged, Message, Role, Store, StoreError};
 
 /// A member, as cached.
 #[derive(Debug)]
@@ -226,7 +226,7 @@ impl Cache {
     /// [`StoreError::NotFound`] when it does not exist; `Unavailable`.
     pub(crate) async fn get(
         &self,
-        store: &SqliteStore,
+        store: &Store,
         id: ConversationId,
     ) -> Result<Arc<Conv>, StoreError> {
         if let Some(c) = self.convs.get(&id) {

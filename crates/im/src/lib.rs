@@ -29,7 +29,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::json;
 use socketio::{Builder, ConnectError, ConnectRequest, Event, Namespace, SocketRef};
-use store::{ConversationId, SqliteStore, StoreStats};
+use store::{ConversationId, Store, StoreStats};
 
 pub use config::Config;
 pub use error::ImError;
@@ -55,7 +55,7 @@ pub struct Im {
 
 pub(crate) struct Inner {
     pub(crate) config: Config,
-    pub(crate) store: SqliteStore,
+    pub(crate) store: Store,
     pub(crate) cache: cache::Cache,
     /// Recent messages' conversation and sequence number, by message id: what a
     /// device's delivery ack names.
@@ -80,7 +80,7 @@ impl Im {
     ///
     /// The store's, when it cannot be opened.
     pub fn open(config: Config, stats: Arc<StoreStats>) -> Result<Im, ImError> {
-        let store = SqliteStore::open(&config.store, stats)?;
+        let store = Store::open(&config.store, stats)?;
         Ok(Im {
             inner: Arc::new(Inner {
                 recent: moka::sync::Cache::builder()
@@ -99,6 +99,11 @@ impl Im {
     /// The store's counters.
     pub fn store_stats(&self) -> &Arc<StoreStats> {
         self.inner.store.stats()
+    }
+
+    /// The message store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     /// Adds namespace `/im`: `authenticate` decides who each client is (anonymous

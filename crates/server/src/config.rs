@@ -848,8 +848,9 @@ pub enum DurabilityName {
 pub struct ImSection {
     /// Whether `/im` is served. Defaults to true.
     pub enabled: bool,
-    /// Where messages are stored: `sqlite://path` (created on first start). Defaults to
-    /// `sqlite://herald-data/herald.db`.
+    /// Where messages are stored: `sqlite://path` (created on first start) or
+    /// `postgres://user@host:port/database` (the database must exist; the schema is
+    /// created). Defaults to `sqlite://herald-data/herald.db`.
     pub store: String,
     /// `full` (a commit is synced to the disk before it is acknowledged) or `normal`
     /// (it survives the process, not a power cut). Defaults to `full`.
@@ -897,13 +898,10 @@ impl Default for ImSection {
 impl ImSection {
     /// The IM service's configuration; `None` when it is off.
     fn check(&self, c: &mut Checker) -> Option<im::Config> {
-        if !self.store.starts_with("sqlite:") {
+        if let Err(why) = store::check_url(&self.store) {
             c.fail(
                 "im.store",
-                format!(
-                    "{:?} is not a store URL this build serves (sqlite://path)",
-                    self.store
-                ),
+                format!("{:?}: {why}", store::redacted_url(&self.store)),
             );
         }
         c.positive("im.max_body_bytes", self.max_body_bytes);
@@ -1162,6 +1160,7 @@ impl Loaded {
                 *secret = "<redacted>".to_owned();
             }
         }
+        raw.im.store = store::redacted_url(&raw.im.store);
         let table = match toml::Table::try_from(&raw) {
             Ok(t) => t,
             Err(e) => return format!("# cannot render the configuration: {e}\n"),

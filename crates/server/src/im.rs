@@ -37,7 +37,13 @@ impl ImService {
                 return Ok(None);
             };
             let store_stats = ctx.shared.store_stats.clone();
+            let url = store::redacted_url(&config.store.url);
             let im = im::Im::open(config, store_stats).map_err(|e| format!("im store: {e}"))?;
+            tracing::info!(
+                backend = im.store().backend(),
+                store = %url,
+                "im: serving /im, messages stored in {url}"
+            );
             Ok(Some(Arc::new(ImService {
                 im,
                 ctx: ctx.clone(),
