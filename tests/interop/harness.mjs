@@ -1,5 +1,7 @@
 // Starts the project's binaries for the interop tests and stops them by PID.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import { createHmac, sign as cryptoSign } from "node:crypto";
 import { createInterface } from "node:readline";
@@ -120,6 +122,86 @@ let stores = 0;
 export function tempStore() {
   stores += 1;
   return path.join(os.tmpdir(), `herald-test-${process.pid}-${stores}-${Date.now()}`, "herald.db");
+}
+
+/**
+ * The PostgreSQL server the tests use (HERALD_TEST_POSTGRES, default the one on this
+ * machine): `scripts/test` starts it when it is not running.
+ */
+export const POSTGRES = process.env.HERALD_TEST_POSTGRES ?? "postgres://postgres@127.0.0.1:5432/postgres";
+
+let databases = 0;
+/** Creates a database of the test's own on POSTGRES (with `psql`); returns its URL. */
+export function tempDatabase() {
+  databases += 1;
+  const name = `herald_interop_${process.pid}_${databases}`;
+  execFileSync("psql", [POSTGRES, "-q", "-v", "ON_ERROR_STOP=1", "-c", `CREATE DATABASE ${name}`], { stdio: "pipe" });
+  return { url: `${POSTGRES.replace(/\/[^/]*$/, "")}/${name}`, name };
+}
+
+/** Drops a database made by tempDatabase. */
+export function dropDatabase({ name }) {
+  execFileSync("psql", [POSTGRES, "-q", "-c", `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`], { stdio: "pipe" });
+}
+
+/** A free TCP port on 127.0.0.1. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A PostgreSQL server of the test's own (initdb in a temporary directory, on a free
+ * port), so that a test may stop and start it: resolves with { url, stop(), start(),
+ * remove() }. Runs the server as user `postgres` when the tests run as root.
+ */
+export async function privatePostgres() {
+  const versions = fs.readdirSync("/usr/lib/postgresql").sort((a, b) => Number(b) - Number(a));
+  if (!versions.length) throw new Error("no PostgreSQL under /usr/lib/postgresql (apt-get install postgresql)");
+  const bin = `/usr/lib/postgresql/${versions[0]}/bin`;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "herald-pg-"));
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    const uid = Number(execFileSync("id", ["-u", "postgres"]).toString().trim());
+    const gid = Number(execFileSync("id", ["-g", "postgres"]).toString().trim());
+    fs.chownSync(dir, uid, gid);
+  }
+  const run = (cmd, args) =>
+    execFileSync(asRoot ? "runuser" : cmd, asRoot ? ["-u", "postgres", "--", cmd, ...args] : args, { stdio: "pipe" });
+  run(`${bin}/initdb`, ["-D", `${dir}/data`, "-A", "trust", "-U", "postgres", "--no-sync"]);
+  const port = await freePort();
+  const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
+  const start = () => run(`${bin}/pg_ctl`, ["-D", `${dir}/data`, "-o", options, "-l", `${dir}/log`, "-w", "start"]);
+  const stop = () => run(`${bin}/pg_ctl`, ["-D", `${dir}/data`, "-m", "fast", "-w", "stop"]);
+  start();
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    start,
+    stop,
+    remove: () => {
+      try {
+        stop();
+      } catch {
+        // Already stopped.
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Resolves once `server` has logged a line matching `pattern` (within 10 s). */
+export async function logged(server, pattern) {
+  for (let i = 0; i < 200; i++) {
+    if (server.logs.some((l) => pattern.test(l))) return;
+    await sleep(50);
+  }
+  throw new Error(`no log line matching ${pattern}:\n${server.logs.join("\n")}`);
 }
 
 /** Runs the `herald` binary to completion; resolves with { code, stdout, stderr }. */
