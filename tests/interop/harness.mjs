@@ -79,8 +79,10 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  */
 export function startHerald(env = {}, args = []) {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("HERALD_")));
-  // Each server its own message store, unless the test names one.
-  const store = { HERALD_IM__STORE: `sqlite://${tempStore()}` };
+  // Each server its own message store, unless the test names one: a SQLite file, or
+  // with IM_TEST_STORE=postgres a database of its own on POSTGRES (dropped at stop).
+  const database = process.env.IM_TEST_STORE === "postgres" && !env.HERALD_IM__STORE ? tempDatabase() : null;
+  const store = { HERALD_IM__STORE: database ? database.url : `sqlite://${tempStore()}` };
   const child = spawn(path.join(binDir, "herald"), ["--port", "0", ...args], {
     env: { ...clean, ...store, ...env },
     stdio: ["ignore", "inherit", "pipe"],
@@ -97,7 +99,7 @@ export function startHerald(env = {}, args = []) {
       if (m) {
         clearTimeout(timer);
         const port = Number(m[2]);
-        resolve({
+        const server = {
           port,
           url: `${m[1]}://127.0.0.1:${port}`,
           pid: child.pid,
@@ -106,12 +108,20 @@ export function startHerald(env = {}, args = []) {
           alive: () => child.exitCode === null && child.signalCode === null,
           stop: (signal = "SIGKILL") =>
             new Promise((done) => {
-              if (child.exitCode !== null || child.signalCode !== null) return done(child.exitCode);
+              const dropped = (code) => {
+                if (database) dropDatabase(database);
+                done(code);
+              };
+              if (child.exitCode !== null || child.signalCode !== null) return dropped(child.exitCode);
               child.removeAllListeners("exit");
-              child.once("exit", (code) => done(code));
+              child.once("exit", dropped);
               child.kill(signal);
             }),
-        });
+        };
+        // On PostgreSQL the store connects in the background: the server is ready for
+        // the IM tests once it has.
+        if (!database) return resolve(server);
+        logged(server, /connected to PostgreSQL/).then(() => resolve(server), reject);
       }
     });
   });

@@ -1,4 +1,5 @@
-"""The IM service (namespace /im, IM.md) with PyPI python-socketio 5.x, JSON and msgpack:
+"""The IM service (namespace /im, IM.md) with PyPI python-socketio 5.x, JSON and msgpack,
+on SQLite and on PostgreSQL:
 refusal without a token, conversations, sends acked after their commit and pushed with an
 ack, history, read watermarks, sync, groups, bad requests, binary bodies."""
 
@@ -32,18 +33,34 @@ def token(sub):
     return f"{head}.{body}.{b64(sig)}"
 
 
-class Herald:
-    """A `herald` on a free port with its own store; its log drained on a thread."""
+POSTGRES = os.environ.get("HERALD_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
 
-    def __init__(self, parser):
+
+def psql(sql):
+    subprocess.run(["psql", POSTGRES, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True)
+
+
+class Herald:
+    """A `herald` on a free port with its own store (a SQLite file, or a PostgreSQL
+    database of its own); its log drained on a thread."""
+
+    def __init__(self, parser, backend):
         self.dir = tempfile.TemporaryDirectory(prefix="herald-py-im-")
+        self.database = None
+        if backend == "postgres":
+            self.database = f"herald_py_{os.getpid()}_{parser}"
+            psql(f"DROP DATABASE IF EXISTS {self.database}")
+            psql(f"CREATE DATABASE {self.database}")
+            store = f"{POSTGRES.rsplit('/', 1)[0]}/{self.database}"
+        else:
+            store = f"sqlite://{Path(self.dir.name) / 'herald.db'}"
         clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         env = {
             **clean,
             "HERALD_AUTH__JWT_SECRET": SECRET,
             "HERALD_SOCKETIO__PARSER": parser,
             "HERALD_IM__RECEIPT_WINDOW_MS": "100",
-            "HERALD_IM__STORE": f"sqlite://{Path(self.dir.name) / 'herald.db'}",
+            "HERALD_IM__STORE": store,
         }
         self.proc = subprocess.Popen(
             [str(binary("herald")), "--port", "0"], env=env, stderr=subprocess.PIPE, text=True
@@ -57,19 +74,37 @@ class Herald:
         if self.port is None:
             self.stop()
             pytest.fail("herald did not start")
-        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+        # On PostgreSQL the store connects in the background: wait for it.
+        self.connected = threading.Event()
+
+        def drain():
+            for line in self.proc.stderr:
+                if "connected to PostgreSQL" in line:
+                    self.connected.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if self.database and not self.connected.wait(10):
+            self.stop()
+            pytest.fail("herald did not connect to PostgreSQL")
 
     def stop(self):
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=5)
         self.dir.cleanup()
+        if self.database:
+            psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
 
 
-@pytest.fixture(scope="module", params=["default", "msgpack"])
+@pytest.fixture(
+    scope="module",
+    params=[("default", "sqlite"), ("msgpack", "sqlite"), ("default", "postgres"), ("msgpack", "postgres")],
+    ids=lambda p: "-".join(p),
+)
 def herald(request):
-    server = Herald(request.param)
-    yield server, request.param
+    parser, backend = request.param
+    server = Herald(parser, backend)
+    yield server, parser
     assert server.proc.poll() is None, "herald died during the tests"
     server.stop()
 
