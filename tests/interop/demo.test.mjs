@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { startHerald } from "./harness.mjs";
+import { startHerald, jwt, now } from "./harness.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const clientJs = path.join(here, "node_modules", "socket.io-client", "dist", "socket.io.min.js");
@@ -90,4 +90,64 @@ test("page and client are served", async () => {
   const js = await fetch(`${srv.url}/demo/socket.io.min.js`);
   assert.equal(js.status, 200);
   assert.match(js.headers.get("content-type"), /javascript/);
+});
+
+// The Messages tab: two browser contexts, alice and bob, with tokens. Alice starts a
+// chat with bob and writes; bob's list shows it unread; bob opens it (read) and answers;
+// alice sees her message read and bob's answer; a reload brings the history back.
+test("the Messages tab is a working IM client: conversations, unread counts, history, send, receipts", async () => {
+  const secret = "demo-im-secret-demo-im-secret-1234";
+  const s = await startHerald({ HERALD_DEMO__CLIENT_JS: clientJs, HERALD_AUTH__JWT_SECRET: secret });
+  const contexts = [];
+  try {
+    const openIm = async (user) => {
+      const context = await browser.newContext();
+      contexts.push(context);
+      const page = await context.newPage();
+      const errors = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      const token = jwt({ sub: user, exp: now(600) }, { secret });
+      await page.goto(`${s.url}/?tab=im&token=${token}`);
+      await page.waitForFunction(() => document.querySelector("#im-status").textContent.startsWith("connected as"), null, {
+        timeout: 10_000,
+      });
+      return { page, errors };
+    };
+    const text = (page, selector) => page.$$eval(selector, (els) => els.map((e) => e.textContent));
+    const until = (page, fn, arg) => page.waitForFunction(fn, arg, { timeout: 10_000 });
+    const alice = await openIm("alice");
+    const bob = await openIm("bob");
+
+    await alice.page.fill("#im-with", "bob");
+    await alice.page.click("#im-start");
+    await until(alice.page, () => !document.querySelector("#im-text").disabled);
+    await alice.page.fill("#im-text", "hi bob");
+    await alice.page.click("#im-send");
+    await until(alice.page, () => document.querySelector("#im-messages li.mine .mark")?.textContent === "✓" || document.querySelector("#im-messages li.mine .mark")?.textContent === "✓✓");
+
+    // Bob's list: the conversation with alice, one unread.
+    await until(bob.page, () => document.querySelector("#im-convs li .unread")?.textContent === "1");
+    assert.deepEqual(await text(bob.page, "#im-convs li .title"), ["alice"]);
+    await bob.page.click("#im-convs li");
+    await until(bob.page, () => [...document.querySelectorAll("#im-messages li .text")].some((e) => e.textContent === "hi bob"));
+    await until(bob.page, () => document.querySelector("#im-convs li .unread")?.textContent === "");
+    // Alice's message is read (bob's receipt).
+    await until(alice.page, () => document.querySelector("#im-messages li.mine .mark")?.textContent === "read");
+
+    await bob.page.fill("#im-text", "hello alice");
+    await bob.page.click("#im-send");
+    await until(alice.page, () => [...document.querySelectorAll("#im-messages li .text")].some((e) => e.textContent === "hello alice"));
+
+    // A reload: the conversation and its history come back from the store.
+    await bob.page.reload();
+    await until(bob.page, () => document.querySelector("#im-status").textContent.startsWith("connected as"));
+    await until(bob.page, () => document.querySelectorAll("#im-convs li").length === 1);
+    await bob.page.click("#im-convs li");
+    await until(bob.page, () => document.querySelectorAll("#im-messages li").length === 2);
+    assert.deepEqual(await text(bob.page, "#im-messages li .text"), ["hi bob", "hello alice"]);
+    assert.deepEqual([...alice.errors, ...bob.errors], []);
+  } finally {
+    for (const c of contexts) await c.close();
+    await s.stop();
+  }
 });
