@@ -305,7 +305,8 @@ impl SqliteStore {
         G: FnOnce() -> Result<(), StoreError> + Send + 'static,
     {
         let stats = self.inner.stats.clone();
-        self.inner.writer.submit(move |conn| {
+        // Atomic by itself (see `append`): no savepoint around it.
+        self.inner.writer.submit_atomic(move |conn| {
             gate()?;
             append(conn, &message, &stats)
         })
@@ -591,55 +592,54 @@ pub(crate) fn insert_member(
 
 /// The writer's part of [`SqliteStore::append`]. The common case (a new cid) writes and
 /// reads nothing else: the cid's unique index finds a duplicate, and only then is the
-/// message that has it looked up (the attempt is undone with its savepoint).
+/// message that has it looked up.
 fn append(conn: &Connection, m: &NewMessage, stats: &StoreStats) -> Result<Stored, StoreError> {
-    conn.execute_batch("SAVEPOINT append")?;
-    let attempt =
-        (|| -> Result<Option<Stored>, StoreError> {
-            let seq: Option<u64> = conn
-            .prepare_cached(
-                "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-            )?
-            .query_row([m.conversation], |r| r.get(0))
-            .optional()?;
-            let Some(seq) = seq else {
-                return Err(StoreError::NotFound);
-            };
-            let (body, binary): (&[u8], bool) = match &m.body {
-                Body::Json(s) => (s.as_bytes(), false),
-                Body::Binary(b) => (b, true),
-            };
-            let inserted = conn
-            .prepare_cached(
-                "INSERT INTO messages (conversation_id, seq, sender, cid, body, binary, ts_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![m.conversation, seq, m.sender, m.cid, body, binary, m.ts_ms]);
-            match inserted {
-                Ok(_) => Ok(Some(Stored {
-                    id: conn.last_insert_rowid(),
-                    seq,
-                    ts_ms: m.ts_ms,
-                    duplicate: false,
-                })),
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation && m.cid.is_some() =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(e.into()),
-            }
-        })();
-    if let Ok(Some(stored)) = attempt {
-        conn.execute_batch("RELEASE append")?;
-        stats.wrote(2);
-        return Ok(stored);
+    let (body, binary): (&[u8], bool) = match &m.body {
+        Body::Json(s) => (s.as_bytes(), false),
+        Body::Binary(b) => (b, true),
+    };
+    // The next seq is read in the insert; only once it is in is the head moved. A cid
+    // stored before fails the insert alone (SQLite undoes a failed statement), so no
+    // savepoint is needed: they cost more than the insert (each copies the pages it is
+    // about to change).
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO messages (conversation_id, seq, sender, cid, body, binary, ts_ms) \
+             SELECT ?1, last_seq + 1, ?2, ?3, ?4, ?5, ?6 FROM conversations WHERE id = ?1 \
+             RETURNING id, seq",
+        )?
+        .query_row(
+            params![m.conversation, m.sender, m.cid, body, binary, m.ts_ms],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u64>(1)?)),
+        )
+        .optional();
+    match inserted {
+        Ok(Some((id, seq))) => {
+            conn.prepare_cached("UPDATE conversations SET last_seq = ?2 WHERE id = ?1")?
+                .execute(params![m.conversation, seq])?;
+            stats.wrote(2);
+            Ok(Stored {
+                id,
+                seq,
+                ts_ms: m.ts_ms,
+                duplicate: false,
+            })
+        }
+        Ok(None) => Err(StoreError::NotFound),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation && m.cid.is_some() =>
+        {
+            existing(conn, m, stats)
+        }
+        Err(e) => Err(e.into()),
     }
-    conn.execute_batch("ROLLBACK TO append; RELEASE append")?;
-    match attempt {
-        Ok(_) => existing(conn, m, stats),
-        Err(e) => Err(e),
-    }
+}
+
+/// Runs one statement without parameters, prepared once per connection (the savepoints
+/// of every send and job).
+pub(crate) fn run(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
 
 /// The message a (sender, cid) names, for a retried send.

@@ -1,7 +1,8 @@
 //! The group-commit writer: one thread owns the write connection; the jobs that arrive
 //! while it waits, or within the batch window after the first, share one transaction,
-//! each inside a savepoint of its own (a job that fails undoes only its own writes); every
-//! job is answered once the transaction has committed.
+//! each inside a savepoint of its own unless it undoes its own writes when it fails (a
+//! job that fails undoes only its own writes); every job is answered once the transaction
+//! has committed.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -16,10 +17,18 @@ use crate::{StoreError, StoreStats};
 /// caller.
 pub(crate) type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-/// A write job: runs on the writer's connection, inside the batch's transaction; says
+/// A job's work: runs on the writer's connection, inside the batch's transaction; says
 /// whether its writes are to be kept (a job that failed has them undone) and what to do
 /// once the transaction is over.
-pub(crate) type Job = Box<dyn FnOnce(&Connection) -> (bool, Done) + Send>;
+type Work = Box<dyn FnOnce(&Connection) -> (bool, Done) + Send>;
+
+/// A write job.
+pub(crate) struct Job {
+    /// Whether the job undoes its own writes when it fails (then it runs without a
+    /// savepoint of its own).
+    atomic: bool,
+    run: Work,
+}
 
 /// The handle the store keeps: where jobs go.
 #[derive(Clone)]
@@ -60,9 +69,34 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.queue(false, f)
+    }
+
+    /// As [`Writer::submit`], for a job that writes nothing when it fails (one statement,
+    /// say): it runs without a savepoint.
+    pub(crate) fn submit_atomic<T, F>(
+        &self,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.queue(true, f)
+    }
+
+    fn queue<T, F>(
+        &self,
+        atomic: bool,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let op = crate::stats::operation();
-        let job: Job = Box::new(move |conn| {
+        let run: Work = Box::new(move |conn| {
             let result = crate::stats::in_job(op, || f(conn));
             let keep = result.is_ok();
             let done: Done = Box::new(move |committed: Result<(), StoreError>| {
@@ -70,6 +104,7 @@ impl Writer {
             });
             (keep, done)
         });
+        let job = Job { atomic, run };
         let queued = match self.jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
@@ -129,19 +164,24 @@ fn run(
     }
 }
 
-/// Runs `batch` in one transaction, each job in a savepoint, and answers every job.
+/// Runs `batch` in one transaction, each job but the atomic ones in a savepoint, and
+/// answers every job.
 fn commit(conn: &mut Connection, batch: &mut Vec<Job>, stats: &StoreStats) {
     let jobs = batch.len() as u64;
     let mut done: Vec<Done> = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
         let tx = conn.transaction()?;
         for job in batch.drain(..) {
-            tx.execute_batch("SAVEPOINT job")?;
-            let (keep, finish) = job(&tx);
-            if !keep {
-                tx.execute_batch("ROLLBACK TO job")?;
+            if job.atomic {
+                done.push((job.run)(&tx).1);
+                continue;
             }
-            tx.execute_batch("RELEASE job")?;
+            crate::sqlite::run(&tx, "SAVEPOINT job")?;
+            let (keep, finish) = (job.run)(&tx);
+            if !keep {
+                crate::sqlite::run(&tx, "ROLLBACK TO job")?;
+            }
+            crate::sqlite::run(&tx, "RELEASE job")?;
             done.push(finish);
         }
         tx.commit()
