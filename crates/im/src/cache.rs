@@ -38,6 +38,10 @@ pub(crate) struct Conv {
     /// [`AUTHORS_KEPT`]): whom a watermark's move concerns. parking_lot mutex: held to
     /// note or read.
     pub(crate) authors: Mutex<BTreeMap<u64, Arc<str>>>,
+    /// A direct conversation's members with the last message each wrote since it was
+    /// cached: a receipt tells the other member something only when it covers one of
+    /// theirs. parking_lot mutex: held to note or read.
+    pub(crate) latest_by: Mutex<Vec<(Arc<str>, u64)>>,
     /// Messages committed but not pushed yet, because one before them is still on its
     /// way: pushes go out in sequence order. parking_lot mutex: held to queue or take.
     pub(crate) pushes: Mutex<Pushes>,
@@ -67,6 +71,11 @@ impl Conv {
     /// receipts go to the other member).
     pub(crate) fn note_author(&self, seq: u64, author: &str) {
         if self.kind == Kind::Direct {
+            let mut latest = self.latest_by.lock();
+            match latest.iter_mut().find(|(a, _)| &**a == author) {
+                Some(found) => found.1 = found.1.max(seq),
+                None => latest.push((Arc::from(author), seq)),
+            }
             return;
         }
         // The members' own key: no allocation per message.
@@ -83,6 +92,17 @@ impl Conv {
         while authors.len() > AUTHORS_KEPT {
             authors.pop_first();
         }
+    }
+
+    /// Whether a watermark of a direct conversation that moved from `from` covers a
+    /// message of `other`'s: unknown (nothing noted since the conversation was cached)
+    /// counts as yes.
+    pub(crate) fn covers_message_of(&self, other: &str, from: u64) -> bool {
+        self.latest_by
+            .lock()
+            .iter()
+            .find(|(a, _)| &**a == other)
+            .is_none_or(|(_, seq)| *seq > from)
     }
 
     /// The authors of the messages after `from` up to `to` (of those kept), but
@@ -273,6 +293,7 @@ impl Cache {
             members: RwLock::new(members),
             last: Mutex::new(last),
             authors: Mutex::new(BTreeMap::new()),
+            latest_by: Mutex::new(Vec::new()),
             pushes: Mutex::new(Pushes {
                 next: row.last_seq + 1,
                 waiting: BTreeMap::new(),
@@ -319,6 +340,7 @@ mod tests {
             members: RwLock::new(HashMap::new()),
             last: Mutex::new(None),
             authors: Mutex::new(BTreeMap::new()),
+            latest_by: Mutex::new(Vec::new()),
             pushes: Mutex::new(Pushes {
                 next: 1,
                 waiting: BTreeMap::new(),

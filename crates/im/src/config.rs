@@ -16,6 +16,9 @@ pub struct Config {
     /// Receipts and the watermarks behind them go out at most once per window per
     /// (conversation, user). Defaults to 250 ms.
     pub receipt_window: Duration,
+    /// Watermarks are written to the store at most once per interval per (conversation,
+    /// user). Defaults to 1 s.
+    pub watermark_flush: Duration,
     /// Groups of at most this many members tell each author whose messages a watermark
     /// covers; larger ones send counts. Defaults to 100.
     pub receipt_detail_limit: usize,
@@ -29,6 +32,7 @@ impl Default for Config {
             max_group_members: 100_000,
             max_conversations_per_user: 10_000,
             receipt_window: Duration::from_millis(250),
+            watermark_flush: Duration::from_secs(1),
             receipt_detail_limit: 100,
         }
     }

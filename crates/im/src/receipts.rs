@@ -1,7 +1,10 @@
-//! Watermarks (read, delivered) move in memory at once and are written behind, with the
-//! receipts they cause, once per window: at most one write and one receipt per
-//! (conversation, user) per `im.receipt_window`, however many messages were read or
-//! delivered in it (`IM.md`, Receipts).
+//! Watermarks (read, delivered) move in memory at once. The receipts they cause go out
+//! once per window: at most one per (conversation, user) per `im.receipt_window`,
+//! however many messages were read or delivered in it (`IM.md`, Receipts). They are
+//! written to the store behind, once per `im.watermark_flush` (at most one row per
+//! (conversation, user) per flush, in jobs of a bounded size so that sends are not held
+//! behind one long write): a crash loses at most that much of their moves, never a
+//! message, and a client's next `read` moves them again.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -15,11 +18,23 @@ use store::{ConversationId, Kind, Watermark};
 use crate::cache::advance;
 use crate::Inner;
 
-/// Watermarks moved and not written yet. parking_lot mutex: held to note or take them.
+/// Watermarks moved: not announced yet, not written yet. parking_lot mutexes: held to
+/// note or take them.
 #[derive(Default)]
 pub(crate) struct Receipts {
     dirty: Mutex<HashMap<(ConversationId, Arc<str>), Moved>>,
+    unsaved: Mutex<HashMap<(ConversationId, Arc<str>), Unsaved>>,
 }
+
+/// A (conversation, user)'s watermarks to write.
+#[derive(Default, Clone, Copy)]
+struct Unsaved {
+    read: Option<u64>,
+    delivered: Option<u64>,
+}
+
+/// Watermark rows one store job writes at most.
+const ROWS_PER_JOB: usize = 500;
 
 #[derive(Clone, Copy)]
 struct Moved {
@@ -49,6 +64,21 @@ impl Receipts {
         m.from = m.from.min(from);
         m.read = m.read.max(read);
         m.delivered = m.delivered.max(delivered);
+        drop(dirty);
+        self.unsaved_moved(conversation, user, read, delivered);
+    }
+
+    fn unsaved_moved(
+        &self,
+        conversation: ConversationId,
+        user: &Arc<str>,
+        read: Option<u64>,
+        delivered: Option<u64>,
+    ) {
+        let mut unsaved = self.unsaved.lock();
+        let u = unsaved.entry((conversation, user.clone())).or_default();
+        u.read = u.read.max(read);
+        u.delivered = u.delivered.max(delivered);
     }
 }
 
@@ -78,24 +108,75 @@ pub(crate) fn delivered(inner: &Inner, socket: &SocketRef, id: u64) {
     }
 }
 
-/// Writes and announces the moved watermarks every window, until the service is gone.
+/// Announces the moved watermarks every window and writes them every flush interval,
+/// until the service is gone.
 pub(crate) async fn run(inner: Weak<Inner>) {
-    let window = match inner.upgrade() {
-        Some(i) => i.config.receipt_window,
+    let (window, every) = match inner.upgrade() {
+        Some(i) => (i.config.receipt_window, i.config.watermark_flush),
         None => return,
     };
     let mut tick = tokio::time::interval(window);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut saved = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        flush(&inner).await;
+        announce(&inner).await;
+        if saved.elapsed() >= every {
+            saved = tokio::time::Instant::now();
+            save(&inner).await;
+        }
     }
 }
 
-/// Writes the moved watermarks in one store job and sends the receipts they cause. A
-/// write that fails keeps them for the next window.
+/// Announces and writes everything held: for the drain.
 pub(crate) async fn flush(inner: &Inner) {
+    announce(inner).await;
+    save(inner).await;
+}
+
+/// Writes the watermarks moved since the last write, in jobs of [`ROWS_PER_JOB`]; a
+/// write that fails keeps its rows for the next.
+async fn save(inner: &Inner) {
+    let unsaved: Vec<((ConversationId, Arc<str>), Unsaved)> =
+        std::mem::take(&mut *inner.receipts.unsaved.lock())
+            .into_iter()
+            .collect();
+    // Queued at once, in order; awaited after.
+    let jobs: Vec<_> = unsaved
+        .chunks(ROWS_PER_JOB)
+        .map(|chunk| {
+            let marks = chunk
+                .iter()
+                .map(|((conversation, user), u)| Watermark {
+                    conversation: *conversation,
+                    user: user.to_string(),
+                    read: u.read,
+                    delivered: u.delivered,
+                })
+                .collect();
+            inner.store.watermarks(marks)
+        })
+        .collect();
+    for (job, chunk) in jobs.into_iter().zip(unsaved.chunks(ROWS_PER_JOB)) {
+        if let Err(e) = job.await {
+            tracing::warn!(error = %e, rows = chunk.len(), "im: watermarks not written; kept for the next flush");
+            for ((conversation, user), u) in chunk {
+                inner
+                    .receipts
+                    .unsaved_moved(*conversation, user, u.read, u.delivered);
+            }
+        }
+    }
+}
+
+/// Receipts sent between two yields to the runtime: a window's receipts (one per user
+/// who moved, tens of thousands on a busy server) must not hold a worker thread for
+/// long.
+const RECEIPTS_PER_YIELD: usize = 256;
+
+/// Sends the receipts the watermarks moved in the window cause.
+async fn announce(inner: &Inner) {
     let moved: Vec<((ConversationId, Arc<str>), Moved)> =
         std::mem::take(&mut *inner.receipts.dirty.lock())
             .into_iter()
@@ -103,28 +184,13 @@ pub(crate) async fn flush(inner: &Inner) {
     if moved.is_empty() {
         return;
     }
-    let marks = moved
-        .iter()
-        .map(|((conversation, user), m)| Watermark {
-            conversation: *conversation,
-            user: user.to_string(),
-            read: m.read,
-            delivered: m.delivered,
-        })
-        .collect();
-    if let Err(e) = inner.store.watermarks(marks).await {
-        tracing::warn!(error = %e, "im: watermarks not written; kept for the next window");
-        for ((conversation, user), m) in moved {
-            inner
-                .receipts
-                .moved(conversation, &user, m.from, m.read, m.delivered);
-        }
-        return;
-    }
     let Some(ns) = inner.ns.get() else { return };
     // Large groups: one `receipt.counts` per covered author per conversation per window.
     let mut counts: HashMap<ConversationId, HashMap<Arc<str>, u64>> = HashMap::new();
-    for ((conversation, user), m) in moved {
+    for (n, ((conversation, user), m)) in moved.into_iter().enumerate() {
+        if n % RECEIPTS_PER_YIELD == RECEIPTS_PER_YIELD - 1 {
+            tokio::task::yield_now().await;
+        }
         let Some(conv) = inner.cache.peek(conversation) else {
             continue;
         };
@@ -148,7 +214,9 @@ pub(crate) async fn flush(inner: &Inner) {
         });
         if conv.kind == Kind::Direct {
             let other = conv.members.read().keys().find(|u| ***u != *user).cloned();
-            if let Some(other) = other {
+            // A move over the reader's own messages only (sending reads up to the
+            // message sent) tells the other member nothing.
+            if let Some(other) = other.filter(|o| conv.covers_message_of(o, m.from)) {
                 let _ = ns.to(crate::user_room(&other)).emit("receipt", (&receipt,));
             }
             continue;

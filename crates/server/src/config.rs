@@ -867,6 +867,8 @@ pub struct ImSection {
     /// Groups up to this many members tell each author of a covered message; larger
     /// ones send counts. Defaults to 100.
     pub receipt_detail_limit: u64,
+    /// Milliseconds between writes of the watermarks to the store. Defaults to 1,000.
+    pub watermark_flush_ms: u64,
     /// Milliseconds the store's writer waits for more sends to commit together.
     /// Defaults to 1.
     pub commit_window_ms: u64,
@@ -889,6 +891,7 @@ impl Default for ImSection {
             max_conversations_per_user: im.max_conversations_per_user as u64,
             receipt_window_ms: im.receipt_window.as_millis() as u64,
             receipt_detail_limit: im.receipt_detail_limit as u64,
+            watermark_flush_ms: im.watermark_flush.as_millis() as u64,
             commit_window_ms: im.store.batch_window.as_millis() as u64,
             commit_batch: im.store.batch_max as u64,
         }
@@ -914,6 +917,8 @@ impl ImSection {
         );
         c.positive("im.receipt_window_ms", self.receipt_window_ms);
         c.at_most("im.receipt_window_ms", self.receipt_window_ms, 60_000);
+        c.positive("im.watermark_flush_ms", self.watermark_flush_ms);
+        c.at_most("im.watermark_flush_ms", self.watermark_flush_ms, 600_000);
         c.at_most("im.commit_window_ms", self.commit_window_ms, 1_000);
         c.positive("im.commit_batch", self.commit_batch);
         c.at_most("im.commit_batch", self.commit_batch, 100_000);
@@ -933,6 +938,7 @@ impl ImSection {
             max_conversations_per_user: self.max_conversations_per_user as usize,
             receipt_window: Duration::from_millis(self.receipt_window_ms),
             receipt_detail_limit: self.receipt_detail_limit as usize,
+            watermark_flush: Duration::from_millis(self.watermark_flush_ms),
         })
     }
 }

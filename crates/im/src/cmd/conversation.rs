@@ -86,14 +86,17 @@ pub(crate) async fn make(
         ),
     };
     let conv = inner.cache.get(&inner.store, row.id).await?;
-    if created {
-        if let Some(ns) = inner.ns.get() {
-            let members: Vec<Arc<str>> = conv.members.read().keys().cloned().collect();
-            let mut rooms = ns.broadcast();
-            for m in &members {
-                rooms = rooms.to(user_room(m));
-            }
-            rooms.join(conv_room(row.id));
+    if let Some(ns) = inner.ns.get() {
+        let members: Vec<Arc<str>> = conv.members.read().keys().cloned().collect();
+        let mut rooms = ns.broadcast();
+        for m in &members {
+            rooms = rooms.to(user_room(m));
+        }
+        // Joined before anyone is answered, also when the conversation existed (the
+        // other member creating it at the same moment may not have joined yet): every
+        // message sent once a creator has the id reaches both.
+        rooms.join(conv_room(row.id));
+        if created {
             // Every member of a new conversation is at watermark 0: one view for all.
             let view = ConversationOut {
                 conv: &conv,
