@@ -172,6 +172,33 @@ enum Mode {
         #[arg(long, default_value_t = 4000)]
         connect_rate: u32,
     },
+    /// The IM service, 1:1: CLIENTS on `/im` in CLIENTS/2 direct conversations, each
+    /// sending with an ack at its share of RATE, acking every message pushed to it:
+    /// acked sends/s, ack and delivery latency, sequence gaps and duplicates.
+    ImDirect {
+        /// Clients (two per conversation).
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Sends per second, all clients together.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds to send.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Padding bytes per body.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// The HS256 secret the server checks tokens with (`auth.jwt_secret`).
+        #[arg(long)]
+        secret: String,
+        /// Connections opened per second while setting up.
+        #[arg(long, default_value_t = 2000)]
+        connect_rate: u32,
+        /// Seconds to wait for acks and pushes after the last send (pushes not in by
+        /// then count as missing).
+        #[arg(long, default_value_t = 15)]
+        drain: u64,
+    },
     /// As many Socket.IO handshakes per second as the server takes.
     ConnectStorm {
         /// Connections to open.
@@ -210,7 +237,12 @@ pub fn run(cli: Cli) -> i32 {
     let server_pid = cli.server_pid;
     let procs = cli.procs.max(1);
     let shard = cli.shard;
-    if procs > 1 && matches!(cli.mode, Mode::Burst { .. } | Mode::SioBurst { .. }) {
+    if procs > 1
+        && matches!(
+            cli.mode,
+            Mode::Burst { .. } | Mode::SioBurst { .. } | Mode::ImDirect { .. }
+        )
+    {
         eprintln!("bench: --procs is for idle, connect-storm, fanout, fanout-max and echo");
         return 64;
     }
@@ -350,6 +382,27 @@ pub fn run(cli: Cli) -> i32 {
                     return None;
                 }
                 crate::echo::run(&target, &opts, procs).await
+            }
+            Mode::ImDirect {
+                clients,
+                rate,
+                duration,
+                size,
+                secret,
+                connect_rate,
+                drain,
+            } => {
+                let opts = crate::im::ImOptions {
+                    clients,
+                    connect_rate,
+                    rate,
+                    duration: Duration::from_secs(duration),
+                    size,
+                    secret,
+                    drain: Duration::from_secs(drain),
+                    server_pid,
+                };
+                crate::im::run(&target, &opts).await
             }
             Mode::ConnectStorm {
                 connections,

@@ -27,6 +27,7 @@ pub mod client;
 pub mod echo;
 pub mod fanout;
 pub mod idle;
+pub mod im;
 pub mod polling;
 pub mod proc;
 pub mod report;

@@ -1,0 +1,163 @@
+// The IM peer of the side-by-side benchmarks: the part of IM.md that `herald bench
+// im-direct` drives, built the way the seeds' Node guide describes a tuned service: the
+// npm `socket.io` 4 server, `better-sqlite3` 12 in WAL mode with writes batched into one
+// transaction every 2 ms (group commit), acks after the commit, a membership cache in
+// memory, pushes with an ack for delivery.
+//
+//   namespace /im, JWT (HS256, --secret or HERALD_BENCH_SECRET) in auth.token, `sub` the user
+//   conversation.create { type: "direct", with }   -> { ok, conversation }
+//   send { conversation, cid, body }                 -> { ok, id, seq, ts } after commit
+//   message pushed to the conversation's other sockets, with an ack (delivered)
+//
+// Durability as --synchronous says (FULL, the default, as Herald's `full`; or NORMAL).
+// Binds 127.0.0.1 on --port (0 picks one); prints `PID <pid>` then `LISTENING <port>`.
+import { createServer } from "node:http";
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import Database from "better-sqlite3";
+import { Server } from "socket.io";
+
+const arg = (name, fallback) => {
+  const at = process.argv.indexOf(`--${name}`);
+  return at > 0 ? process.argv[at + 1] : fallback;
+};
+const port = Number(arg("port", 3000));
+const secret = arg("secret", process.env.HERALD_BENCH_SECRET ?? "");
+const synchronous = arg("synchronous", "FULL").toUpperCase();
+const file = arg("db", path.join(mkdtempSync(path.join(tmpdir(), "im-peer-")), "im.db"));
+const WINDOW_MS = 2;
+
+const db = new Database(file);
+db.pragma("journal_mode = WAL");
+db.pragma(`synchronous = ${synchronous === "NORMAL" ? "NORMAL" : "FULL"}`);
+db.exec(`
+  CREATE TABLE IF NOT EXISTS conversations (id INTEGER PRIMARY KEY, direct_key TEXT UNIQUE, last_seq INTEGER NOT NULL DEFAULT 0);
+  CREATE TABLE IF NOT EXISTS members (conversation_id INTEGER NOT NULL, user TEXT NOT NULL, PRIMARY KEY (conversation_id, user));
+  CREATE INDEX IF NOT EXISTS members_by_user ON members (user);
+  CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, conversation_id INTEGER NOT NULL, seq INTEGER NOT NULL,
+    sender TEXT NOT NULL, cid TEXT NOT NULL, body TEXT NOT NULL, ts INTEGER NOT NULL, UNIQUE (conversation_id, seq));
+  CREATE UNIQUE INDEX IF NOT EXISTS messages_by_cid ON messages (sender, cid);
+`);
+const q = {
+  findDirect: db.prepare("SELECT id FROM conversations WHERE direct_key = ?"),
+  newDirect: db.prepare("INSERT INTO conversations (direct_key) VALUES (?)"),
+  addMember: db.prepare("INSERT OR IGNORE INTO members (conversation_id, user) VALUES (?, ?)"),
+  membersOf: db.prepare("SELECT user FROM members WHERE conversation_id = ?"),
+  convsOf: db.prepare("SELECT conversation_id AS id FROM members WHERE user = ?"),
+  existing: db.prepare("SELECT conversation_id, id, seq, ts FROM messages WHERE sender = ? AND cid = ?"),
+  bump: db.prepare("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq"),
+  insert: db.prepare("INSERT INTO messages (conversation_id, seq, sender, cid, body, ts) VALUES (?, ?, ?, ?, ?, ?)"),
+};
+
+// The membership cache: conversation id -> Set of users.
+const members = new Map();
+function membersOf(id) {
+  let set = members.get(id);
+  if (!set) {
+    set = new Set(q.membersOf.all(id).map((r) => r.user));
+    members.set(id, set);
+  }
+  return set;
+}
+
+// Group commit: sends queue here; one transaction every WINDOW_MS stores them all.
+let queue = [];
+let timer = null;
+const commit = db.transaction((batch) =>
+  batch.map(({ user, m }) => {
+    const found = q.existing.get(user, m.cid);
+    if (found) {
+      return found.conversation_id === m.conversation ? { ...found, duplicate: true } : { error: "conflict" };
+    }
+    const row = q.bump.get(m.conversation);
+    if (!row) return { error: "not_found" };
+    const ts = Date.now();
+    const { lastInsertRowid } = q.insert.run(m.conversation, row.last_seq, user, m.cid, JSON.stringify(m.body), ts);
+    return { id: Number(lastInsertRowid), seq: row.last_seq, ts };
+  }),
+);
+function flush() {
+  timer = null;
+  const batch = queue;
+  queue = [];
+  let results;
+  try {
+    results = commit(batch);
+  } catch (e) {
+    for (const { ack } of batch) ack({ ok: false, error: { code: "unavailable", message: String(e) } });
+    return;
+  }
+  batch.forEach(({ socket, user, m, ack }, i) => {
+    const r = results[i];
+    if (r.error) return ack({ ok: false, error: { code: r.error, message: r.error } });
+    ack({ ok: true, id: r.id, seq: r.seq, ts: r.ts });
+    if (r.duplicate) return;
+    const message = { conversation: m.conversation, id: r.id, seq: r.seq, from: user, cid: m.cid, body: m.body, ts: r.ts };
+    // Every other socket of the conversation, with an ack each (delivery).
+    socket.to(`conv:${m.conversation}`).timeout(30_000).emit("message", message, () => {});
+  });
+}
+
+function verify(token) {
+  const [h, p, s] = String(token ?? "").split(".");
+  if (!h || !p || !s) return null;
+  const expected = createHmac("sha256", secret).update(`${h}.${p}`).digest();
+  const given = Buffer.from(s, "base64url");
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
+  const claims = JSON.parse(Buffer.from(p, "base64url").toString());
+  if (claims.exp && claims.exp * 1000 < Date.now()) return null;
+  return typeof claims.sub === "string" ? claims.sub : null;
+}
+
+const http = createServer();
+const io = new Server(http, { serveClient: false });
+const im = io.of("/im");
+im.use((socket, next) => {
+  const user = verify(socket.handshake.auth?.token);
+  if (!user) return next(Object.assign(new Error("token_missing"), { data: { code: "token_missing" } }));
+  socket.data.user = user;
+  next();
+});
+im.on("connection", (socket) => {
+  const user = socket.data.user;
+  socket.join(`user:${user}`);
+  for (const { id } of q.convsOf.all(user)) socket.join(`conv:${id}`);
+  socket.on("conversation.create", (args, ack) => {
+    if (typeof ack !== "function") return;
+    const other = args?.with;
+    if (args?.type !== "direct" || typeof other !== "string" || other === user) {
+      return ack({ ok: false, error: { code: "bad_request", message: "direct conversations only" } });
+    }
+    const key = [user, other].sort().join("\n");
+    let id = q.findDirect.get(key)?.id;
+    if (!id) {
+      id = db.transaction(() => {
+        const made = Number(q.newDirect.run(key).lastInsertRowid);
+        q.addMember.run(made, user);
+        q.addMember.run(made, other);
+        return made;
+      })();
+      members.delete(id);
+      im.in([`user:${user}`, `user:${other}`]).socketsJoin(`conv:${id}`);
+    }
+    ack({ ok: true, conversation: { id, type: "direct", members: [user, other].sort() } });
+  });
+  socket.on("send", (m, ack) => {
+    if (typeof ack !== "function") return;
+    if (!m || typeof m.conversation !== "number" || typeof m.cid !== "string" || m.body === undefined) {
+      return ack({ ok: false, error: { code: "bad_request", message: "send takes { conversation, cid, body }" } });
+    }
+    if (!membersOf(m.conversation).has(user)) {
+      return ack({ ok: false, error: { code: "not_found", message: "no such conversation" } });
+    }
+    queue.push({ socket, user, m, ack });
+    if (!timer) timer = setTimeout(flush, WINDOW_MS);
+  });
+});
+http.listen(port, "127.0.0.1", () => {
+  console.log(`PID ${process.pid}`);
+  console.log(`LISTENING ${http.address().port}`);
+});
+process.on("SIGTERM", () => process.exit(0));
