@@ -1,5 +1,6 @@
 //! The load generator against the bench app, every mode with small numbers, single and
-//! multi-process, WebSocket and polling: what it reports adds up (connections opened,
+//! multi-process, WebSocket and polling, and `im-direct` against the `herald` binary: what
+//! it reports adds up (connections opened,
 //! nothing lost or out of order, every echo answered).
 
 #![allow(clippy::unwrap_used)] // helpers unwrap what the test set up
@@ -243,4 +244,81 @@ fn floor_server() {
     assert_eq!(r["out_of_order"], 0, "{r}");
     let r = run(&s, &["connect-storm", "--connections", "100"]);
     assert_eq!(r["connected"], 100, "{r}");
+}
+
+/// `im-direct` against the `herald` binary (IM on a SQLite file of the test's own):
+/// every send acked, each conversation's seqs from 1 once, every push delivered once.
+#[test]
+fn im_direct() {
+    const SECRET: &str = "loadgen-im-secret-loadgen-im-secret!";
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_bench-server"));
+    let herald = dir.parent().unwrap().join("herald");
+    assert!(
+        herald.exists(),
+        "{} is missing: run cargo build --workspace --bins",
+        herald.display()
+    );
+    let store = std::env::temp_dir().join(format!("herald-loadgen-im-{}", std::process::id()));
+    let mut child = Command::new(&herald)
+        .args(["--port", "0"])
+        .env("HERALD_AUTH__JWT_SECRET", SECRET)
+        .env(
+            "HERALD_IM__STORE",
+            format!("sqlite://{}", store.join("herald.db").display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines
+            .next()
+            .expect("herald exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+            break rest.split(' ').next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep reading its log, so that it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let s = Server {
+        pid: child.id(),
+        child,
+        port,
+    };
+    let r = run(
+        &s,
+        &[
+            "im-direct",
+            "--clients",
+            "40",
+            "--rate",
+            "400",
+            "--duration",
+            "2",
+            "--drain",
+            "2",
+            "--secret",
+            SECRET,
+        ],
+    );
+    assert_eq!(r["clients"], 40, "{r}");
+    assert_eq!(r["conversations"], 20, "{r}");
+    let sent = r["sent"].as_u64().unwrap();
+    assert!(sent >= 700, "{r}");
+    assert_eq!(r["acked"].as_u64(), Some(sent), "{r}");
+    assert_eq!(r["delivered"].as_u64(), Some(sent), "{r}");
+    for key in [
+        "seq_gaps",
+        "seq_duplicates",
+        "deliveries_missing",
+        "deliveries_twice",
+        "refused",
+    ] {
+        assert_eq!(r[key], 0, "{key}: {r}");
+    }
+    assert!(r["ack_latency"]["p50_us"].as_u64().unwrap() > 0, "{r}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&store);
 }
