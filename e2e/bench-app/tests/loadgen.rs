@@ -1,7 +1,7 @@
 //! The load generator against the bench app, every mode with small numbers, single and
-//! multi-process, WebSocket and polling, and `im-direct` against the `herald` binary: what
-//! it reports adds up (connections opened,
-//! nothing lost or out of order, every echo answered).
+//! multi-process, WebSocket and polling, and `im-direct` against the `herald` binary:
+//! what it reports adds up (connections opened, nothing lost or out of order, every echo
+//! answered, every send acked and delivered once).
 
 #![allow(clippy::unwrap_used)] // helpers unwrap what the test set up
 
