@@ -257,6 +257,8 @@ describe("im", () => {
     const bob2 = await im("r-bob", { device: "two" });
     const { conversation } = await ask(alice, "conversation.create", { type: "direct", with: "r-bob" });
     const delivered = gather(bob1, "message", 5);
+    const atBob = [];
+    bob1.on("receipt", (r) => atBob.push(r));
     for (let i = 1; i <= 5; i++) await ask(alice, "send", { conversation: conversation.id, cid: `r-${i}`, body: i });
     // bob's first device confirms delivery of all five: alice learns it, coalesced.
     const receipts = [];
@@ -270,6 +272,8 @@ describe("im", () => {
     assert.equal(latest.read_seq, 0);
     assert.ok(receipts.length <= 2, `coalesced: ${JSON.stringify(receipts)}`);
     assert.ok(!receipts.some((r) => r.user === "r-alice"), "nobody gets a receipt about themselves");
+    // Sending moved alice's read watermark over her own messages only: bob learns nothing.
+    assert.deepEqual(atBob, [], "no receipt that covers none of bob's messages");
 
     const listed = (await ask(bob1, "conversation.list", {})).conversations.find((c) => c.id === conversation.id);
     assert.equal(listed.unread, 5);

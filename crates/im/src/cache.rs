@@ -29,6 +29,9 @@ pub(crate) struct Conv {
     pub(crate) created_ms: i64,
     /// The last sequence number committed.
     pub(crate) last_seq: AtomicU64,
+    /// The last sequence number when the conversation was cached: the authors of the
+    /// messages up to it are not noted.
+    pub(crate) loaded_seq: u64,
     /// Every member. parking_lot lock: held for a lookup or an update, never across
     /// `.await`.
     pub(crate) members: RwLock<HashMap<Arc<str>, CachedMember>>,
@@ -95,14 +98,15 @@ impl Conv {
     }
 
     /// Whether a watermark of a direct conversation that moved from `from` covers a
-    /// message of `other`'s: unknown (nothing noted since the conversation was cached)
-    /// counts as yes.
+    /// message of `other`'s. Messages from before the conversation was cached have
+    /// authors not noted here: a move over them counts as yes.
     pub(crate) fn covers_message_of(&self, other: &str, from: u64) -> bool {
-        self.latest_by
-            .lock()
-            .iter()
-            .find(|(a, _)| &**a == other)
-            .is_none_or(|(_, seq)| *seq > from)
+        from < self.loaded_seq
+            || self
+                .latest_by
+                .lock()
+                .iter()
+                .any(|(a, seq)| &**a == other && *seq > from)
     }
 
     /// The authors of the messages after `from` up to `to` (of those kept), but
@@ -290,6 +294,7 @@ impl Cache {
             owner: RwLock::new(row.owner.as_deref().map(Arc::from)),
             created_ms: row.created_ms,
             last_seq: AtomicU64::new(row.last_seq),
+            loaded_seq: row.last_seq,
             members: RwLock::new(members),
             last: Mutex::new(last),
             authors: Mutex::new(BTreeMap::new()),
@@ -337,6 +342,7 @@ mod tests {
             owner: RwLock::new(None),
             created_ms: 0,
             last_seq: AtomicU64::new(0),
+            loaded_seq: 0,
             members: RwLock::new(HashMap::new()),
             last: Mutex::new(None),
             authors: Mutex::new(BTreeMap::new()),
