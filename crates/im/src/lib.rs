@@ -160,23 +160,27 @@ pub(crate) fn conv_room(id: ConversationId) -> String {
     format!("conv:{id}")
 }
 
+/// A successful answer as the contract writes it: `{ ok: true, ... }`, `ok` first (an
+/// answer that is not an object is `{ ok: true }`). The HTTP API answers the same way.
+pub fn with_ok(mut v: serde_json::Value) -> serde_json::Value {
+    match v.as_object_mut() {
+        Some(map) => {
+            let mut out = serde_json::Map::with_capacity(map.len() + 1);
+            out.insert("ok".to_owned(), json!(true));
+            out.extend(std::mem::take(map));
+            serde_json::Value::Object(out)
+        }
+        None => json!({ "ok": true }),
+    }
+}
+
 /// Answers `ev` with the outcome of a request, if the client asked for an ack.
 pub(crate) fn answer(ev: &Event, outcome: Result<serde_json::Value, ImError>) {
     if !ev.wants_ack() {
         return;
     }
     let body = match outcome {
-        Ok(mut v) => {
-            if let Some(map) = v.as_object_mut() {
-                // `ok` first, as the contract writes it.
-                let mut out = serde_json::Map::with_capacity(map.len() + 1);
-                out.insert("ok".to_owned(), json!(true));
-                out.extend(std::mem::take(map));
-                serde_json::Value::Object(out)
-            } else {
-                json!({ "ok": true })
-            }
-        }
+        Ok(v) => with_ok(v),
         Err(e) => {
             tracing::debug!(code = e.code(), error = %e, "im: request refused");
             e.to_ack()

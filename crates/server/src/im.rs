@@ -194,12 +194,5 @@ fn conversation_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError
 
 /// The service's answer as the API gives it: `{ ok: true, ... }`, or the error.
 fn answer(outcome: Result<Value, im::ImError>) -> Result<Json<Value>, ApiError> {
-    let mut value = outcome.map_err(ApiError::im)?;
-    if let Some(map) = value.as_object_mut() {
-        let mut out = serde_json::Map::with_capacity(map.len() + 1);
-        out.insert("ok".to_owned(), Value::Bool(true));
-        out.extend(std::mem::take(map));
-        value = Value::Object(out);
-    }
-    Ok(Json(value))
+    outcome.map(|v| Json(im::with_ok(v))).map_err(ApiError::im)
 }

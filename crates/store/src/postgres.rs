@@ -789,7 +789,9 @@ async fn run(
                     tokio::select! {
                         () = &mut pause => break,
                         job = rx.recv() => match job {
-                            Some(job) => refuse(job),
+                            // Dropped unrun: its caller's answer channel closes, which
+                            // it reads as `unavailable`.
+                            Some(job) => drop(job),
                             None => return,
                         },
                     }
@@ -827,12 +829,6 @@ async fn run(
             }
         }
     }
-}
-
-/// Answers a job `unavailable` without running it.
-fn refuse(job: Job) {
-    // Dropping the job drops its answer's sender: its caller gets `unavailable`.
-    drop(job);
 }
 
 /// Connects the writer, migrates, prepares its statements. With

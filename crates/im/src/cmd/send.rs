@@ -117,19 +117,21 @@ pub(crate) fn committed(
     // Sending reads the conversation up to the message sent.
     if let Some(sender) = &message.sender {
         conv.note_author(stored.seq, sender);
-        let from = conv
+        // The members' own key for the sender: no allocation per message.
+        let moved = conv
             .members
             .read()
-            .get(sender.as_str())
-            .map(|m| m.read_seq.fetch_max(stored.seq, Ordering::AcqRel));
-        if let Some(from) = from.filter(|f| *f < stored.seq) {
-            inner.receipts.moved(
-                message.conversation,
-                &Arc::from(sender.as_str()),
-                from,
-                Some(stored.seq),
-                None,
-            );
+            .get_key_value(sender.as_str())
+            .map(|(user, m)| {
+                (
+                    user.clone(),
+                    m.read_seq.fetch_max(stored.seq, Ordering::AcqRel),
+                )
+            });
+        if let Some((user, from)) = moved.filter(|(_, f)| *f < stored.seq) {
+            inner
+                .receipts
+                .moved(message.conversation, &user, from, Some(stored.seq), None);
         }
     }
     inner
