@@ -466,6 +466,40 @@ impl PgStore {
             .collect()
     }
 
+    /// As [`crate::SqliteStore::messages_after`]: one statement (a lateral join over
+    /// the conversations named).
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable`.
+    pub async fn messages_after(
+        &self,
+        from: Vec<(ConversationId, u64)>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        if from.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let c = self.reader().await?;
+        let (ids, afters): (Vec<i64>, Vec<i64>) = from
+            .iter()
+            .map(|&(c, a)| (c, a.min(i64::MAX as u64) as i64))
+            .unzip();
+        let limit = limit as i64;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {MESSAGE} FROM unnest($1::bigint[], $2::bigint[]) \
+                     WITH ORDINALITY AS s(c, after, ord) CROSS JOIN LATERAL \
+                     (SELECT * FROM messages WHERE conversation_id = s.c AND seq > s.after \
+                     ORDER BY seq LIMIT $3) m ORDER BY s.ord, m.seq LIMIT $3"
+                ),
+                &[&ids, &afters, &limit],
+            )
+            .await?;
+        rows.iter().map(message_row).collect()
+    }
+
     /// As [`crate::SqliteStore::messages`].
     ///
     /// # Errors

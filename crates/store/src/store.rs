@@ -214,6 +214,22 @@ impl Store {
         })
     }
 
+    /// The messages after each `(conversation, seq)` of `from`, in that order, `limit`
+    /// in all at most.
+    pub fn messages_after(
+        &self,
+        from: Vec<(ConversationId, u64)>,
+        limit: usize,
+    ) -> StoreFuture<Vec<Message>> {
+        let this = self.clone();
+        Box::pin(async move {
+            match &this {
+                Store::Sqlite(s) => s.messages_after(from, limit).await,
+                Store::Postgres(s) => s.messages_after(from, limit).await,
+            }
+        })
+    }
+
     /// See [`SqliteStore::messages`].
     pub fn messages(
         &self,

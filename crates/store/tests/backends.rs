@@ -208,6 +208,32 @@ async fn battery(s: &Store) {
     assert_eq!(mid.iter().map(|m| m.seq).collect::<Vec<_>>(), [11, 12, 13]);
     assert_eq!(s.conversation(ab.id).await.unwrap().unwrap().last_seq, 201);
 
+    // A sync page over several conversations: in the order named, each oldest first,
+    // the limit over all of them; a conversation with nothing after its seq adds nothing.
+    let in_g = s.append(message(g.id, "ann", "in-g")).await.unwrap();
+    let page = s
+        .messages_after(vec![(g.id, 0), (ab.id, 198), (999_999, 0)], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|m| (m.conversation, m.seq)).collect::<Vec<_>>(),
+        [(g.id, in_g.seq), (ab.id, 199), (ab.id, 200), (ab.id, 201)]
+    );
+    let capped = s
+        .messages_after(vec![(ab.id, 0), (g.id, 0)], 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        capped.iter().map(|m| (m.conversation, m.seq)).collect::<Vec<_>>(),
+        [(ab.id, 1), (ab.id, 2), (ab.id, 3)]
+    );
+    assert!(s
+        .messages_after(vec![(ab.id, 201), (g.id, in_g.seq)], 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.messages_after(Vec::new(), 10).await.unwrap().is_empty());
+
     // Watermarks only move forward.
     let mark = |read, delivered| Watermark {
         conversation: ab.id,
