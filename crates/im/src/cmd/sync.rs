@@ -43,28 +43,20 @@ pub(crate) fn sync(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
             since.push((id, seq));
         }
         let conversations = super::conversation::summaries(&inner, &user).await?;
-        let mut messages = Vec::new();
-        let mut more = false;
-        for (id, seq) in since {
-            let Some(conv) = inner.cache.peek(id) else {
-                continue;
-            };
-            // Only the user's own conversations (a removed member gets nothing new).
-            if conv.role(&user).is_none() {
-                continue;
-            }
-            let room = PAGE - messages.len();
-            if room == 0 {
-                more = true;
-                break;
-            }
-            let mut page = inner.store.messages(id, Some(seq), None, room + 1).await?;
-            if page.len() > room {
-                page.truncate(room);
-                more = true;
-            }
-            messages.extend(page);
-        }
+        // Only the user's own conversations (a removed member gets nothing new).
+        let from: Vec<_> = since
+            .into_iter()
+            .filter(|(id, _)| {
+                inner
+                    .cache
+                    .peek(*id)
+                    .is_some_and(|conv| conv.role(&user).is_some())
+            })
+            .collect();
+        // One read for the page, one more message than fits to know whether there is more.
+        let mut messages = inner.store.messages_after(from, PAGE + 1).await?;
+        let more = messages.len() > PAGE;
+        messages.truncate(PAGE);
         let out: Vec<_> = messages.iter().map(MessageOut).collect();
         Ok(json!({ "conversations": conversations, "messages": out, "more": more }))
     });
