@@ -7,6 +7,10 @@
 # bounded and stops by itself.
 #   scripts/bench-im.sh [clients] [rate] [seconds] [runs] [servers]
 #   e.g. scripts/bench-im.sh 10000 50000 10 2 herald,node
+# MODE picks the `herald bench` mode: im-direct (the default), im-mixed (half the clients in
+# groups of 50), im-sync or im-catchup (these take no clients, rate or seconds: put their
+# options in ARGS). ARGS is appended to the mode's arguments, e.g.
+#   MODE=im-catchup ARGS="--clients 10000 --behind 100" scripts/bench-im.sh - - - 2 herald,node
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-10000}
@@ -15,6 +19,7 @@ secs=${3:-10}
 runs=${4:-2}
 servers=${5:-herald,node}
 durability=${DURABILITY:-full}
+mode=${MODE:-im-direct}
 port=${PORT:-3291}
 secret=bench-im-secret-bench-im-secret-0123456789
 bin=target/release
@@ -39,6 +44,11 @@ start() {
   echo $!
 }
 
+case $mode in
+  im-direct | im-mixed) args=(--clients "$clients" --rate "$rate" --duration "$secs") ;;
+  *) args=() ;;
+esac
+
 for r in $(seq "$runs"); do
   for name in ${servers//,/ }; do
     dir=$(mktemp -d)
@@ -50,7 +60,7 @@ for r in $(seq "$runs"); do
     sleep 1
     printf '%s (durability %s), run %s: ' "$name" "$durability" "$r"
     taskset -c 1 "$bin/herald" bench --target "127.0.0.1:$port" --server-pid "$pid" \
-      im-direct --clients "$clients" --rate "$rate" --duration "$secs" --secret "$secret" 2>/dev/null || true
+      "$mode" "${args[@]}" --secret "$secret" ${ARGS:-} 2>/dev/null || true
     # Not this shell's child (started in $(...)): wait for it to be gone, so the next
     # server finds the port free.
     kill -9 "$pid" 2>/dev/null || true

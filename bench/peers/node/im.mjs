@@ -6,8 +6,11 @@
 //
 //   namespace /im, JWT (HS256, --secret or HERALD_BENCH_SECRET) in auth.token, `sub` the user
 //   conversation.create { type: "direct", with }   -> { ok, conversation }
+//   conversation.create { type: "group", members }  -> { ok, conversation }
 //   send { conversation, cid, body }                 -> { ok, id, seq, ts } after commit
 //   message pushed to the conversation's other sockets, with an ack (delivered)
+//   sync { since? }                                  -> { ok, conversations, messages, more }
+//     (summaries of every conversation, then up to 500 messages after each `since`)
 //
 // Durability as --synchronous says (FULL, the default, as Herald's `full`; or NORMAL).
 // Binds 127.0.0.1 on --port (0 picks one); prints `PID <pid>` then `LISTENING <port>`.
@@ -28,13 +31,15 @@ const secret = arg("secret", process.env.HERALD_BENCH_SECRET ?? "");
 const synchronous = arg("synchronous", "FULL").toUpperCase();
 const file = arg("db", path.join(mkdtempSync(path.join(tmpdir(), "im-peer-")), "im.db"));
 const WINDOW_MS = 2;
+const SYNC_PAGE = 500;
 
 const db = new Database(file);
 db.pragma("journal_mode = WAL");
 db.pragma(`synchronous = ${synchronous === "NORMAL" ? "NORMAL" : "FULL"}`);
 db.exec(`
   CREATE TABLE IF NOT EXISTS conversations (id INTEGER PRIMARY KEY, direct_key TEXT UNIQUE, last_seq INTEGER NOT NULL DEFAULT 0);
-  CREATE TABLE IF NOT EXISTS members (conversation_id INTEGER NOT NULL, user TEXT NOT NULL, PRIMARY KEY (conversation_id, user));
+  CREATE TABLE IF NOT EXISTS members (conversation_id INTEGER NOT NULL, user TEXT NOT NULL,
+    read_seq INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (conversation_id, user));
   CREATE INDEX IF NOT EXISTS members_by_user ON members (user);
   CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, conversation_id INTEGER NOT NULL, seq INTEGER NOT NULL,
     sender TEXT NOT NULL, cid TEXT NOT NULL, body TEXT NOT NULL, ts INTEGER NOT NULL, UNIQUE (conversation_id, seq));
@@ -43,11 +48,15 @@ db.exec(`
 const q = {
   findDirect: db.prepare("SELECT id FROM conversations WHERE direct_key = ?"),
   newDirect: db.prepare("INSERT INTO conversations (direct_key) VALUES (?)"),
+  newGroup: db.prepare("INSERT INTO conversations (direct_key) VALUES (NULL)"),
   addMember: db.prepare("INSERT OR IGNORE INTO members (conversation_id, user) VALUES (?, ?)"),
   membersOf: db.prepare("SELECT user FROM members WHERE conversation_id = ?"),
   convsOf: db.prepare("SELECT conversation_id AS id FROM members WHERE user = ?"),
   existing: db.prepare("SELECT conversation_id, id, seq, ts FROM messages WHERE sender = ? AND cid = ?"),
   bump: db.prepare("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq"),
+  summaries: db.prepare(`SELECT c.id, c.direct_key, c.last_seq, m.read_seq FROM members m
+    JOIN conversations c ON c.id = m.conversation_id WHERE m.user = ?`),
+  after: db.prepare("SELECT id, seq, sender, cid, body, ts FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
   insert: db.prepare("INSERT INTO messages (conversation_id, seq, sender, cid, body, ts) VALUES (?, ?, ?, ?, ?, ?)"),
 };
 
@@ -126,9 +135,23 @@ im.on("connection", (socket) => {
   for (const { id } of q.convsOf.all(user)) socket.join(`conv:${id}`);
   socket.on("conversation.create", (args, ack) => {
     if (typeof ack !== "function") return;
+    if (args?.type === "group") {
+      const others = args.members;
+      if (!Array.isArray(others) || others.length > 1000 || !others.every((u) => typeof u === "string")) {
+        return ack({ ok: false, error: { code: "bad_request", message: "members is a list of users" } });
+      }
+      const all = [...new Set([user, ...others])];
+      const id = db.transaction(() => {
+        const made = Number(q.newGroup.run().lastInsertRowid);
+        for (const u of all) q.addMember.run(made, u);
+        return made;
+      })();
+      im.in(all.map((u) => `user:${u}`)).socketsJoin(`conv:${id}`);
+      return ack({ ok: true, conversation: { id, type: "group", members: all.sort() } });
+    }
     const other = args?.with;
     if (args?.type !== "direct" || typeof other !== "string" || other === user) {
-      return ack({ ok: false, error: { code: "bad_request", message: "direct conversations only" } });
+      return ack({ ok: false, error: { code: "bad_request", message: "direct or group conversations" } });
     }
     const key = [user, other].sort().join("\n");
     let id = q.findDirect.get(key)?.id;
@@ -144,6 +167,9 @@ im.on("connection", (socket) => {
     }
     ack({ ok: true, conversation: { id, type: "direct", members: [user, other].sort() } });
   });
+  socket.on("sync", (args, ack) => {
+    if (typeof ack === "function") ack(sync(user, args));
+  });
   socket.on("send", (m, ack) => {
     if (typeof ack !== "function") return;
     if (!m || typeof m.conversation !== "number" || typeof m.cid !== "string" || m.body === undefined) {
@@ -156,6 +182,41 @@ im.on("connection", (socket) => {
     if (!timer) timer = setTimeout(flush, WINDOW_MS);
   });
 });
+function sync(user, args) {
+  const since = args?.since ?? {};
+  if (typeof since !== "object" || Array.isArray(since)) {
+    return { ok: false, error: { code: "bad_request", message: "since is { [conversation]: seq }" } };
+  }
+  const conversations = q.summaries.all(user).map((r) => ({
+    id: r.id,
+    type: r.direct_key ? "direct" : "group",
+    last_seq: r.last_seq,
+    read_seq: r.read_seq,
+    unread: Math.max(0, r.last_seq - r.read_seq),
+  }));
+  const mine = new Set(conversations.map((c) => c.id));
+  const messages = [];
+  let more = false;
+  for (const [key, seq] of Object.entries(since)) {
+    const id = Number(key);
+    if (!mine.has(id)) continue;
+    const room = SYNC_PAGE - messages.length;
+    if (room === 0) {
+      more = true;
+      break;
+    }
+    const rows = q.after.all(id, Number(seq) || 0, room + 1);
+    if (rows.length > room) {
+      rows.length = room;
+      more = true;
+    }
+    for (const r of rows) {
+      messages.push({ conversation: id, id: r.id, seq: r.seq, from: r.sender, cid: r.cid, body: JSON.parse(r.body), ts: r.ts });
+    }
+  }
+  return { ok: true, conversations, messages, more };
+}
+
 http.listen(port, "127.0.0.1", () => {
   console.log(`PID ${process.pid}`);
   console.log(`LISTENING ${http.address().port}`);

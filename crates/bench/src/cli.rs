@@ -199,6 +199,83 @@ enum Mode {
         #[arg(long, default_value_t = 15)]
         drain: u64,
     },
+    /// The IM service, mixed: a share of CLIENTS in groups of GROUP_SIZE, the rest in
+    /// direct conversations, each client sending with an ack at its share of RATE and
+    /// acking every message pushed to it: acked sends/s, deliveries/s, server CPU per
+    /// delivery, ack and delivery latency, sequence gaps and duplicates.
+    ImMixed {
+        /// Clients.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Members of each group.
+        #[arg(long, default_value_t = 50)]
+        group_size: usize,
+        /// The share of the clients, and so of the sends, in groups.
+        #[arg(long, default_value_t = 0.5)]
+        group_share: f64,
+        /// Sends per second, all clients together.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds to send.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Padding bytes per body.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// The HS256 secret the server checks tokens with (`auth.jwt_secret`).
+        #[arg(long)]
+        secret: String,
+        /// Connections opened per second while setting up.
+        #[arg(long, default_value_t = 2000)]
+        connect_rate: u32,
+        /// Seconds to wait for acks and pushes after the last send.
+        #[arg(long, default_value_t = 15)]
+        drain: u64,
+    },
+    /// The IM service, offline sync: one user offline while MESSAGES arrive in
+    /// CONVERSATIONS; then `sync` for the summaries, and `sync` paging everything in.
+    ImSync {
+        /// Conversations of the offline user (one writer each).
+        #[arg(long, default_value_t = 100)]
+        conversations: usize,
+        /// Messages that arrive while offline, over all conversations.
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// Times to measure the two syncs.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Padding bytes per body.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// The HS256 secret the server checks tokens with (`auth.jwt_secret`).
+        #[arg(long)]
+        secret: String,
+    },
+    /// The IM service, reconnect with catch-up: CLIENTS in groups, dropped, BEHIND
+    /// messages sent to each group, then all reconnecting at once and paging in with `sync`.
+    ImCatchup {
+        /// Clients that reconnect.
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// Members of each group.
+        #[arg(long, default_value_t = 100)]
+        group_size: usize,
+        /// Messages each client misses.
+        #[arg(long, default_value_t = 100)]
+        behind: usize,
+        /// Connections opened per second at most (the reconnect included).
+        #[arg(long, default_value_t = 20_000)]
+        connect_rate: u32,
+        /// Handshakes in flight at most.
+        #[arg(long, default_value_t = 1024)]
+        concurrency: usize,
+        /// Padding bytes per body.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// The HS256 secret the server checks tokens with (`auth.jwt_secret`).
+        #[arg(long)]
+        secret: String,
+    },
     /// As many Socket.IO handshakes per second as the server takes.
     ConnectStorm {
         /// Connections to open.
@@ -240,7 +317,12 @@ pub fn run(cli: Cli) -> i32 {
     if procs > 1
         && matches!(
             cli.mode,
-            Mode::Burst { .. } | Mode::SioBurst { .. } | Mode::ImDirect { .. }
+            Mode::Burst { .. }
+                | Mode::SioBurst { .. }
+                | Mode::ImDirect { .. }
+                | Mode::ImMixed { .. }
+                | Mode::ImSync { .. }
+                | Mode::ImCatchup { .. }
         )
     {
         eprintln!("bench: --procs is for idle, connect-storm, fanout, fanout-max and echo");
@@ -401,8 +483,73 @@ pub fn run(cli: Cli) -> i32 {
                     secret,
                     drain: Duration::from_secs(drain),
                     server_pid,
+                    group_size: 0,
+                    group_share: 0.0,
                 };
                 crate::im::run(&target, &opts).await
+            }
+            Mode::ImMixed {
+                clients,
+                group_size,
+                group_share,
+                rate,
+                duration,
+                size,
+                secret,
+                connect_rate,
+                drain,
+            } => {
+                let opts = crate::im::ImOptions {
+                    clients,
+                    connect_rate,
+                    rate,
+                    duration: Duration::from_secs(duration),
+                    size,
+                    secret,
+                    drain: Duration::from_secs(drain),
+                    server_pid,
+                    group_size,
+                    group_share,
+                };
+                crate::im::run(&target, &opts).await
+            }
+            Mode::ImSync {
+                conversations,
+                messages,
+                runs,
+                size,
+                secret,
+            } => {
+                let opts = crate::im_sync::SyncOptions {
+                    conversations,
+                    messages,
+                    runs,
+                    size,
+                    secret,
+                    server_pid,
+                };
+                crate::im_sync::run_sync(&target, &opts).await
+            }
+            Mode::ImCatchup {
+                clients,
+                group_size,
+                behind,
+                connect_rate,
+                concurrency,
+                size,
+                secret,
+            } => {
+                let opts = crate::im_sync::CatchupOptions {
+                    clients,
+                    group_size,
+                    behind,
+                    connect_rate,
+                    concurrency,
+                    size,
+                    secret,
+                    server_pid,
+                };
+                crate::im_sync::run_catchup(&target, &opts).await
             }
             Mode::ConnectStorm {
                 connections,

@@ -1,10 +1,11 @@
-//! `im-direct`: the IM service's persisted throughput, 1:1 (`IM.md`). N clients on `/im`
-//! in N/2 direct conversations; every client sends `send` with an ack at its share of an
-//! aggregate rate, and acks every `message` pushed to it, as a device confirming
-//! delivery. Measures acked sends per second, the ack's latency (send to "committed"),
-//! the delivery's latency (send to the partner's push), and checks every conversation's
-//! sequence numbers afterwards: each `seq` from 1 to the last, once, as the sender's acks
-//! and the partner's pushes saw them together.
+//! `im-direct` and `im-mixed`: the IM service's persisted throughput (`IM.md`). N clients
+//! on `/im`: in `im-direct` all in N/2 direct conversations; in `im-mixed` a share of them
+//! in groups (of 50 by default), the rest in pairs. Every client sends `send` with an ack
+//! at its share of an aggregate rate, and acks every `message` pushed to it, as a device
+//! confirming delivery. Measures acked sends per second, deliveries per second, the ack's
+//! latency (send to "committed"), the delivery's latency (send to a member's push), and
+//! checks every conversation's sequence numbers afterwards: each `seq` from 1 to the
+//! last, once, as the senders' acks saw them, and pushed once to every other member.
 //!
 //! Speaks to Herald and to the Node peer (`bench/peers/node/im.mjs`) alike: JWT (HS256)
 //! tokens signed with `--secret`, the default parser.
@@ -19,16 +20,16 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::client::{ClientError, Conn};
+use crate::client::{number_after, ClientError, Conn};
 use crate::idle::open_many_with;
-use crate::proc::CpuMeter;
+use crate::proc::{rss_bytes, CpuMeter};
 use crate::report::{latency_json, Report};
 use crate::Target;
 
 /// Options of the run.
 #[derive(Debug, Clone)]
 pub struct ImOptions {
-    /// Clients (two per conversation).
+    /// Clients.
     pub clients: usize,
     /// Connections opened per second while setting up.
     pub connect_rate: u32,
@@ -44,33 +45,104 @@ pub struct ImOptions {
     pub drain: Duration,
     /// The server's process id, for its CPU.
     pub server_pid: Option<u32>,
+    /// Members of each group (0: direct conversations only).
+    pub group_size: usize,
+    /// The share of the clients (and so of the sends) in groups.
+    pub group_share: f64,
 }
 
 #[derive(Default)]
 struct Counts {
     /// Clients done sending; the last one tells the others (`all_sent`).
     done_sending: AtomicU64,
+    /// Clients whose conversation is made, ready to send.
+    ready: AtomicU64,
     /// When the last ack came, in microseconds since the epoch of the run.
     last_ack_us: AtomicU64,
     sent: AtomicU64,
     acked: AtomicU64,
     refused: AtomicU64,
     delivered: AtomicU64,
+    /// `receipt` and `receipt.counts` pushes.
+    receipts: AtomicU64,
     errors: AtomicU64,
 }
 
-/// What a conversation's two clients saw of its sequence numbers: the acks of their
-/// sends, and the pushes of each other's.
+/// What one client saw of its conversation's sequence numbers: the acks of its sends,
+/// and the pushes of the others'.
 #[derive(Default)]
 struct SeenSeqs {
     acked: Vec<u64>,
     pushed: Vec<u64>,
 }
 
-type Seen = Arc<Mutex<SeenSeqs>>;
+/// The conversations of a run: each one's members, by client index.
+struct Layout {
+    conversations: Vec<Vec<usize>>,
+    /// Client index to its conversation.
+    conversation_of: Vec<usize>,
+}
+
+impl Layout {
+    /// Groups of `group_size` for `share` of `clients` (rounded down to whole groups),
+    /// pairs for the rest (an odd one out sits out).
+    fn new(clients: usize, group_size: usize, share: f64) -> Layout {
+        let in_groups = if group_size >= 3 {
+            ((clients as f64 * share.clamp(0.0, 1.0)) as usize / group_size) * group_size
+        } else {
+            0
+        };
+        let in_pairs = (clients - in_groups) & !1;
+        let mut conversations: Vec<Vec<usize>> = Vec::new();
+        for g in (0..in_groups).step_by(group_size.max(1)) {
+            conversations.push((g..g + group_size).collect());
+        }
+        for p in (in_groups..in_groups + in_pairs).step_by(2) {
+            conversations.push(vec![p, p + 1]);
+        }
+        let mut conversation_of = vec![usize::MAX; in_groups + in_pairs];
+        for (c, members) in conversations.iter().enumerate() {
+            for &m in members {
+                conversation_of[m] = c;
+            }
+        }
+        Layout {
+            conversations,
+            conversation_of,
+        }
+    }
+
+    fn clients(&self) -> usize {
+        self.conversation_of.len()
+    }
+}
+
+/// Where the run is: connecting, making conversations, then sending from an instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Connecting,
+    Create,
+    Send(Instant),
+}
+
+/// Waits for `phase` to pass `Connecting` (or `Create`, when `past_create`).
+async fn wait_phase(
+    rx: &mut tokio::sync::watch::Receiver<Phase>,
+    past_create: bool,
+) -> Option<Phase> {
+    loop {
+        let now = *rx.borrow_and_update();
+        match now {
+            Phase::Create if !past_create => return Some(now),
+            Phase::Send(_) => return Some(now),
+            _ => {}
+        }
+        rx.changed().await.ok()?;
+    }
+}
 
 /// A token for `user`, signed with `secret`.
-fn token(user: &str, secret: &str) -> String {
+pub(crate) fn token(user: &str, secret: &str) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -87,7 +159,7 @@ fn token(user: &str, secret: &str) -> String {
 }
 
 /// Connects and joins `/im` as `user`.
-async fn connect_im(
+pub(crate) async fn connect_im(
     target: &Target,
     i: usize,
     user: &str,
@@ -108,7 +180,7 @@ async fn connect_im(
 }
 
 /// The ack id and JSON of `3/im,<id>[...]`.
-fn ack(packet: &[u8]) -> Option<(u64, &[u8])> {
+pub(crate) fn ack(packet: &[u8]) -> Option<(u64, &[u8])> {
     let rest = packet.strip_prefix(b"3/im,")?;
     let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
     let id = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
@@ -123,29 +195,38 @@ fn pushed(packet: &[u8]) -> Option<(u64, &[u8])> {
     Some((id, &rest[digits..]))
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("constant bounds are valid")
 }
 
 /// Runs the scenario and reports.
 pub async fn run(target: &Target, opts: &ImOptions) -> Report {
-    let mut r = Report::new("im-direct");
+    let grouped = opts.group_size >= 3 && opts.group_share > 0.0;
+    let mut r = Report::new(if grouped { "im-mixed" } else { "im-direct" });
     r.set("target", json!(target.addr.to_string()));
-    let clients = opts.clients.max(2) & !1;
-    let pairs = clients / 2;
+    let layout = Arc::new(Layout::new(
+        opts.clients.max(2),
+        opts.group_size,
+        opts.group_share,
+    ));
+    let clients = layout.clients();
     // Users of this run only: a store that outlives runs holds no conversation of theirs.
     let run: u32 = rand::random();
     let user = move |i: usize| format!("bench-{run:08x}-{i}");
     let counts = Arc::new(Counts::default());
     let ack_hist = Arc::new(Mutex::new(histogram()));
     let delivery_hist = Arc::new(Mutex::new(histogram()));
-    let seen: Vec<Seen> = (0..pairs).map(|_| Seen::default()).collect();
-    let conversations: Arc<Vec<tokio::sync::OnceCell<i64>>> =
-        Arc::new((0..pairs).map(|_| tokio::sync::OnceCell::new()).collect());
+    let seen: Arc<Vec<Mutex<SeenSeqs>>> =
+        Arc::new((0..clients).map(|_| Mutex::default()).collect());
+    let conversations: Arc<Vec<tokio::sync::OnceCell<i64>>> = Arc::new(
+        (0..layout.conversations.len())
+            .map(|_| tokio::sync::OnceCell::new())
+            .collect(),
+    );
     let epoch = Instant::now();
-    let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Connecting);
     // Every client stays until all are done sending (a client behind its schedule sends
-    // late; its partner must still be there to receive), then drains.
+    // late; its partners must still be there to receive), then drains.
     let (all_sent_tx, all_sent_rx) = tokio::sync::watch::channel(false);
     let all_sent_tx = Arc::new(all_sent_tx);
     let per_client = opts.rate / clients as f64;
@@ -160,66 +241,77 @@ pub async fn run(target: &Target, opts: &ImOptions) -> Report {
         let delivery_hist = delivery_hist.clone();
         let seen = seen.clone();
         let conversations = conversations.clone();
+        let layout = layout.clone();
         move |i: usize, conn: Conn| {
             let counts = counts.clone();
             let ack_hist = ack_hist.clone();
             let delivery_hist = delivery_hist.clone();
-            let seen = seen[i / 2].clone();
+            let seen = seen.clone();
             let conversations = conversations.clone();
-            let mut start_rx = start_rx.clone();
+            let mut phase_rx = phase_rx.clone();
             let mut all_sent_rx = all_sent_rx.clone();
             let all_sent_tx = all_sent_tx.clone();
             let pad = pad.clone();
-            let partner = user(i ^ 1);
+            let c = layout.conversation_of[i];
+            let members = layout.conversations[c].clone();
             async move {
-                let start = loop {
-                    if let Some(s) = *start_rx.borrow() {
-                        break s;
-                    }
-                    if start_rx.changed().await.is_err() {
-                        return;
-                    }
-                };
-                let (mut reader, writer) = conn.split();
-                // Ack id 0: the conversation; then the sends, from 1.
-                let create = format!(
-                    r#"42/im,0["conversation.create",{{"type":"direct","with":"{partner}"}}]"#
-                );
                 let give_up = || {
                     if counts.done_sending.fetch_add(1, Ordering::AcqRel) + 1 == clients as u64 {
                         let _ = all_sent_tx.send(true);
                     }
                 };
-                if writer.send_raw(create.as_bytes()).await.is_err() {
-                    counts.errors.fetch_add(1, Ordering::Relaxed);
-                    give_up();
+                if wait_phase(&mut phase_rx, false).await.is_none() {
                     return;
                 }
+                let (mut reader, writer) = conn.split();
+                // Ack id 0: the conversation, made by both members of a pair and by the
+                // first member of a group; then the sends, from 1.
+                let create = if members.len() == 2 {
+                    let partner = user(members[0] + members[1] - i);
+                    Some(format!(
+                        r#"42/im,0["conversation.create",{{"type":"direct","with":"{partner}"}}]"#
+                    ))
+                } else if members[0] == i {
+                    let others: Vec<String> = members[1..].iter().map(|&m| user(m)).collect();
+                    Some(format!(
+                        r#"42/im,0["conversation.create",{{"type":"group","title":"bench","members":{}}}]"#,
+                        json!(others)
+                    ))
+                } else {
+                    None
+                };
+                if let Some(create) = &create {
+                    if writer.send_raw(create.as_bytes()).await.is_err() {
+                        counts.errors.fetch_add(1, Ordering::Relaxed);
+                        give_up();
+                        return;
+                    }
+                }
                 let pending: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
-                let (conv_tx, conv_rx) = tokio::sync::oneshot::channel::<i64>();
                 let reading = {
                     let pending = pending.clone();
                     let counts = counts.clone();
                     let seen = seen.clone();
                     let writer = writer.clone();
+                    let conversations = conversations.clone();
                     tokio::spawn(async move {
-                        let mut conv_tx = Some(conv_tx);
                         while let Ok(packet) = reader.recv_message().await {
                             if let Some((id, body)) = ack(&packet) {
-                                let reply: Value = serde_json::from_slice(body).unwrap_or_default();
-                                let reply = &reply[0];
+                                // Read from the bytes, as the fan-out modes do: a JSON
+                                // parse per packet would make the load generator, not
+                                // the server, the limit.
                                 if id == 0 {
-                                    if let (Some(tx), Some(c)) =
-                                        (conv_tx.take(), reply["conversation"]["id"].as_i64())
-                                    {
-                                        let _ = tx.send(c);
+                                    let reply: Value =
+                                        serde_json::from_slice(body).unwrap_or_default();
+                                    if let Some(id) = reply[0]["conversation"]["id"].as_i64() {
+                                        let _ = conversations[c].set(id);
                                     }
                                     continue;
                                 }
                                 let Some(at) = pending.lock().remove(&id) else {
                                     continue;
                                 };
-                                if reply["ok"] == json!(true) {
+                                if body.starts_with(br#"[{"ok":true"#) {
                                     let _ = ack_hist
                                         .lock()
                                         .record(at.elapsed().as_micros().max(1) as u64);
@@ -228,24 +320,26 @@ pub async fn run(target: &Target, opts: &ImOptions) -> Report {
                                         epoch.elapsed().as_micros() as u64,
                                         Ordering::Relaxed,
                                     );
-                                    if let Some(seq) = reply["seq"].as_u64() {
-                                        seen.lock().acked.push(seq);
+                                    if let Some(seq) = number_after(body, br#""seq":"#) {
+                                        seen[i].lock().acked.push(seq);
                                     }
                                 } else {
                                     counts.refused.fetch_add(1, Ordering::Relaxed);
                                 }
+                            } else if packet.starts_with(br#"2/im,["receipt"#) {
+                                counts.receipts.fetch_add(1, Ordering::Relaxed);
                             } else if let Some((id, body)) = pushed(&packet) {
-                                let event: Value = serde_json::from_slice(body).unwrap_or_default();
-                                if event[0] != json!("message") {
+                                if !body.starts_with(br#"["message","#) {
                                     continue;
                                 }
                                 // Delivered to this device: the ack the server counts.
                                 let _ = writer.send_raw(format!("43/im,{id}[]").as_bytes()).await;
-                                let m = &event[1];
-                                if let Some(seq) = m["seq"].as_u64() {
-                                    seen.lock().pushed.push(seq);
+                                // `seq` comes before the body, and the body's `"t":` is
+                                // the first (the message's own `"ts":` is not one).
+                                if let Some(seq) = number_after(body, br#""seq":"#) {
+                                    seen[i].lock().pushed.push(seq);
                                 }
-                                if let Some(t) = m["body"]["t"].as_u64() {
+                                if let Some(t) = number_after(body, br#""t":"#) {
                                     let now = epoch.elapsed().as_micros() as u64;
                                     let _ =
                                         delivery_hist.lock().record(now.saturating_sub(t).max(1));
@@ -255,17 +349,31 @@ pub async fn run(target: &Target, opts: &ImOptions) -> Report {
                         }
                     })
                 };
-                let Ok(Ok(conversation)) =
-                    tokio::time::timeout(Duration::from_secs(30), conv_rx).await
-                else {
+                // The group's other members learn its id from the member who made it.
+                let made = tokio::time::timeout(Duration::from_secs(30), async {
+                    loop {
+                        if let Some(&id) = conversations[c].get() {
+                            break id;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+                .await;
+                let Ok(conversation) = made else {
                     counts.errors.fetch_add(1, Ordering::Relaxed);
                     give_up();
                     reading.abort();
                     return;
                 };
-                let _ = conversations[i / 2].set(conversation);
-                // Clients start spread over one period, so sends do not bunch.
-                let offset = period.mul_f64((i as f64 / clients as f64).fract());
+                counts.ready.fetch_add(1, Ordering::AcqRel);
+                let Some(Phase::Send(start)) = wait_phase(&mut phase_rx, true).await else {
+                    reading.abort();
+                    return;
+                };
+                // Clients start spread over one period, so sends do not bunch; by a
+                // golden-ratio sequence, not by index, so that the groups (the first
+                // indexes) and the pairs each spread over the whole period.
+                let offset = period.mul_f64((i as f64 * 0.618_033_988_749_895).fract());
                 let mut next = start + offset;
                 let end = start + duration;
                 let mut id = 1u64;
@@ -284,9 +392,7 @@ pub async fn run(target: &Target, opts: &ImOptions) -> Report {
                     id += 1;
                     next += period;
                 }
-                if counts.done_sending.fetch_add(1, Ordering::AcqRel) + 1 == clients as u64 {
-                    let _ = all_sent_tx.send(true);
-                }
+                give_up();
                 let _ = tokio::time::timeout(
                     duration + Duration::from_secs(120),
                     all_sent_rx.wait_for(|done| *done),
@@ -302,12 +408,25 @@ pub async fn run(target: &Target, opts: &ImOptions) -> Report {
         let secret = secret.clone();
         async move { connect_im(&target, i, &user(i), &secret).await }
     };
+    let rss_before = opts.server_pid.and_then(rss_bytes);
     let opened = open_many_with(target, clients, opts.connect_rate, 256, connect, work).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every client is in before any conversation is made, so each is joined to its room.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let rss_connected = opts.server_pid.and_then(rss_bytes);
+    let _ = phase_tx.send(Phase::Create);
+    let setup_until = Instant::now() + Duration::from_secs(60);
+    while counts.ready.load(Ordering::Acquire) + counts.errors.load(Ordering::Relaxed)
+        < opened.connected as u64
+        && Instant::now() < setup_until
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let rss_made = opts.server_pid.and_then(rss_bytes);
     let server_cpu = opts.server_pid.map(CpuMeter::start);
     let client_cpu = CpuMeter::start(std::process::id());
     let started = Instant::now() + Duration::from_millis(100);
-    let _ = start_tx.send(Some(started));
+    let _ = phase_tx.send(Phase::Send(started));
     // Clients that failed to connect send nothing: they are done already.
     let failed = clients.saturating_sub(opened.connected) as u64;
     if counts.done_sending.fetch_add(failed, Ordering::AcqRel) + failed >= clients as u64 {
@@ -319,30 +438,35 @@ pub async fn run(target: &Target, opts: &ImOptions) -> Report {
     r.set_cpu(server_cpu.as_ref(), &client_cpu);
 
     // Every conversation: its seqs acked from 1 to the last, once each; each pushed to
-    // the other member once (a push not in by the end of the drain is missing).
+    // every other member once (a push not in by the end of the drain is missing).
     let (mut gaps, mut duplicates, mut lost, mut twice) = (0u64, 0u64, 0u64, 0u64);
-    for s in &seen {
-        let s = s.lock();
-        let mut acked = s.acked.clone();
+    for members in &layout.conversations {
+        let mut acked: Vec<(u64, usize)> = Vec::new();
+        for &m in members {
+            acked.extend(seen[m].lock().acked.iter().map(|&q| (q, m)));
+        }
         acked.sort_unstable();
         let all = acked.len();
-        acked.dedup();
+        acked.dedup_by_key(|a| a.0);
         duplicates += (all - acked.len()) as u64;
-        if let Some(&last) = acked.last() {
+        if let Some(&(last, _)) = acked.last() {
             gaps += last - acked.len() as u64;
         }
-        let mut pushed = s.pushed.clone();
-        pushed.sort_unstable();
-        let all = pushed.len();
-        pushed.dedup();
-        twice += (all - pushed.len()) as u64;
-        lost += acked
-            .iter()
-            .filter(|q| pushed.binary_search(q).is_err())
-            .count() as u64;
+        for &m in members {
+            let mut pushed = seen[m].lock().pushed.clone();
+            pushed.sort_unstable();
+            let all = pushed.len();
+            pushed.dedup();
+            twice += (all - pushed.len()) as u64;
+            lost += acked
+                .iter()
+                .filter(|&&(q, from)| from != m && pushed.binary_search(&q).is_err())
+                .count() as u64;
+        }
     }
     let sent = counts.sent.load(Ordering::Relaxed);
     let acked = counts.acked.load(Ordering::Relaxed);
+    let delivered = counts.delivered.load(Ordering::Relaxed);
     // Over the time the acks took, not the schedule: a server behind it is not credited
     // with the rate it was asked for.
     let until_last_ack =
@@ -354,6 +478,26 @@ pub async fn run(target: &Target, opts: &ImOptions) -> Report {
         "conversations",
         json!(conversations.iter().filter(|c| c.initialized()).count()),
     );
+    if grouped {
+        r.set("group_size", json!(opts.group_size));
+        r.set(
+            "clients_in_groups",
+            json!(layout.conversations.iter().filter(|m| m.len() > 2).count() * opts.group_size),
+        );
+    }
+    // What the sockets and then their conversations (cached, with their rooms) added.
+    if let (Some(before), Some(connected), Some(made)) = (rss_before, rss_connected, rss_made) {
+        if let Some(per) = connected
+            .saturating_sub(before)
+            .checked_div(opened.connected as u64)
+        {
+            r.set("server_rss_per_socket_bytes", json!(per));
+        }
+        let made_count = conversations.iter().filter(|c| c.initialized()).count() as u64;
+        if let Some(per) = made.saturating_sub(connected).checked_div(made_count) {
+            r.set("server_rss_per_conversation_bytes", json!(per));
+        }
+    }
     r.set("rate_per_s", json!(opts.rate));
     r.set("sent", json!(sent));
     r.set("acked", json!(acked));
@@ -365,7 +509,16 @@ pub async fn run(target: &Target, opts: &ImOptions) -> Report {
     r.set("errors", json!(counts.errors.load(Ordering::Relaxed)));
     r.set("acked_per_s", json!((acked as f64 / secs).round()));
     r.set("seconds_to_last_ack", json!((secs * 100.0).round() / 100.0));
-    r.set("delivered", json!(counts.delivered.load(Ordering::Relaxed)));
+    r.set("delivered", json!(delivered));
+    r.set("delivered_per_s", json!((delivered as f64 / secs).round()));
+    r.set("receipts", json!(counts.receipts.load(Ordering::Relaxed)));
+    if let (Some(cpu), true) = (server_cpu.as_ref(), delivered > 0) {
+        // The whole run's server CPU (sends, commits, acks, receipts) over its deliveries.
+        r.set(
+            "server_cpu_us_per_delivery",
+            json!((cpu.seconds() * 1e6 / delivered as f64 * 100.0).round() / 100.0),
+        );
+    }
     r.set("seq_gaps", json!(gaps));
     r.set("seq_duplicates", json!(duplicates));
     r.set("deliveries_missing", json!(lost));
@@ -391,5 +544,24 @@ mod tests {
             Some(77)
         );
         assert_eq!(pushed(br#"2/im,["conversation",{}]"#), None);
+    }
+
+    #[test]
+    fn layouts() {
+        // Half of 1,000 in groups of 50: 10 groups, then 250 pairs.
+        let l = Layout::new(1000, 50, 0.5);
+        assert_eq!(l.clients(), 1000);
+        assert_eq!(l.conversations.len(), 10 + 250);
+        assert_eq!(l.conversations[9], (450..500).collect::<Vec<_>>());
+        assert_eq!(l.conversations[10], vec![500, 501]);
+        assert_eq!(l.conversation_of[999], 259);
+        // Whole groups only, and an odd client out of the pairs.
+        let l = Layout::new(121, 50, 0.5);
+        assert_eq!(l.conversations.len(), 1 + 35);
+        assert_eq!(l.clients(), 120);
+        // Direct only.
+        let l = Layout::new(10, 0, 0.5);
+        assert!(l.conversations.iter().all(|m| m.len() == 2));
+        assert_eq!(l.clients(), 10);
     }
 }

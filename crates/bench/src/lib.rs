@@ -28,6 +28,7 @@ pub mod echo;
 pub mod fanout;
 pub mod idle;
 pub mod im;
+pub mod im_sync;
 pub mod polling;
 pub mod proc;
 pub mod report;
