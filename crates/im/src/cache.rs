@@ -48,6 +48,8 @@ pub(crate) struct Conv {
     /// Messages committed but not pushed yet, because one before them is still on its
     /// way: pushes go out in sequence order. parking_lot mutex: held to queue or take.
     pub(crate) pushes: Mutex<Pushes>,
+    /// When it was last used, on the cache's coarse clock (seconds).
+    used: AtomicU64,
 }
 
 /// The recent messages of a group whose authors are kept for its receipts: a watermark
@@ -220,12 +222,16 @@ const LOAD_STRIPES: usize = 256;
 
 /// The conversations in use.
 ///
-/// Once cached, a conversation stays (nothing is evicted yet): the changes of its
-/// members are applied to the cached copy by the store's writer ([`Conv::apply`]), so a
-/// membership change loads the conversation first. An eviction will have to be ordered
-/// with those changes.
+/// The changes of a conversation's members are applied to the cached copy by the store's
+/// writer ([`Conv::apply`]), so a membership change gets the conversation first and holds
+/// it until the writer is done. A conversation leaves the cache only when nothing but the
+/// cache holds it and it has not been used for the idle time ([`Cache::evict_idle`]):
+/// so no change, send or push in flight can find the copy it holds replaced by another,
+/// and a copy loaded after an eviction reads what the store committed.
 pub(crate) struct Cache {
     convs: DashMap<ConversationId, Arc<Conv>>,
+    /// Seconds since the cache began, moved by [`Cache::tick`]: what a use stamps.
+    clock: AtomicU64,
     /// A conversation loads under the lock of its stripe: concurrent first uses wait for
     /// one load, not one each.
     loading: Box<[tokio::sync::Mutex<()>]>,
@@ -235,6 +241,7 @@ impl Default for Cache {
     fn default() -> Self {
         Cache {
             convs: DashMap::new(),
+            clock: AtomicU64::new(0),
             loading: (0..LOAD_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -254,13 +261,13 @@ impl Cache {
         id: ConversationId,
     ) -> Result<Arc<Conv>, StoreError> {
         if let Some(c) = self.convs.get(&id) {
-            return Ok(c.value().clone());
+            return Ok(self.used(c.value()));
         }
         let _loading = self.loading[id.unsigned_abs() as usize % LOAD_STRIPES]
             .lock()
             .await;
         if let Some(c) = self.convs.get(&id) {
-            return Ok(c.value().clone());
+            return Ok(self.used(c.value()));
         }
         let row = store.conversation(id).await?.ok_or(StoreError::NotFound)?;
         let mut members = HashMap::with_capacity(row.member_count as usize);
@@ -304,6 +311,7 @@ impl Cache {
                 waiting: BTreeMap::new(),
                 running: false,
             }),
+            used: AtomicU64::new(self.clock.load(Ordering::Relaxed)),
         });
         self.convs.insert(id, conv.clone());
         Ok(conv)
@@ -316,7 +324,34 @@ impl Cache {
 
     /// The conversation `id` if it is in use.
     pub(crate) fn peek(&self, id: ConversationId) -> Option<Arc<Conv>> {
-        self.convs.get(&id).map(|c| c.value().clone())
+        self.convs.get(&id).map(|c| self.used(c.value()))
+    }
+
+    /// Stamps `conv` as used now; a clone for the caller.
+    fn used(&self, conv: &Arc<Conv>) -> Arc<Conv> {
+        conv.used
+            .store(self.clock.load(Ordering::Relaxed), Ordering::Relaxed);
+        conv.clone()
+    }
+
+    /// Moves the coarse clock to `secs` since the cache began.
+    pub(crate) fn tick(&self, secs: u64) {
+        self.clock.fetch_max(secs, Ordering::Relaxed);
+    }
+
+    /// Drops the conversations unused for `idle_secs` that nothing but the cache holds;
+    /// returns how many. Each shard is locked for writing while it is walked, so no one
+    /// takes a clone of a conversation while its holders are counted.
+    pub(crate) fn evict_idle(&self, idle_secs: u64) -> usize {
+        let now = self.clock.load(Ordering::Relaxed);
+        let mut evicted = 0;
+        self.convs.retain(|_, conv| {
+            let keep = Arc::strong_count(conv) > 1
+                || now.saturating_sub(conv.used.load(Ordering::Relaxed)) < idle_secs;
+            evicted += usize::from(!keep);
+            keep
+        });
+        evicted
     }
 
     /// Conversations cached.
@@ -352,7 +387,61 @@ mod tests {
                 waiting: BTreeMap::new(),
                 running: false,
             }),
+            used: AtomicU64::new(0),
         }
+    }
+
+    /// A conversation unused for the idle time leaves the cache, and comes back from the
+    /// store as it is there now; one still held somewhere stays, however idle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_conversations_leave_and_come_back() {
+        let dir = std::env::temp_dir().join(format!("herald-im-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = store::Config {
+            url: format!("sqlite://{}/im.db", dir.display()),
+            ..store::Config::default()
+        };
+        let store = Store::open(&config, Arc::default()).unwrap();
+        let (a, _) = store.create_direct("ann", "bob", 1).await.unwrap();
+        let (b, _) = store.create_direct("ann", "cy", 1).await.unwrap();
+        let cache = Cache::default();
+        let held = cache.get(&store, a.id).await.unwrap();
+        let idle = cache.get(&store, b.id).await.unwrap();
+        drop(idle);
+        assert_eq!(cache.len(), 2);
+
+        // Not idle long enough: nothing leaves.
+        cache.tick(5);
+        assert_eq!(cache.evict_idle(10), 0);
+        // Used at 5: still not idle at 12; idle at 16.
+        drop(cache.peek(b.id));
+        cache.tick(12);
+        assert_eq!(cache.evict_idle(10), 0);
+        cache.tick(16);
+        assert_eq!(cache.evict_idle(10), 1, "the unused one, not the held one");
+        assert!(cache.peek(b.id).is_none());
+        assert!(cache.peek(a.id).is_some(), "a held conversation stays");
+
+        // Back on its next use, as the store has it now.
+        store
+            .append(store::NewMessage {
+                conversation: b.id,
+                sender: Some("cy".into()),
+                cid: Some("c1".into()),
+                body: store::Body::Json("1".into()),
+                ts_ms: 2,
+            })
+            .await
+            .unwrap();
+        let back = cache.get(&store, b.id).await.unwrap();
+        assert_eq!(back.last_seq.load(Ordering::Acquire), 1);
+        assert_eq!(back.members.read().len(), 2);
+        drop(back);
+        drop(held);
+        cache.tick(100);
+        assert_eq!(cache.evict_idle(10), 2);
+        assert_eq!(cache.len(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Sequence numbers handed out in order but pushed from several threads, each

@@ -22,6 +22,9 @@ pub struct Config {
     /// Groups of at most this many members tell each author whose messages a watermark
     /// covers; larger ones send counts. Defaults to 100.
     pub receipt_detail_limit: usize,
+    /// A cached conversation nobody has used for this long (and nothing holds) is
+    /// dropped from memory; its next use loads it again. Defaults to 10 minutes.
+    pub cache_idle: Duration,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             receipt_window: Duration::from_millis(250),
             watermark_flush: Duration::from_secs(1),
             receipt_detail_limit: 100,
+            cache_idle: Duration::from_secs(600),
         }
     }
 }

@@ -142,11 +142,48 @@ impl Im {
             "watermarks",
             receipts::run(Arc::downgrade(&self.inner)),
         ));
+        tokio::spawn(sweep_cache(Arc::downgrade(&self.inner)));
+    }
+
+    /// Conversations held in memory now.
+    pub fn cached_conversations(&self) -> usize {
+        self.inner.cache.len()
     }
 
     /// Writes what is held in memory (watermarks) to the store; for the drain.
     pub async fn flush(&self) {
         store::stats::counted("watermarks", receipts::flush(&self.inner)).await;
+    }
+}
+
+/// Keeps the cache's clock and drops the conversations idle for `im.cache_idle`, until
+/// the service is gone.
+async fn sweep_cache(inner: std::sync::Weak<Inner>) {
+    let idle = match inner.upgrade() {
+        Some(i) => i.config.cache_idle.as_secs().max(1),
+        None => return,
+    };
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut swept = 0;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let now = started.elapsed().as_secs();
+        inner.cache.tick(now);
+        // A walk of the cache every tenth of the idle time (at most once a minute).
+        if now >= swept + (idle / 10).clamp(1, 60) {
+            swept = now;
+            let evicted = inner.cache.evict_idle(idle);
+            if evicted > 0 {
+                tracing::debug!(
+                    evicted,
+                    cached = inner.cache.len(),
+                    "im: idle conversations left the cache"
+                );
+            }
+        }
     }
 }
 

@@ -874,6 +874,9 @@ pub struct ImSection {
     pub commit_window_ms: u64,
     /// Sends one commit takes at most. Defaults to 512.
     pub commit_batch: u64,
+    /// Milliseconds a cached conversation may go unused before it leaves memory.
+    /// Defaults to 600,000 (10 minutes).
+    pub cache_idle_ms: u64,
 }
 
 impl Default for ImSection {
@@ -894,6 +897,7 @@ impl Default for ImSection {
             watermark_flush_ms: im.watermark_flush.as_millis() as u64,
             commit_window_ms: im.store.batch_window.as_millis() as u64,
             commit_batch: im.store.batch_max as u64,
+            cache_idle_ms: im.cache_idle.as_millis() as u64,
         }
     }
 }
@@ -922,6 +926,8 @@ impl ImSection {
         c.at_most("im.commit_window_ms", self.commit_window_ms, 1_000);
         c.positive("im.commit_batch", self.commit_batch);
         c.at_most("im.commit_batch", self.commit_batch, 100_000);
+        c.positive("im.cache_idle_ms", self.cache_idle_ms);
+        c.at_most("im.cache_idle_ms", self.cache_idle_ms, 86_400_000);
         self.enabled.then(|| im::Config {
             store: store::Config {
                 url: self.store.clone(),
@@ -939,6 +945,7 @@ impl ImSection {
             receipt_window: Duration::from_millis(self.receipt_window_ms),
             receipt_detail_limit: self.receipt_detail_limit as usize,
             watermark_flush: Duration::from_millis(self.watermark_flush_ms),
+            cache_idle: Duration::from_millis(self.cache_idle_ms),
         })
     }
 }

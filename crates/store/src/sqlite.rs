@@ -673,7 +673,7 @@ fn append(conn: &Connection, m: &NewMessage, stats: &StoreStats) -> Result<Store
 /// Plans that do not depend on the values bound. Without this, SQLite marks a cached
 /// statement whose `LIMIT ?` (or range) is bound to be prepared again whenever the value
 /// changes, and a `sync` page, whose limit is what is left of the page, was parsed and
-/// planned anew on every call (a fifth of the server's time in a catch-up storm). Our
+/// planned anew on every call (a tenth of the server's samples in a catch-up storm). Our
 /// queries are index lookups whose best plan does not change with the values.
 fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_db_config(

@@ -216,7 +216,9 @@ async fn battery(s: &Store) {
         .await
         .unwrap();
     assert_eq!(
-        page.iter().map(|m| (m.conversation, m.seq)).collect::<Vec<_>>(),
+        page.iter()
+            .map(|m| (m.conversation, m.seq))
+            .collect::<Vec<_>>(),
         [(g.id, in_g.seq), (ab.id, 199), (ab.id, 200), (ab.id, 201)]
     );
     let capped = s
@@ -224,7 +226,10 @@ async fn battery(s: &Store) {
         .await
         .unwrap();
     assert_eq!(
-        capped.iter().map(|m| (m.conversation, m.seq)).collect::<Vec<_>>(),
+        capped
+            .iter()
+            .map(|m| (m.conversation, m.seq))
+            .collect::<Vec<_>>(),
         [(ab.id, 1), (ab.id, 2), (ab.id, 3)]
     );
     assert!(s
