@@ -1,7 +1,7 @@
 """The IM service (namespace /im, IM.md) with PyPI python-socketio 5.x, JSON and msgpack,
 on SQLite and on PostgreSQL:
 refusal without a token, conversations, sends acked after their commit and pushed with an
-ack, history, read watermarks, sync, groups, bad requests, binary bodies."""
+ack, history, read watermarks, sync, groups, bad requests, binary bodies, typing."""
 
 import base64
 import hashlib
@@ -130,7 +130,7 @@ class Im:
 
             return on
 
-        for event in ["message", "conversation", "receipt", "read"]:
+        for event in ["message", "conversation", "receipt", "read", "typing"]:
             self.client.on(event, keep(event), namespace="/im")
         self.client.connect(
             f"http://127.0.0.1:{server.port}",
@@ -242,3 +242,32 @@ def test_groups_and_bad_requests(herald):
     finally:
         o.close()
         m.close()
+
+
+def test_typing(herald):
+    tag = herald[1]
+    a, b, x = Im(herald, f"ta-{tag}"), Im(herald, f"tb-{tag}"), Im(herald, f"tx-{tag}")
+    try:
+        g = a.ask("conversation.create", {"type": "group", "title": "py", "members": [f"tb-{tag}"]})
+        cid = g["conversation"]["id"]
+        time.sleep(0.05)
+        # Keystrokes: the others get the set, not each event.
+        for _ in range(30):
+            a.client.emit("typing", {"conversation": cid, "typing": True}, namespace="/im")
+        first = b.wait("typing", 1)[0]
+        assert first == {"conversation": cid, "users": [f"ta-{tag}"]}, first
+        time.sleep(0.4)
+        assert len(b.pushes["typing"]) == 1, b.pushes["typing"]
+        # Sending ends it.
+        assert a.ask("send", {"conversation": cid, "cid": "ty-py", "body": 1})["ok"]
+        assert b.wait("typing", 2)[-1] == {"conversation": cid, "users": []}
+        # A non-member and a bad argument: refused, nothing announced, still connected.
+        assert x.ask("typing", {"conversation": cid, "typing": True})["error"]["code"] == "not_found"
+        assert a.ask("typing", {"conversation": cid, "typing": 1})["error"]["code"] == "bad_request"
+        time.sleep(0.3)
+        assert len(b.pushes["typing"]) == 2, b.pushes["typing"]
+        assert x.client.connected and a.client.connected
+    finally:
+        a.close()
+        b.close()
+        x.close()

@@ -25,6 +25,11 @@ pub struct Config {
     /// A cached conversation nobody has used for this long (and nothing holds) is
     /// dropped from memory; its next use loads it again. Defaults to 10 minutes.
     pub cache_idle: Duration,
+    /// Members get the set of typers of a conversation at most once per window, and only
+    /// when it changed. Defaults to 100 ms.
+    pub typing_window: Duration,
+    /// A user counts as typing this long after their last `typing: true`. Defaults to 5 s.
+    pub typing_ttl: Duration,
 }
 
 impl Default for Config {
@@ -38,6 +43,8 @@ impl Default for Config {
             watermark_flush: Duration::from_secs(1),
             receipt_detail_limit: 100,
             cache_idle: Duration::from_secs(600),
+            typing_window: Duration::from_millis(100),
+            typing_ttl: Duration::from_secs(5),
         }
     }
 }

@@ -15,6 +15,7 @@
 //! - `wire`: the objects clients send and receive.
 //! - `cmd`: one module per client event, each with its parse and its apply.
 //! - `receipts`: watermarks written behind, receipts pushed, in windows.
+//! - `typing`: the typers of each conversation, pushed once per window when they change.
 
 pub mod api;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod error;
 mod cache;
 mod cmd;
 mod receipts;
+mod typing;
 mod wire;
 
 use std::sync::{Arc, OnceLock};
@@ -61,6 +63,7 @@ pub(crate) struct Inner {
     /// device's delivery ack names.
     pub(crate) recent: moka::sync::Cache<i64, (ConversationId, u64)>,
     pub(crate) receipts: receipts::Receipts,
+    pub(crate) typing: typing::Typing,
     /// Namespace `/im`, once the Socket.IO server is built.
     pub(crate) ns: OnceLock<Arc<Namespace>>,
 }
@@ -88,6 +91,7 @@ impl Im {
                     .time_to_live(std::time::Duration::from_secs(300))
                     .build(),
                 receipts: receipts::Receipts::default(),
+                typing: typing::Typing::default(),
                 config,
                 store,
                 cache: cache::Cache::default(),
@@ -128,8 +132,21 @@ impl Im {
                 store::stats::sync_counted(event, || handler(inner, socket.clone(), ev));
             });
         }
+        let gone = self.inner.clone();
         let acks = self.inner.clone();
-        builder.on_ack(move |socket, id, _ack| receipts::delivered(&acks, socket, id))
+        builder
+            .on_disconnect(move |socket, _reason| {
+                // The user's last socket on `/im` left: they type nowhere.
+                let Some(user) = user_of(socket) else { return };
+                let alone = gone
+                    .ns
+                    .get()
+                    .is_some_and(|ns| ns.to(user_room(&user)).sockets().is_empty());
+                if alone {
+                    gone.typing.gone(&user);
+                }
+            })
+            .on_ack(move |socket, id, _ack| receipts::delivered(&acks, socket, id))
     }
 
     /// The Socket.IO server is built: the service takes its namespace and starts writing
@@ -143,6 +160,7 @@ impl Im {
             receipts::run(Arc::downgrade(&self.inner)),
         ));
         tokio::spawn(sweep_cache(Arc::downgrade(&self.inner)));
+        tokio::spawn(typing::run(Arc::downgrade(&self.inner)));
     }
 
     /// Conversations held in memory now.

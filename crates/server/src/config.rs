@@ -877,6 +877,12 @@ pub struct ImSection {
     /// Milliseconds a cached conversation may go unused before it leaves memory.
     /// Defaults to 600,000 (10 minutes).
     pub cache_idle_ms: u64,
+    /// Milliseconds between pushes of a conversation's typers (only when they changed).
+    /// Defaults to 100.
+    pub typing_window_ms: u64,
+    /// Milliseconds a user counts as typing after their last `typing: true`. Defaults
+    /// to 5,000.
+    pub typing_ttl_ms: u64,
 }
 
 impl Default for ImSection {
@@ -898,6 +904,8 @@ impl Default for ImSection {
             commit_window_ms: im.store.batch_window.as_millis() as u64,
             commit_batch: im.store.batch_max as u64,
             cache_idle_ms: im.cache_idle.as_millis() as u64,
+            typing_window_ms: im.typing_window.as_millis() as u64,
+            typing_ttl_ms: im.typing_ttl.as_millis() as u64,
         }
     }
 }
@@ -928,6 +936,10 @@ impl ImSection {
         c.at_most("im.commit_batch", self.commit_batch, 100_000);
         c.positive("im.cache_idle_ms", self.cache_idle_ms);
         c.at_most("im.cache_idle_ms", self.cache_idle_ms, 86_400_000);
+        c.positive("im.typing_window_ms", self.typing_window_ms);
+        c.at_most("im.typing_window_ms", self.typing_window_ms, 10_000);
+        c.positive("im.typing_ttl_ms", self.typing_ttl_ms);
+        c.at_most("im.typing_ttl_ms", self.typing_ttl_ms, 600_000);
         self.enabled.then(|| im::Config {
             store: store::Config {
                 url: self.store.clone(),
@@ -946,6 +958,8 @@ impl ImSection {
             receipt_detail_limit: self.receipt_detail_limit as usize,
             watermark_flush: Duration::from_millis(self.watermark_flush_ms),
             cache_idle: Duration::from_millis(self.cache_idle_ms),
+            typing_window: Duration::from_millis(self.typing_window_ms),
+            typing_ttl: Duration::from_millis(self.typing_ttl_ms),
         })
     }
 }

@@ -8,6 +8,7 @@ mod read;
 mod receipts;
 pub(crate) mod send;
 mod sync;
+mod typing;
 
 pub(crate) use send::MAX_CID;
 
@@ -34,6 +35,7 @@ pub(crate) const HANDLERS: &[(&str, Handler)] = &[
     ("read", read::read),
     ("receipts", receipts::receipts),
     ("sync", sync::sync),
+    ("typing", typing::typing),
 ];
 
 /// A socket joined `/im`: its user's room, and the rooms of its conversations.

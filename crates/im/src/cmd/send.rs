@@ -114,8 +114,9 @@ pub(crate) fn committed(
             *last = Some(message.clone());
         }
     }
-    // Sending reads the conversation up to the message sent.
+    // Sending reads the conversation up to the message sent, and ends the sender's typing.
     if let Some(sender) = &message.sender {
+        inner.typing.stopped(message.conversation, sender);
         conv.note_author(stored.seq, sender);
         // The members' own key for the sender: no allocation per message.
         let moved = conv
