@@ -1,15 +1,20 @@
 // Typing on the IM service with the stock socket.io client: the set of typers pushed at
 // most once per window and only when it changed; cleared by `typing: false`, by sending,
-// by the typing TTL and when the user's last socket leaves; refused for non-members and
-// bad arguments without a disconnect.
+// by the typing TTL, when the user's last socket leaves and when a client vanishes
+// without closing (its process stopped: the heartbeat ends it); refused for non-members
+// and bad arguments without a disconnect.
+import { spawn } from "node:child_process";
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
 import { startHerald, once, sleep, jwt, now } from "./harness.mjs";
 
 const SECRET = "im-typing-secret-im-typing-secret";
-const TTL_MS = 1500;
+const TTL_MS = 2500;
 const WINDOW_MS = 100;
+// A short heartbeat, so that a client that stopped answering is gone well before the TTL.
+const PING_INTERVAL_MS = 300;
+const PING_TIMEOUT_MS = 300;
 const tok = (sub) => jwt({ sub, exp: now(600) }, { secret: SECRET });
 
 let server;
@@ -61,6 +66,8 @@ before(async () => {
     HERALD_AUTH__JWT_SECRET: SECRET,
     HERALD_IM__TYPING_TTL_MS: String(TTL_MS),
     HERALD_IM__TYPING_WINDOW_MS: String(WINDOW_MS),
+    HERALD_SOCKETIO__PING_INTERVAL_MS: String(PING_INTERVAL_MS),
+    HERALD_SOCKETIO__PING_TIMEOUT_MS: String(PING_TIMEOUT_MS),
   });
 });
 
@@ -129,6 +136,42 @@ describe("im typing", () => {
     const start = Date.now();
     await until(seen, [], 1000);
     assert.ok(Date.now() - start < TTL_MS, "cleared by the disconnect, not by the TTL");
+  });
+
+  test("a client that vanishes without closing stops typing when the heartbeat ends it", async () => {
+    const c = await im("tv-c");
+    const id = await group(c, ["tv-a"]);
+    const seen = record(c, id);
+    // The typer in a process of its own, which is then stopped (SIGSTOP): its
+    // connection stays open, it answers no ping.
+    const script = `
+      import { io } from "socket.io-client";
+      const s = io(process.env.URL + "/im", { auth: { token: process.env.TOKEN }, transports: ["websocket"], reconnection: false });
+      s.on("connect", () => { s.emit("typing", { conversation: Number(process.env.CONV), typing: true }); console.log("TYPING"); });
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      cwd: import.meta.dirname,
+      env: { ...process.env, URL: server.url, TOKEN: tok("tv-a"), CONV: String(id) },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      await new Promise((resolve, reject) => {
+        child.stdout.on("data", (d) => String(d).includes("TYPING") && resolve());
+        child.on("exit", (code) => reject(new Error(`the typer exited (${code})`)));
+      });
+      await until(seen, ["tv-a"]);
+      const typedAt = seen.find((p) => p.users.includes("tv-a")).at;
+      child.kill("SIGSTOP");
+      await until(seen, [], TTL_MS + 1500);
+      const cleared = seen.find((p) => p.users.length === 0).at - typedAt;
+      assert.ok(
+        cleared < TTL_MS / 2,
+        `cleared ${cleared} ms after typing: by the TTL (${TTL_MS} ms), not by the heartbeat`,
+      );
+    } finally {
+      child.kill("SIGKILL");
+    }
   });
 
   test("direct conversations too, and the typer's other devices see the set", async () => {
