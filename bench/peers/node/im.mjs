@@ -11,6 +11,10 @@
 //   message pushed to the conversation's other sockets, with an ack (delivered)
 //   sync { since? }                                  -> { ok, conversations, messages, more }
 //     (summaries of every conversation, then up to 500 messages after each `since`)
+//   typing { conversation, typing }: as the seeds' StateAggregator does it, the updates of
+//     a 100 ms window per conversation merged by user, then the conversation's typers
+//     pushed to its room (`typing` { conversation, users }) at the end of every window
+//     that had an update; --typing relay pushes each event to the others as it comes.
 //
 // Durability as --synchronous says (FULL, the default, as Herald's `full`; or NORMAL).
 // Binds 127.0.0.1 on --port (0 picks one); prints `PID <pid>` then `LISTENING <port>`.
@@ -32,6 +36,9 @@ const synchronous = arg("synchronous", "FULL").toUpperCase();
 const file = arg("db", path.join(mkdtempSync(path.join(tmpdir(), "im-peer-")), "im.db"));
 const WINDOW_MS = 2;
 const SYNC_PAGE = 500;
+const TYPING_WINDOW_MS = 100;
+const TYPING_TTL_MS = 5000;
+const typingMode = arg("typing", "aggregate");
 
 const db = new Database(file);
 db.pragma("journal_mode = WAL");
@@ -167,6 +174,10 @@ im.on("connection", (socket) => {
     }
     ack({ ok: true, conversation: { id, type: "direct", members: [user, other].sort() } });
   });
+  socket.on("typing", (args, ack) => {
+    const answer = typing(socket, user, args);
+    if (typeof ack === "function") ack(answer);
+  });
   socket.on("sync", (args, ack) => {
     if (typeof ack === "function") ack(sync(user, args));
   });
@@ -182,6 +193,36 @@ im.on("connection", (socket) => {
     if (!timer) timer = setTimeout(flush, WINDOW_MS);
   });
 });
+// The typers of each conversation (user -> until), and the windows under way.
+const typers = new Map();
+const typingWindows = new Set();
+function typing(socket, user, args) {
+  const id = args?.conversation;
+  if (typeof id !== "number" || typeof args?.typing !== "boolean") {
+    return { ok: false, error: { code: "bad_request", message: "typing takes { conversation, typing }" } };
+  }
+  if (!membersOf(id).has(user)) return { ok: false, error: { code: "not_found", message: "no such conversation" } };
+  if (typingMode === "relay") {
+    socket.to(`conv:${id}`).emit("typing", { conversation: id, user, typing: args.typing });
+    return { ok: true };
+  }
+  let set = typers.get(id);
+  if (!set) typers.set(id, (set = new Map()));
+  if (args.typing) set.set(user, Date.now() + TYPING_TTL_MS);
+  else set.delete(user);
+  if (!typingWindows.has(id)) {
+    typingWindows.add(id);
+    setTimeout(() => {
+      typingWindows.delete(id);
+      const now = Date.now();
+      for (const [u, until] of set) if (until <= now) set.delete(u);
+      im.to(`conv:${id}`).emit("typing", { conversation: id, users: [...set.keys()].sort() });
+      if (set.size === 0) typers.delete(id);
+    }, TYPING_WINDOW_MS);
+  }
+  return { ok: true };
+}
+
 function sync(user, args) {
   const since = args?.since ?? {};
   if (typeof since !== "object" || Array.isArray(since)) {

@@ -276,6 +276,29 @@ enum Mode {
         #[arg(long)]
         secret: String,
     },
+    /// The IM service, typing: MEMBERS in one group, TYPERS of them sending `typing`
+    /// RATE times a second each: pushes and bytes the members got, against relaying every
+    /// event to every other member, and how soon each typer was seen.
+    ImTyping {
+        /// Members of the group.
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        /// Members who type.
+        #[arg(long, default_value_t = 50)]
+        typers: usize,
+        /// Keystrokes per second per typer.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Seconds each typer types.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Connections opened per second while setting up.
+        #[arg(long, default_value_t = 2000)]
+        connect_rate: u32,
+        /// The HS256 secret the server checks tokens with (`auth.jwt_secret`).
+        #[arg(long)]
+        secret: String,
+    },
     /// As many Socket.IO handshakes per second as the server takes.
     ConnectStorm {
         /// Connections to open.
@@ -323,6 +346,7 @@ pub fn run(cli: Cli) -> i32 {
                 | Mode::ImMixed { .. }
                 | Mode::ImSync { .. }
                 | Mode::ImCatchup { .. }
+                | Mode::ImTyping { .. }
         )
     {
         eprintln!("bench: --procs is for idle, connect-storm, fanout, fanout-max and echo");
@@ -550,6 +574,25 @@ pub fn run(cli: Cli) -> i32 {
                     server_pid,
                 };
                 crate::im_sync::run_catchup(&target, &opts).await
+            }
+            Mode::ImTyping {
+                members,
+                typers,
+                rate,
+                duration,
+                connect_rate,
+                secret,
+            } => {
+                let opts = crate::im_typing::TypingOptions {
+                    members,
+                    typers,
+                    rate,
+                    duration: Duration::from_secs(duration),
+                    connect_rate,
+                    secret,
+                    server_pid,
+                };
+                crate::im_typing::run(&target, &opts).await
             }
             Mode::ConnectStorm {
                 connections,

@@ -29,6 +29,7 @@ pub mod fanout;
 pub mod idle;
 pub mod im;
 pub mod im_sync;
+pub mod im_typing;
 pub mod polling;
 pub mod proc;
 pub mod report;
