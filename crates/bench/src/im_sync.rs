@@ -133,6 +133,15 @@ fn check_seqs(seqs: &[u64], n: usize) -> (u64, u64) {
     (missing, twice)
 }
 
+/// A writer task's outcome, its panic or cancellation an error too.
+fn joined<T>(outcome: Result<Result<T, ClientError>, tokio::task::JoinError>) -> Result<T, String> {
+    match outcome {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Options of `im-sync`.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -186,12 +195,8 @@ pub async fn run_sync(target: &Target, opts: &SyncOptions) -> Report {
     }
     let mut conversations = Vec::new();
     for t in tasks {
-        match t.await {
-            Ok(Ok(id)) => conversations.push(id),
-            Ok(Err(e)) => {
-                r.set("error", json!(format!("writer: {e}")));
-                return r;
-            }
+        match joined(t.await) {
+            Ok(id) => conversations.push(id),
             Err(e) => {
                 r.set("error", json!(format!("writer: {e}")));
                 return r;
@@ -379,14 +384,10 @@ pub async fn run_catchup(target: &Target, opts: &CatchupOptions) -> Report {
     let mut ids = Vec::new();
     let mut keep = Vec::new();
     for t in tasks {
-        match t.await {
-            Ok(Ok((conn, id))) => {
+        match joined(t.await) {
+            Ok((conn, id)) => {
                 ids.push(id);
                 keep.push(conn);
-            }
-            Ok(Err(e)) => {
-                r.set("error", json!(format!("writer: {e}")));
-                return r;
             }
             Err(e) => {
                 r.set("error", json!(format!("writer: {e}")));
