@@ -4,7 +4,7 @@
 //! nothing from the store.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -50,6 +50,9 @@ pub(crate) struct Conv {
     pub(crate) pushes: Mutex<Pushes>,
     /// When it was last used, on the cache's coarse clock (seconds).
     used: AtomicU64,
+    /// Someone may be typing in it: a send takes the typing lock only then (set and
+    /// cleared under that lock, by [`crate::typing::Typing`]).
+    pub(crate) typing: AtomicBool,
 }
 
 /// The recent messages of a group whose authors are kept for its receipts: a watermark
@@ -312,6 +315,7 @@ impl Cache {
                 running: false,
             }),
             used: AtomicU64::new(self.clock.load(Ordering::Relaxed)),
+            typing: AtomicBool::new(false),
         });
         self.convs.insert(id, conv.clone());
         Ok(conv)
@@ -327,10 +331,13 @@ impl Cache {
         self.convs.get(&id).map(|c| self.used(c.value()))
     }
 
-    /// Stamps `conv` as used now; a clone for the caller.
+    /// Stamps `conv` as used now (written only when the clock moved: a send or an ack
+    /// to a busy conversation does not dirty the line each time); a clone for the caller.
     fn used(&self, conv: &Arc<Conv>) -> Arc<Conv> {
-        conv.used
-            .store(self.clock.load(Ordering::Relaxed), Ordering::Relaxed);
+        let now = self.clock.load(Ordering::Relaxed);
+        if conv.used.load(Ordering::Relaxed) != now {
+            conv.used.store(now, Ordering::Relaxed);
+        }
         conv.clone()
     }
 
@@ -360,18 +367,12 @@ impl Cache {
     }
 }
 
-/// Moves `cell` forward to `seq` (never back); returns the value now.
-pub(crate) fn advance(cell: &AtomicU64, seq: u64) -> u64 {
-    cell.fetch_max(seq, Ordering::AcqRel).max(seq)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn conv() -> Conv {
+impl Conv {
+    /// An empty group `id` with no members, for tests.
+    pub(crate) fn empty(id: ConversationId) -> Conv {
         Conv {
-            id: 1,
+            id,
             kind: Kind::Group,
             title: None,
             owner: RwLock::new(None),
@@ -388,7 +389,22 @@ mod tests {
                 running: false,
             }),
             used: AtomicU64::new(0),
+            typing: AtomicBool::new(false),
         }
+    }
+}
+
+/// Moves `cell` forward to `seq` (never back); returns the value now.
+pub(crate) fn advance(cell: &AtomicU64, seq: u64) -> u64 {
+    cell.fetch_max(seq, Ordering::AcqRel).max(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv() -> Conv {
+        Conv::empty(1)
     }
 
     /// A conversation unused for the idle time leaves the cache, and comes back from the

@@ -10,6 +10,7 @@
 //! member.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use serde_json::json;
 use store::ConversationId;
 use tokio::time::Instant;
 
+use crate::cache::Conv;
 use crate::Inner;
 
 /// The typers of every conversation where someone types. parking_lot mutex: held to
@@ -44,17 +46,24 @@ struct ConvTyping {
 }
 
 impl Typing {
-    /// `user` typed (`typing: true`) in `conversation`: typing until `until`.
-    pub(crate) fn started(&self, conversation: ConversationId, user: &Arc<str>, until: Instant) {
+    /// `user` typed (`typing: true`) in `conv`: typing until `until`.
+    pub(crate) fn started(&self, conv: &Conv, user: &Arc<str>, until: Instant) {
+        let conversation = conv.id;
         let mut s = self.state.lock();
+        conv.typing.store(true, Ordering::Relaxed);
         let c = s.convs.entry(conversation).or_default();
         if c.typers.insert(user.clone(), until).is_none() {
             s.changed.insert(conversation);
         }
     }
 
-    /// `user` stopped typing in `conversation` (`typing: false`, or a message sent).
-    pub(crate) fn stopped(&self, conversation: ConversationId, user: &str) {
+    /// `user` stopped typing in `conv` (`typing: false`, or a message sent). Without a
+    /// lock when nobody types there.
+    pub(crate) fn stopped(&self, conv: &Conv, user: &str) {
+        if !conv.typing.load(Ordering::Relaxed) {
+            return;
+        }
+        let conversation = conv.id;
         let mut s = self.state.lock();
         let removed = s
             .convs
@@ -83,6 +92,7 @@ impl Typing {
         &self,
         now: Instant,
         is_member: impl Fn(ConversationId, &str) -> bool,
+        untracked: impl Fn(ConversationId),
     ) -> Vec<(ConversationId, Vec<Arc<str>>)> {
         let mut s = self.state.lock();
         let State { convs, changed } = &mut *s;
@@ -106,6 +116,7 @@ impl Typing {
             }
             if c.typers.is_empty() && c.announced.is_empty() {
                 convs.remove(&id);
+                untracked(id);
             }
         }
         out
@@ -129,14 +140,23 @@ pub(crate) async fn run(inner: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        let pushes = inner.typing.window(Instant::now(), |id, user| {
-            // A conversation out of the cache has nobody typing in it for long: its
-            // typers time out.
-            inner
-                .cache
-                .peek(id)
-                .is_none_or(|conv| conv.role(user).is_some())
-        });
+        let pushes = inner.typing.window(
+            Instant::now(),
+            |id, user| {
+                // A conversation out of the cache has nobody typing in it for long: its
+                // typers time out.
+                inner
+                    .cache
+                    .peek(id)
+                    .is_none_or(|conv| conv.role(user).is_some())
+            },
+            // Under the typing lock, as `started` sets it.
+            |id| {
+                if let Some(conv) = inner.cache.peek(id) {
+                    conv.typing.store(false, Ordering::Relaxed);
+                }
+            },
+        );
         let Some(ns) = inner.ns.get() else { continue };
         for (id, users) in pushes {
             let users: Vec<&str> = users.iter().map(|u| &**u).collect();
@@ -164,56 +184,84 @@ mod tests {
             .collect()
     }
 
+    /// The conversations of a test, and the `untracked` of [`Typing::window`] for them.
+    fn convs(ids: &[ConversationId]) -> Vec<Conv> {
+        ids.iter().map(|&id| Conv::empty(id)).collect()
+    }
+
+    fn untrack(convs: &[Conv]) -> impl Fn(ConversationId) + '_ {
+        move |id| {
+            for c in convs.iter().filter(|c| c.id == id) {
+                c.typing.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
     #[test]
     fn one_push_per_window_and_only_on_change() {
         let t = Typing::default();
+        let cs = convs(&[1]);
+        let c1 = &cs[0];
         let now = Instant::now();
         let ttl = now + Duration::from_secs(5);
         let all = |_: ConversationId, _: &str| true;
         // Many keystrokes of two users in one window: one push with both.
         for _ in 0..20 {
-            t.started(1, &user("bob"), ttl);
-            t.started(1, &user("ann"), ttl);
+            t.started(c1, &user("bob"), ttl);
+            t.started(c1, &user("ann"), ttl);
         }
+        assert!(c1.typing.load(Ordering::Relaxed));
         assert_eq!(
-            names(&t.window(now, all)),
+            names(&t.window(now, all, untrack(&cs))),
             [(1, vec!["ann".to_owned(), "bob".to_owned()])]
         );
         // Typing on, the same set: nothing.
-        t.started(1, &user("ann"), ttl);
-        assert!(t.window(now, all).is_empty());
+        t.started(c1, &user("ann"), ttl);
+        assert!(t.window(now, all, untrack(&cs)).is_empty());
         // One stops, starts again within the window: the set is what was pushed.
-        t.stopped(1, "bob");
-        t.started(1, &user("bob"), ttl);
-        assert!(t.window(now, all).is_empty());
+        t.stopped(c1, "bob");
+        t.started(c1, &user("bob"), ttl);
+        assert!(t.window(now, all, untrack(&cs)).is_empty());
         // Stopping (or sending): the smaller set.
-        t.stopped(1, "bob");
-        assert_eq!(names(&t.window(now, all)), [(1, vec!["ann".to_owned()])]);
-        // The last socket gone: the empty set, then nothing is tracked.
+        t.stopped(c1, "bob");
+        assert_eq!(
+            names(&t.window(now, all, untrack(&cs))),
+            [(1, vec!["ann".to_owned()])]
+        );
+        // The last socket gone: the empty set goes out, and with it the conversation is
+        // no longer tracked: a send there takes no lock.
         t.gone("ann");
-        assert_eq!(names(&t.window(now, all)), [(1, vec![])]);
-        assert!(t.window(now, all).is_empty());
+        assert!(c1.typing.load(Ordering::Relaxed));
+        assert_eq!(names(&t.window(now, all, untrack(&cs))), [(1, vec![])]);
         assert_eq!(t.tracked(), 0);
+        assert!(!c1.typing.load(Ordering::Relaxed));
+        assert!(t.window(now, all, untrack(&cs)).is_empty());
     }
 
     #[test]
     fn typers_time_out_and_leave_with_their_membership() {
         let t = Typing::default();
+        let cs = convs(&[1, 2, 9]);
+        let (c1, c2, c9) = (&cs[0], &cs[1], &cs[2]);
         let now = Instant::now();
         let all = |_: ConversationId, _: &str| true;
-        t.started(1, &user("ann"), now + Duration::from_secs(5));
-        t.started(1, &user("bob"), now + Duration::from_secs(1));
-        t.started(2, &user("cy"), now + Duration::from_secs(5));
-        assert_eq!(t.window(now, all).len(), 2);
+        t.started(c1, &user("ann"), now + Duration::from_secs(5));
+        t.started(c1, &user("bob"), now + Duration::from_secs(1));
+        t.started(c2, &user("cy"), now + Duration::from_secs(5));
+        assert_eq!(t.window(now, all, untrack(&cs)).len(), 2);
         // bob's time is up.
         let later = now + Duration::from_secs(2);
-        assert_eq!(names(&t.window(later, all)), [(1, vec!["ann".to_owned()])]);
+        assert_eq!(
+            names(&t.window(later, all, untrack(&cs))),
+            [(1, vec!["ann".to_owned()])]
+        );
         // cy is no longer a member of 2.
-        let pushes = t.window(later, |id, u| !(id == 2 && u == "cy"));
+        let pushes = t.window(later, |id, u| !(id == 2 && u == "cy"), untrack(&cs));
         assert_eq!(names(&pushes), [(2, vec![])]);
         // Stopping someone who is not typing changes nothing.
-        t.stopped(1, "dan");
-        t.stopped(9, "ann");
-        assert!(t.window(later, all).is_empty());
+        t.stopped(c1, "dan");
+        t.stopped(c9, "ann");
+        assert!(t.window(later, all, untrack(&cs)).is_empty());
+        assert!(c1.typing.load(Ordering::Relaxed) && !c2.typing.load(Ordering::Relaxed));
     }
 }

@@ -116,7 +116,7 @@ pub(crate) fn committed(
     }
     // Sending reads the conversation up to the message sent, and ends the sender's typing.
     if let Some(sender) = &message.sender {
-        inner.typing.stopped(message.conversation, sender);
+        inner.typing.stopped(conv, sender);
         conv.note_author(stored.seq, sender);
         // The members' own key for the sender: no allocation per message.
         let moved = conv

@@ -11,6 +11,7 @@ use store::ConversationId;
 use tokio::time::Instant;
 
 use super::{args, member_conv, spawn_answer};
+use crate::cache::Conv;
 use crate::Inner;
 
 #[derive(Deserialize)]
@@ -31,7 +32,7 @@ pub(crate) fn typing(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
     if let Ok(t) = &parsed {
         if let Some(conv) = inner.cache.peek(t.conversation) {
             if conv.role(&user).is_some() {
-                note(&inner, t, &user);
+                note(&inner, &conv, t, &user);
                 crate::answer(&ev, Ok(json!({})));
                 return;
             }
@@ -39,17 +40,17 @@ pub(crate) fn typing(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
     }
     spawn_answer(ev, async move {
         let t = parsed?;
-        member_conv(&inner, t.conversation, &user).await?;
-        note(&inner, &t, &user);
+        let conv = member_conv(&inner, t.conversation, &user).await?;
+        note(&inner, &conv, &t, &user);
         Ok(json!({}))
     });
 }
 
-fn note(inner: &Inner, t: &Typing, user: &Arc<str>) {
+fn note(inner: &Inner, conv: &Conv, t: &Typing, user: &Arc<str>) {
     if t.typing {
         let until = Instant::now() + inner.config.typing_ttl;
-        inner.typing.started(t.conversation, user, until);
+        inner.typing.started(conv, user, until);
     } else {
-        inner.typing.stopped(t.conversation, user);
+        inner.typing.stopped(conv, user);
     }
 }
