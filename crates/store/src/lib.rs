@@ -1,5 +1,5 @@
 //! Herald's message store: conversations, their members and their messages, kept so that
-//! nothing acknowledged is lost.
+//! nothing acknowledged is lost; and when each user was last seen.
 //!
 //! The embedded backend is SQLite (`rusqlite`, the library bundled): one file in WAL mode,
 //! written by **one writer thread that commits in groups** (the jobs that arrive within a

@@ -6,12 +6,16 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// Every version's SQL, in order: version `i + 1` is `SQLITE[i]`.
-const SQLITE: &[&str] = &[include_str!("../migrations/sqlite/0001_conversations.sql")];
+const SQLITE: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_conversations.sql"),
+    include_str!("../migrations/sqlite/0002_presence.sql"),
+];
 
 /// Every version's SQL for PostgreSQL, in order, as for SQLite.
-const POSTGRES: &[&str] = &[include_str!(
-    "../migrations/postgres/0001_conversations.sql"
-)];
+const POSTGRES: &[&str] = &[
+    include_str!("../migrations/postgres/0001_conversations.sql"),
+    include_str!("../migrations/postgres/0002_presence.sql"),
+];
 
 /// The version this build writes.
 pub(crate) const VERSION: u32 = SQLITE.len() as u32;

@@ -65,6 +65,7 @@ struct Conn {
     client: Client,
     append: Statement,
     watermark: Statement,
+    last_seen: Statement,
 }
 
 /// What a job leaves to do once its transaction is over: answer its caller.
@@ -376,6 +377,31 @@ impl PgStore {
         })
     }
 
+    /// As [`crate::SqliteStore::last_seen`]: one statement for the whole list (`UNNEST`
+    /// of the users and their times), prepared when the writer connects.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable`.
+    pub fn last_seen(
+        &self,
+        seen: Vec<(String, i64)>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let stats = self.inner.stats.clone();
+        self.submit(move |conn| {
+            Box::pin(async move {
+                if seen.is_empty() {
+                    return Ok(());
+                }
+                let n = seen.len() as u64;
+                let (users, ms): (Vec<String>, Vec<i64>) = seen.into_iter().unzip();
+                conn.client.execute(&conn.last_seen, &[&users, &ms]).await?;
+                stats.wrote(n);
+                Ok(())
+            })
+        })
+    }
+
     // === reads ===
 
     /// The conversation `id`.
@@ -498,6 +524,27 @@ impl PgStore {
             )
             .await?;
         rows.iter().map(message_row).collect()
+    }
+
+    /// As [`crate::SqliteStore::last_seen_of`]: one statement (`= ANY` of the users).
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable`.
+    pub async fn last_seen_of(&self, users: Vec<String>) -> Result<Vec<(String, i64)>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = self.reader().await?;
+        let rows = c
+            .query(
+                "SELECT user_id, last_seen_ms FROM presence WHERE user_id = ANY($1)",
+                &[&users],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     /// As [`crate::SqliteStore::messages`].
@@ -691,6 +738,15 @@ async fn append(conn: &Conn, m: &NewMessage, stats: &StoreStats) -> Result<Store
     }
     Ok(stored)
 }
+
+/// The writer's part of [`PgStore::last_seen`]: one statement for the whole list. A user
+/// named twice counts with the later of their times (`INSERT ... ON CONFLICT` may not
+/// touch one row twice); the stored time then moves forward only.
+const LAST_SEEN: &str = "\
+INSERT INTO presence (user_id, last_seen_ms)
+SELECT u, max(ms) FROM unnest($1::text[], $2::bigint[]) AS s(u, ms) GROUP BY u
+ON CONFLICT (user_id) DO UPDATE
+SET last_seen_ms = greatest(presence.last_seen_ms, excluded.last_seen_ms)";
 
 /// The writer's part of [`PgStore::change_members`]: the rules of
 /// [`crate::members::plan`], inside a savepoint (a change refused after its first
@@ -895,10 +951,12 @@ async fn connect(
              WHERE conversation_id = $1 AND uid = $2",
         )
         .await?;
+    let last_seen = client.prepare(LAST_SEEN).await?;
     Ok(Conn {
         client,
         append,
         watermark,
+        last_seen,
     })
 }
 

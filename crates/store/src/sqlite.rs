@@ -339,6 +339,32 @@ impl SqliteStore {
         })
     }
 
+    /// Records when users were last seen: each `(user, ms)` moves that user's time
+    /// forward to `ms`, never back (a late or reordered write of an older time changes
+    /// nothing), in one transaction with whatever else the writer has.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable`.
+    pub fn last_seen(
+        &self,
+        seen: Vec<(String, i64)>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let stats = self.inner.stats.clone();
+        self.inner.writer.submit(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO presence (user_id, last_seen_ms) VALUES (?1, ?2) \
+                 ON CONFLICT (user_id) DO UPDATE \
+                 SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+            )?;
+            for (user, ms) in &seen {
+                stmt.execute(params![user, ms])?;
+            }
+            stats.wrote(seen.len() as u64);
+            Ok(())
+        })
+    }
+
     // === reads ===
 
     /// The conversation `id`.
@@ -461,6 +487,37 @@ impl SqliteStore {
                 let after = after.min(i64::MAX as u64) as i64;
                 for m in stmt.query_map(params![conversation, after, room as i64], message_row)? {
                     out.push(m?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The last-seen times stored for those of `users` that have one, in no particular
+    /// order, each user once: one read however many users (an empty list reads nothing).
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable`.
+    pub async fn last_seen_of(
+        &self,
+        mut users: Vec<String>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Each user once, as PostgreSQL's `= ANY` answers.
+        users.sort_unstable();
+        users.dedup();
+        self.read(move |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT last_seen_ms FROM presence WHERE user_id = ?1")?;
+            let mut out = Vec::new();
+            for user in users {
+                let ms: Option<i64> = stmt.query_row([&user], |r| r.get(0)).optional()?;
+                if let Some(ms) = ms {
+                    out.push((user, ms));
                 }
             }
             Ok(out)
@@ -1091,18 +1148,25 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
-    /// What was committed is there after the store is closed and opened again, and the
-    /// schema is not migrated twice; a database from a newer Herald is refused; a URL
-    /// that is not `sqlite://` is refused.
+    /// What was committed is there after the store is closed and opened again (last-seen
+    /// times too), and the schema is not migrated twice; a database from a newer Herald
+    /// is refused; a URL that is not `sqlite://` is refused.
     #[tokio::test]
     async fn reopen_and_versions() {
         let d = dir("reopen");
         let s = open(&d);
         let (ab, _) = s.create_direct("ann", "bob", 0).await.unwrap();
         s.append(text(ab.id, "ann", "kept")).await.unwrap();
+        s.last_seen(vec![("ann".into(), 42)]).await.unwrap();
         drop(s);
         let s = open(&d);
         assert_eq!(s.conversation(ab.id).await.unwrap().unwrap().last_seq, 1);
+        assert_eq!(
+            s.last_seen_of(vec!["ann".into(), "bob".into()])
+                .await
+                .unwrap(),
+            [("ann".to_owned(), 42)]
+        );
         assert!(
             s.append(text(ab.id, "ann", "kept"))
                 .await
@@ -1111,6 +1175,10 @@ mod tests {
         );
         drop(s);
         let conn = Connection::open(d.join("sub/herald.db")).unwrap();
+        let version: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, crate::migrate::VERSION);
         conn.pragma_update(None, "user_version", crate::migrate::VERSION + 1)
             .unwrap();
         drop(conn);

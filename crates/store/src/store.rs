@@ -165,6 +165,11 @@ impl Store {
         both!(self, s => s.watermarks(marks))
     }
 
+    /// See [`SqliteStore::last_seen`].
+    pub fn last_seen(&self, seen: Vec<(String, i64)>) -> StoreFuture<()> {
+        both!(self, s => s.last_seen(seen))
+    }
+
     /// See [`SqliteStore::conversation`].
     pub fn conversation(&self, id: ConversationId) -> StoreFuture<Option<Conversation>> {
         let this = self.clone();
@@ -226,6 +231,17 @@ impl Store {
             match &this {
                 Store::Sqlite(s) => s.messages_after(from, limit).await,
                 Store::Postgres(s) => s.messages_after(from, limit).await,
+            }
+        })
+    }
+
+    /// See [`SqliteStore::last_seen_of`].
+    pub fn last_seen_of(&self, users: Vec<String>) -> StoreFuture<Vec<(String, i64)>> {
+        let this = self.clone();
+        Box::pin(async move {
+            match &this {
+                Store::Sqlite(s) => s.last_seen_of(users).await,
+                Store::Postgres(s) => s.last_seen_of(users).await,
             }
         })
     }

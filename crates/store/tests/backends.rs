@@ -1,9 +1,10 @@
 //! The same checks on both backends, through [`Store`]: conversations and member
 //! changes, contiguous sequence numbers under concurrent appends, idempotent cids,
-//! history pages, watermarks, a gate refusing. PostgreSQL: the server on this machine
+//! history pages, watermarks, last-seen times, a gate refusing; a database of schema
+//! version 1 migrated at open. PostgreSQL: the server on this machine
 //! (`HERALD_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/postgres`), in a
-//! database of the test's own, dropped after; without a server the test fails under CI
-//! (`CI=true`) and says it did not run otherwise.
+//! database of each test's own, dropped after; without a server the tests fail under CI
+//! (`CI=true`) and say they did not run otherwise.
 
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure
 
@@ -258,6 +259,51 @@ async fn battery(s: &Store) {
         .map(|(c, _)| c.id)
         .collect();
     assert_eq!(of_cy, [g.id]);
+
+    // Last seen: forward only, a user named twice in one write counted at the later
+    // time; users without a time are absent; one read per list, none for an empty one.
+    let stats = s.stats().clone();
+    let wrote = StoreStats::get(&stats.writes);
+    s.last_seen(vec![("ann".into(), 1_000), ("bob".into(), 2_000)])
+        .await
+        .unwrap();
+    assert_eq!(StoreStats::get(&stats.writes) - wrote, 2);
+    s.last_seen(vec![
+        ("ann".into(), 500),
+        ("bob".into(), 3_000),
+        ("bob".into(), 2_500),
+    ])
+    .await
+    .unwrap();
+    let reads = StoreStats::get(&stats.reads);
+    let mut seen = s
+        .last_seen_of(vec!["bob".into(), "zed".into(), "ann".into(), "ann".into()])
+        .await
+        .unwrap();
+    seen.sort();
+    assert_eq!(seen, [("ann".to_owned(), 1_000), ("bob".to_owned(), 3_000)]);
+    assert_eq!(StoreStats::get(&stats.reads) - reads, 1, "one read");
+    assert!(s.last_seen_of(vec!["zed".into()]).await.unwrap().is_empty());
+    s.last_seen(Vec::new()).await.unwrap();
+    let reads = StoreStats::get(&stats.reads);
+    assert!(s.last_seen_of(Vec::new()).await.unwrap().is_empty());
+    assert_eq!(StoreStats::get(&stats.reads), reads, "nothing read");
+}
+
+/// What a store opened on a database of schema version 1 must show: the conversation
+/// `old` (titled "old") kept, and last-seen times stored (the table version 2 adds).
+async fn migrated_from_v1(s: &Store, old: i64) {
+    ready(s).await;
+    let kept = s.conversation(old).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.kind, kept.title.as_deref()),
+        (Kind::Group, Some("old"))
+    );
+    s.last_seen(vec![("ann".into(), 7)]).await.unwrap();
+    assert_eq!(
+        s.last_seen_of(vec!["ann".into()]).await.unwrap(),
+        [("ann".to_owned(), 7)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,8 +319,44 @@ async fn sqlite_backend() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A SQLite database left at schema version 1 by an older Herald is migrated to
+/// version 2 at open, keeping what it held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_backend() {
+async fn sqlite_migrates_from_v1() {
+    let dir = std::env::temp_dir().join(format!("herald-backends-v1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("herald.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(include_str!("../migrations/sqlite/0001_conversations.sql"))
+        .unwrap();
+    conn.execute(
+        "INSERT INTO conversations (kind, title, created_ms) VALUES ('group', 'old', 1)",
+        [],
+    )
+    .unwrap();
+    let old = conn.last_insert_rowid();
+    conn.execute_batch("PRAGMA user_version = 1").unwrap();
+    drop(conn);
+    let config = Config {
+        url: format!("sqlite://{}", path.display()),
+        ..Config::default()
+    };
+    let s = Store::open(&config, Arc::new(StoreStats::default())).unwrap();
+    migrated_from_v1(&s, old).await;
+    drop(s);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    drop(conn);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A connection to the PostgreSQL server's admin database and its URL; `None` (the
+/// test then does not run) when there is no server, except under CI, where that fails.
+async fn postgres_admin() -> Option<(tokio_postgres::Client, String)> {
     let admin = std::env::var("HERALD_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let (client, connection) = match tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
@@ -284,11 +366,15 @@ async fn postgres_backend() {
         }
         Err(e) => {
             eprintln!("NOT RUN: no PostgreSQL at {admin} ({e}); under CI this fails");
-            return;
+            return None;
         }
     };
     tokio::spawn(connection);
-    let db = format!("herald_store_test_{}", std::process::id());
+    Some((client, admin))
+}
+
+/// Creates the empty database `db` (dropped first if a run before left it); its URL.
+async fn fresh_database(client: &tokio_postgres::Client, admin: &str, db: &str) -> String {
     client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
         .await
@@ -297,15 +383,84 @@ async fn postgres_backend() {
         .batch_execute(&format!("CREATE DATABASE {db}"))
         .await
         .unwrap();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    format!("{base}/{db}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backend() {
+    let Some((client, admin)) = postgres_admin().await else {
+        return;
+    };
+    let db = format!("herald_store_test_{}", std::process::id());
     let config = Config {
-        url: format!("{base}/{db}"),
+        url: fresh_database(&client, &admin, &db).await,
         ..Config::default()
     };
     let s = Store::open(&config, Arc::new(StoreStats::default())).unwrap();
     assert_eq!(s.backend(), "postgres");
     battery(&s).await;
     drop(s);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
+/// A PostgreSQL database left at schema version 1 by an older Herald is migrated to
+/// version 2 at open, keeping what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrates_from_v1() {
+    let Some((client, admin)) = postgres_admin().await else {
+        return;
+    };
+    let db = format!("herald_store_v1_{}", std::process::id());
+    let url = fresh_database(&client, &admin, &db).await;
+    let (v1, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // As the version 1 Herald left it: its schema and its row in `schema_migrations`.
+    v1.batch_execute(
+        "CREATE TABLE schema_migrations \
+         (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL); \
+         INSERT INTO schema_migrations (version, applied_ms) VALUES (1, 0)",
+    )
+    .await
+    .unwrap();
+    v1.batch_execute(include_str!(
+        "../migrations/postgres/0001_conversations.sql"
+    ))
+    .await
+    .unwrap();
+    let old: i64 = v1
+        .query_one(
+            "INSERT INTO conversations (kind, title, created_ms) \
+             VALUES ('group', 'old', 1) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let config = Config {
+        url,
+        ..Config::default()
+    };
+    let s = Store::open(&config, Arc::new(StoreStats::default())).unwrap();
+    migrated_from_v1(&s, old).await;
+    drop(s);
+    let versions: Vec<i32> = v1
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2]);
+    drop(v1);
     client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         .await
