@@ -72,8 +72,13 @@ impl ConnectError {
 /// Why a socket left its namespace, worded as the Node server words it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DisconnectReason {
-    /// The connection closed (the client closed it, or it went away).
+    /// The connection closed without a word (TCP closed or reset, a WebSocket close
+    /// frame, a polling client gone).
     TransportClose,
+    /// The client closed its Engine.IO session on purpose (a `close` packet), as a
+    /// client that leaves without a Socket.IO disconnect does. Said "transport close",
+    /// as Node says it.
+    ClientClose,
     /// The connection failed.
     TransportError,
     /// The client stopped answering pings.
@@ -97,7 +102,7 @@ impl DisconnectReason {
     /// The reason's text.
     pub fn as_str(self) -> &'static str {
         match self {
-            DisconnectReason::TransportClose => "transport close",
+            DisconnectReason::TransportClose | DisconnectReason::ClientClose => "transport close",
             DisconnectReason::TransportError => "transport error",
             DisconnectReason::PingTimeout => "ping timeout",
             DisconnectReason::ParseError => "parse error",
@@ -120,7 +125,8 @@ impl From<engineio::CloseReason> for DisconnectReason {
     fn from(r: engineio::CloseReason) -> Self {
         use engineio::CloseReason as C;
         match r {
-            C::ClientClose | C::TransportClose => DisconnectReason::TransportClose,
+            C::ClientClose => DisconnectReason::ClientClose,
+            C::TransportClose => DisconnectReason::TransportClose,
             C::TransportError | C::PayloadTooLarge => DisconnectReason::TransportError,
             C::PingTimeout => DisconnectReason::PingTimeout,
             C::ParseError => DisconnectReason::ParseError,
