@@ -404,7 +404,8 @@ describe("im, durability and parsers", () => {
     };
     // The resend below is a burst of 400 events per socket: over the default event
     // rate, which would refuse most of them (and then disconnect the socket).
-    const config = env({ HERALD_IM__STORE: store, HERALD_LIMITS__EVENTS_PER_SECOND: "0" });
+    // A stream as fast as the store takes it: no send rate.
+    const config = env({ HERALD_IM__STORE: store, HERALD_LIMITS__EVENTS_PER_SECOND: "0", HERALD_IM__SEND_RATE: "0" });
     let s = await up(await startHerald(config));
     const users = ["k-a", "k-b", "k-c"];
     const first = await Promise.all(users.map((u) => im(u, { s })));

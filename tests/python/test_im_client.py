@@ -1,7 +1,8 @@
 """The IM service (namespace /im, IM.md) with PyPI python-socketio 5.x, JSON and msgpack,
 on SQLite and on PostgreSQL:
 refusal without a token, conversations, sends acked after their commit and pushed with an
-ack, history, read watermarks, sync, groups, bad requests, binary bodies, typing."""
+ack, history, read watermarks, sync, groups, bad requests, binary bodies, typing, presence,
+the device policy (kicked), the send rate."""
 
 import base64
 import hashlib
@@ -44,11 +45,11 @@ class Herald:
     """A `herald` on a free port with its own store (a SQLite file, or a PostgreSQL
     database of its own); its log drained on a thread."""
 
-    def __init__(self, parser, backend):
+    def __init__(self, parser, backend, extra=None):
         self.dir = tempfile.TemporaryDirectory(prefix="herald-py-im-")
         self.database = None
         if backend == "postgres":
-            self.database = f"herald_py_{os.getpid()}_{parser}"
+            self.database = f"herald_py_{os.getpid()}_{parser}{'_x' if extra else ''}"
             psql(f"DROP DATABASE IF EXISTS {self.database}")
             psql(f"CREATE DATABASE {self.database}")
             store = f"{POSTGRES.rsplit('/', 1)[0]}/{self.database}"
@@ -61,6 +62,7 @@ class Herald:
             "HERALD_SOCKETIO__PARSER": parser,
             "HERALD_IM__RECEIPT_WINDOW_MS": "100",
             "HERALD_IM__STORE": store,
+            **(extra or {}),
         }
         self.proc = subprocess.Popen(
             [str(binary("herald")), "--port", "0"], env=env, stderr=subprocess.PIPE, text=True
@@ -112,7 +114,7 @@ def herald(request):
 class Im:
     """A connected /im client of `user`, collecting its pushes by event."""
 
-    def __init__(self, herald, user, device=None):
+    def __init__(self, herald, user, device=None, platform=None):
         server, parser = herald
         self.client = socketio.Client(
             serializer="msgpack" if parser == "msgpack" else "default", reconnection=False
@@ -130,12 +132,16 @@ class Im:
 
             return on
 
-        for event in ["message", "conversation", "receipt", "read", "typing"]:
+        for event in ["message", "conversation", "receipt", "read", "typing", "presence", "kicked"]:
             self.client.on(event, keep(event), namespace="/im")
         self.client.connect(
             f"http://127.0.0.1:{server.port}",
             namespaces=["/im"],
-            auth={"token": token(user), "device": device or f"{user}-py"},
+            auth={
+                "token": token(user),
+                "device": device or f"{user}-py",
+                **({"platform": platform} if platform else {}),
+            },
             transports=["websocket"],
             wait_timeout=5,
         )
@@ -271,3 +277,91 @@ def test_typing(herald):
         a.close()
         b.close()
         x.close()
+
+
+def test_presence(herald):
+    tag = herald[1]
+    w = Im(herald, f"prw-{tag}")
+    a = None
+    try:
+        got = w.ask("presence.subscribe", {"users": [f"pra-{tag}"]})
+        assert got == {"ok": True, "presence": {f"pra-{tag}": {"online": False, "last_seen": None, "devices": 0}}}, got
+        a = Im(herald, f"pra-{tag}", device="phone")
+        online = w.wait("presence", 1)[0]
+        assert online["user"] == f"pra-{tag}" and online["online"] is True and online["devices"] == 1, online
+        assert isinstance(online["last_seen"], int)
+        # python-socketio's disconnect() closes the WebSocket while its writer thread may
+        # not have sent the DISCONNECT packet yet: the server may see a connection lost,
+        # pushed after the grace (2 s). (The npm client's disconnect is always seen; its
+        # test checks the second.)
+        a.close()
+        left = time.time()
+        offline = w.wait("presence", 2, timeout=4)[-1]
+        assert offline["online"] is False and offline["devices"] == 0, offline
+        assert time.time() - left < 3.0
+        # Bad arguments: refused, still connected.
+        for bad in [{"users": "x"}, {"users": [1]}, {}, [f"pra-{tag}"]]:
+            r = w.ask("presence.subscribe", bad)
+            assert r["ok"] is False and r["error"]["code"] == "bad_request", r
+        assert w.ask("presence.unsubscribe", {"users": [f"pra-{tag}"]}) == {"ok": True}
+        assert w.client.connected
+    finally:
+        w.close()
+
+
+def test_send_rate(herald):
+    tag = herald[1]
+    a, b = Im(herald, f"ra-{tag}"), Im(herald, f"rb-{tag}")
+    try:
+        cid = a.ask("conversation.create", {"type": "direct", "with": f"rb-{tag}"})["conversation"]["id"]
+        # More than the default burst (40) at once, from threads: the rest is refused.
+        answers = [None] * 60
+
+        def send(i):
+            answers[i] = a.ask("send", {"conversation": cid, "cid": f"rate-{i}", "body": i})
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(60)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ok = [r for r in answers if r["ok"]]
+        refused = [r for r in answers if not r["ok"]]
+        assert 40 <= len(ok) <= 45, len(ok)
+        for r in refused:
+            assert r["error"]["code"] == "rate_limited", r
+            assert 0 < r["error"]["retryAfterMs"] <= 1000, r
+        history = a.ask("history", {"conversation": cid, "limit": 200})
+        assert len(history["messages"]) == len(ok), "nothing refused is stored"
+        assert a.client.connected
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("parser", ["default", "msgpack"])
+def test_kicked_under_single(parser):
+    server = Herald(parser, "sqlite", {"HERALD_IM__DEVICE_POLICY": "single"})
+    herald = (server, parser)
+    old = new = None
+    try:
+        old = Im(herald, "k-a", device="phone", platform="ios")
+        new = Im(herald, "k-a", device="laptop", platform="web")
+        kicked = old.wait("kicked", 1)[0]
+        assert kicked == {"reason": "login_elsewhere", "device": "laptop", "platform": "web"}, kicked
+        deadline = time.time() + 2
+        while old.client.connected and time.time() < deadline:
+            time.sleep(0.01)
+        assert not old.client.connected, "the old device was disconnected"
+        assert new.client.connected
+        # The same device again is not elsewhere.
+        again = Im(herald, "k-a", device="laptop", platform="web")
+        time.sleep(0.3)
+        assert "kicked" not in new.pushes and new.client.connected and again.client.connected
+        again.close()
+    finally:
+        for c in (old, new):
+            if c and c.client.connected:
+                c.close()
+        assert server.proc.poll() is None, "herald died during the test"
+        server.stop()

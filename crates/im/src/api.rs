@@ -165,6 +165,7 @@ impl Im {
                 return Err(ImError::Forbidden(format!("{from:?} is not a member")));
             }
         }
+        send::within_budget(inner, &conv)?;
         let message = NewMessage {
             conversation: req.conversation,
             sender: req.from,

@@ -11,6 +11,8 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use store::{ConversationId, Kind, MembersChanged, Message, Role, Store, StoreError};
 
+use crate::limit::Bucket;
+
 /// A member, as cached.
 #[derive(Debug)]
 pub(crate) struct CachedMember {
@@ -53,6 +55,9 @@ pub(crate) struct Conv {
     /// Someone may be typing in it: a send takes the typing lock only then (set and
     /// cleared under that lock, by [`crate::typing::Typing`]).
     pub(crate) typing: AtomicBool,
+    /// The fan-out budget (`im.conversation_fanout_rate`): each message costs its member
+    /// count. `None` until the first send. parking_lot mutex: held to take from it.
+    pub(crate) budget: Mutex<Option<Bucket>>,
 }
 
 /// The recent messages of a group whose authors are kept for its receipts: a watermark
@@ -316,6 +321,7 @@ impl Cache {
             }),
             used: AtomicU64::new(self.clock.load(Ordering::Relaxed)),
             typing: AtomicBool::new(false),
+            budget: Mutex::new(None),
         });
         self.convs.insert(id, conv.clone());
         Ok(conv)
@@ -390,6 +396,7 @@ impl Conv {
             }),
             used: AtomicU64::new(0),
             typing: AtomicBool::new(false),
+            budget: Mutex::new(None),
         }
     }
 }

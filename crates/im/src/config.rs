@@ -30,6 +30,61 @@ pub struct Config {
     pub typing_window: Duration,
     /// A user counts as typing this long after their last `typing: true`. Defaults to 5 s.
     pub typing_ttl: Duration,
+    /// A device whose connection is lost (not closed with a Socket.IO disconnect) still
+    /// counts this long: a quick reconnect changes nothing anyone sees. Defaults to 2 s.
+    pub presence_grace: Duration,
+    /// A user's presence is pushed at most twice within this window: the changes of a
+    /// user who flaps are held, and the state at the end goes out. Defaults to 10 s.
+    pub presence_flap_window: Duration,
+    /// Users one socket may watch (`presence.subscribe`) at most. Defaults to 1,000.
+    pub max_presence_subscriptions: usize,
+    /// How many devices of a user may be connected at once. Defaults to
+    /// [`DevicePolicy::Multiple`].
+    pub device_policy: DevicePolicy,
+    /// Messages a user may send per second, sustained. Defaults to 20.
+    pub send_rate: f64,
+    /// Messages a user may send at once above the rate. Defaults to 40.
+    pub send_burst: f64,
+    /// Member deliveries per second one conversation may cause (a message costs its
+    /// member count), so that one flooding group cannot starve the others. Defaults to
+    /// 10,000 (about a tenth of what one core fans out): a group of 1,000 may take 10
+    /// messages a second, one of 100 a hundred, a direct conversation is never held by
+    /// it, and any conversation may take one message a second.
+    pub conversation_fanout_rate: f64,
+}
+
+/// `im.device_policy`: what a new device of a user does to the connected ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DevicePolicy {
+    /// Every device stays connected.
+    #[default]
+    Multiple,
+    /// One device per platform (`web`, `desktop`, `ios`, `android`, `other`): a new one
+    /// replaces the one of its platform.
+    OnePerPlatform,
+    /// One device: a new one replaces every other.
+    Single,
+}
+
+impl DevicePolicy {
+    /// The policy named `name` (`multiple`, `one_per_platform`, `single`).
+    pub fn parse(name: &str) -> Option<DevicePolicy> {
+        Some(match name {
+            "multiple" => DevicePolicy::Multiple,
+            "one_per_platform" => DevicePolicy::OnePerPlatform,
+            "single" => DevicePolicy::Single,
+            _ => return None,
+        })
+    }
+
+    /// The policy's name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DevicePolicy::Multiple => "multiple",
+            DevicePolicy::OnePerPlatform => "one_per_platform",
+            DevicePolicy::Single => "single",
+        }
+    }
 }
 
 impl Default for Config {
@@ -45,6 +100,13 @@ impl Default for Config {
             cache_idle: Duration::from_secs(600),
             typing_window: Duration::from_millis(100),
             typing_ttl: Duration::from_secs(5),
+            presence_grace: Duration::from_secs(2),
+            presence_flap_window: Duration::from_secs(10),
+            max_presence_subscriptions: 1_000,
+            device_policy: DevicePolicy::Multiple,
+            send_rate: 20.0,
+            send_burst: 40.0,
+            conversation_fanout_rate: 10_000.0,
         }
     }
 }

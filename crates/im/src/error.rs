@@ -54,7 +54,8 @@ impl ImError {
     pub fn to_ack(&self) -> Value {
         let mut error = json!({ "code": self.code(), "message": self.to_string() });
         if let ImError::RateLimited { retry_after, .. } = self {
-            error["retryAfterMs"] = json!(retry_after.as_millis().max(1) as u64);
+            // Rounded up: a client that waits what it is told finds room.
+            error["retryAfterMs"] = json!(crate::limit::retry_ms(*retry_after).max(1));
         }
         json!({ "ok": false, "error": error })
     }

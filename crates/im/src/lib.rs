@@ -16,13 +16,20 @@
 //! - `cmd`: one module per client event, each with its parse and its apply.
 //! - `receipts`: watermarks written behind, receipts pushed, in windows.
 //! - `typing`: the typers of each conversation, pushed once per window when they change.
+//! - `presence`: each user's connected devices, pushed to their watchers when that
+//!   changes (damped); the device policy; the send buckets.
+//! - `limit`: token buckets (a user's sends, a conversation's fan-out).
+//! - [`stats`]: [`ImStats`], the service's counters.
 
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod stats;
 
 mod cache;
 mod cmd;
+mod limit;
+mod presence;
 mod receipts;
 mod typing;
 mod wire;
@@ -30,11 +37,14 @@ mod wire;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::json;
-use socketio::{Builder, ConnectError, ConnectRequest, Event, Namespace, SocketRef};
+use socketio::{
+    Builder, ConnectError, ConnectRequest, DisconnectReason, Event, Namespace, SocketRef,
+};
 use store::{ConversationId, Store, StoreStats};
 
-pub use config::Config;
+pub use config::{Config, DevicePolicy};
 pub use error::ImError;
+pub use stats::ImStats;
 
 /// The namespace the service serves.
 pub const NAMESPACE: &str = "/im";
@@ -47,6 +57,60 @@ pub type Authenticate =
 #[derive(Debug, Clone)]
 pub(crate) struct ImUser {
     pub(crate) user: Arc<str>,
+    /// `auth.device`; the socket id when the client gave none.
+    pub(crate) device: Option<Arc<str>>,
+    /// `auth.platform`.
+    pub(crate) platform: presence::Platform,
+}
+
+/// What a client may say of its device in the CONNECT's auth (the token is read by the
+/// server's authentication).
+#[derive(serde::Deserialize)]
+struct DeviceAuth {
+    #[serde(default)]
+    device: Option<serde_json::Value>,
+    #[serde(default)]
+    platform: Option<serde_json::Value>,
+}
+
+/// The device and platform of a CONNECT, or the refusal (`bad_request`) that says what
+/// is wrong with them.
+fn device_of(req: &ConnectRequest) -> Result<(Option<Arc<str>>, presence::Platform), ConnectError> {
+    let refuse = |message: &str| {
+        ConnectError::new(message).with_data(json!({ "code": "bad_request", "message": message }))
+    };
+    // An auth that is not an object (or none) says nothing of the device.
+    let auth = req.auth::<DeviceAuth>().unwrap_or(DeviceAuth {
+        device: None,
+        platform: None,
+    });
+    let device = match auth.device {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(d))
+            if !d.is_empty()
+                && d.len() <= 64
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)) =>
+        {
+            Some(Arc::from(d))
+        }
+        Some(_) => {
+            return Err(refuse(
+                "auth.device is a string of 1 to 64 characters of [A-Za-z0-9_.:-]",
+            ))
+        }
+    };
+    let platform = match auth.platform {
+        None | Some(serde_json::Value::Null) => presence::Platform::Other,
+        Some(serde_json::Value::String(p)) => presence::Platform::parse(&p)
+            .ok_or_else(|| refuse("auth.platform is one of web, desktop, ios, android, other"))?,
+        Some(_) => {
+            return Err(refuse(
+                "auth.platform is one of web, desktop, ios, android, other",
+            ))
+        }
+    };
+    Ok((device, platform))
 }
 
 /// The IM service. Cheap to clone.
@@ -64,6 +128,8 @@ pub(crate) struct Inner {
     pub(crate) recent: moka::sync::Cache<i64, (ConversationId, u64)>,
     pub(crate) receipts: receipts::Receipts,
     pub(crate) typing: typing::Typing,
+    pub(crate) presence: presence::Presence,
+    pub(crate) stats: Arc<ImStats>,
     /// Namespace `/im`, once the Socket.IO server is built.
     pub(crate) ns: OnceLock<Arc<Namespace>>,
 }
@@ -82,10 +148,16 @@ impl Im {
     /// # Errors
     ///
     /// The store's, when it cannot be opened.
-    pub fn open(config: Config, stats: Arc<StoreStats>) -> Result<Im, ImError> {
-        let store = Store::open(&config.store, stats)?;
+    pub fn open(
+        config: Config,
+        store_stats: Arc<StoreStats>,
+        stats: Arc<ImStats>,
+    ) -> Result<Im, ImError> {
+        let store = Store::open(&config.store, store_stats)?;
         Ok(Im {
             inner: Arc::new(Inner {
+                presence: presence::Presence::new(&config, stats.clone()),
+                stats,
                 recent: moka::sync::Cache::builder()
                     .max_capacity(1_000_000)
                     .time_to_live(std::time::Duration::from_secs(300))
@@ -120,7 +192,12 @@ impl Im {
             })
             .middleware(move |req| {
                 let user = authenticate(req)?;
-                req.set_data(ImUser { user });
+                let (device, platform) = device_of(req)?;
+                req.set_data(ImUser {
+                    user,
+                    device,
+                    platform,
+                });
                 Ok(())
             });
         for (event, handler) in cmd::HANDLERS {
@@ -135,13 +212,25 @@ impl Im {
         let gone = self.inner.clone();
         let acks = self.inner.clone();
         builder
-            .on_disconnect(move |socket, _reason| {
-                // The user's last socket on `/im` left: they type nowhere.
+            .on_disconnect(move |socket, reason| {
                 let Some(user) = user_of(socket) else { return };
-                let alone = gone
-                    .ns
-                    .get()
-                    .is_some_and(|ns| ns.to(user_room(&user)).sockets().is_empty());
+                // A Socket.IO disconnect (the client's or the server's), or an Engine.IO
+                // session the client closed on purpose, leaves at once; a connection lost
+                // counts for the grace.
+                let closed = matches!(
+                    reason,
+                    DisconnectReason::ClientNamespaceDisconnect
+                        | DisconnectReason::ServerNamespaceDisconnect
+                        | DisconnectReason::ClientClose
+                );
+                let alone = gone.presence.disconnected(
+                    &user,
+                    socket.id(),
+                    closed,
+                    tokio::time::Instant::now(),
+                    cmd::now_ms(),
+                );
+                // The user's last socket on `/im` left: they type nowhere.
                 if alone {
                     gone.typing.gone(&user);
                 }
@@ -161,6 +250,7 @@ impl Im {
         ));
         tokio::spawn(sweep_cache(Arc::downgrade(&self.inner)));
         tokio::spawn(typing::run(Arc::downgrade(&self.inner)));
+        tokio::spawn(presence::run(Arc::downgrade(&self.inner)));
     }
 
     /// Conversations held in memory now.
@@ -168,9 +258,23 @@ impl Im {
         self.inner.cache.len()
     }
 
-    /// Writes what is held in memory (watermarks) to the store; for the drain.
+    /// Writes what is held in memory (watermarks, the online users' last seen times) to
+    /// the store; for the drain.
     pub async fn flush(&self) {
         store::stats::counted("watermarks", receipts::flush(&self.inner)).await;
+        store::stats::counted("presence", presence::save(&self.inner, true)).await;
+    }
+
+    /// `user`'s presence as `{ online, last_seen, devices }`.
+    ///
+    /// # Errors
+    ///
+    /// `bad_request` for a user id that is not one, `unavailable` when the store
+    /// cannot be read.
+    pub async fn presence_of(&self, user: &str) -> Result<serde_json::Value, ImError> {
+        cmd::check_user(user, "the user")?;
+        let mut found = cmd::presence::snapshots(&self.inner, vec![Arc::from(user)]).await?;
+        Ok(found.pop().map(|(_, s)| s.to_json()).unwrap_or_default())
     }
 }
 

@@ -161,6 +161,7 @@ pub(crate) async fn run(inner: Weak<Inner>) {
         for (id, users) in pushes {
             let users: Vec<&str> = users.iter().map(|u| &**u).collect();
             let push = json!({ "conversation": id, "users": users });
+            inner.stats.typing_pushes.fetch_add(1, Ordering::Relaxed);
             // Volatile: a client that cannot take it now gets the next window's set.
             let _ = ns
                 .to(crate::conv_room(id))

@@ -883,6 +883,37 @@ pub struct ImSection {
     /// Milliseconds a user counts as typing after their last `typing: true`. Defaults
     /// to 5,000.
     pub typing_ttl_ms: u64,
+    /// Milliseconds a device whose connection was lost (not closed) still counts as
+    /// connected, so that a quick reconnect changes nothing anyone sees. Defaults to
+    /// 2,000.
+    pub presence_grace_ms: u64,
+    /// A user's presence is pushed at most twice per this many milliseconds (a user who
+    /// flaps has the state at its end pushed). Defaults to 10,000.
+    pub presence_flap_window_ms: u64,
+    /// Users one socket may watch with `presence.subscribe`. Defaults to 1,000.
+    pub max_presence_subscriptions: u64,
+    /// `multiple` (default), `one_per_platform` or `single`: which devices of a user a
+    /// new one puts out.
+    pub device_policy: DevicePolicyName,
+    /// Messages a user may send per second (0: no limit). Defaults to 20.
+    pub send_rate: f64,
+    /// Messages a user may send at once above the rate. Defaults to 40.
+    pub send_burst: u64,
+    /// Member deliveries per second one conversation may cause (each message costs its
+    /// member count; 0: no limit). Defaults to 100,000.
+    pub conversation_fanout_rate: f64,
+}
+
+/// `im.device_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DevicePolicyName {
+    /// Every device stays connected.
+    Multiple,
+    /// A new device puts out the one of its platform.
+    OnePerPlatform,
+    /// A new device puts out every other.
+    Single,
 }
 
 impl Default for ImSection {
@@ -906,6 +937,17 @@ impl Default for ImSection {
             cache_idle_ms: im.cache_idle.as_millis() as u64,
             typing_window_ms: im.typing_window.as_millis() as u64,
             typing_ttl_ms: im.typing_ttl.as_millis() as u64,
+            presence_grace_ms: im.presence_grace.as_millis() as u64,
+            presence_flap_window_ms: im.presence_flap_window.as_millis() as u64,
+            max_presence_subscriptions: im.max_presence_subscriptions as u64,
+            device_policy: match im.device_policy {
+                im::DevicePolicy::Multiple => DevicePolicyName::Multiple,
+                im::DevicePolicy::OnePerPlatform => DevicePolicyName::OnePerPlatform,
+                im::DevicePolicy::Single => DevicePolicyName::Single,
+            },
+            send_rate: im.send_rate,
+            send_burst: im.send_burst as u64,
+            conversation_fanout_rate: im.conversation_fanout_rate,
         }
     }
 }
@@ -940,6 +982,34 @@ impl ImSection {
         c.at_most("im.typing_window_ms", self.typing_window_ms, 10_000);
         c.positive("im.typing_ttl_ms", self.typing_ttl_ms);
         c.at_most("im.typing_ttl_ms", self.typing_ttl_ms, 600_000);
+        c.at_most("im.presence_grace_ms", self.presence_grace_ms, 600_000);
+        c.at_most(
+            "im.presence_flap_window_ms",
+            self.presence_flap_window_ms,
+            3_600_000,
+        );
+        c.positive(
+            "im.max_presence_subscriptions",
+            self.max_presence_subscriptions,
+        );
+        c.at_most(
+            "im.max_presence_subscriptions",
+            self.max_presence_subscriptions,
+            1_000_000,
+        );
+        let sends = c.rate(
+            "im.send_rate",
+            self.send_rate,
+            "im.send_burst",
+            self.send_burst,
+        );
+        let fanout = self.conversation_fanout_rate;
+        if !fanout.is_finite() || !(0.0..=1e9).contains(&fanout) {
+            c.fail(
+                "im.conversation_fanout_rate",
+                "must be a number of deliveries per second from 0 (no limit) to 1e9",
+            );
+        }
         self.enabled.then(|| im::Config {
             store: store::Config {
                 url: self.store.clone(),
@@ -960,6 +1030,18 @@ impl ImSection {
             cache_idle: Duration::from_millis(self.cache_idle_ms),
             typing_window: Duration::from_millis(self.typing_window_ms),
             typing_ttl: Duration::from_millis(self.typing_ttl_ms),
+            presence_grace: Duration::from_millis(self.presence_grace_ms),
+            presence_flap_window: Duration::from_millis(self.presence_flap_window_ms),
+            max_presence_subscriptions: self.max_presence_subscriptions as usize,
+            device_policy: match self.device_policy {
+                DevicePolicyName::Multiple => im::DevicePolicy::Multiple,
+                DevicePolicyName::OnePerPlatform => im::DevicePolicy::OnePerPlatform,
+                DevicePolicyName::Single => im::DevicePolicy::Single,
+            },
+            // 0 turns a limit off.
+            send_rate: sends.map_or(0.0, |(rate, _)| rate),
+            send_burst: sends.map_or(1.0, |(_, burst)| f64::from(burst)),
+            conversation_fanout_rate: fanout.clamp(0.0, 1e9),
         })
     }
 }

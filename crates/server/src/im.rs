@@ -6,7 +6,8 @@
 //! - `POST /api/im/conversations/{id}/members` `{ add?, remove?, promote?, demote? }` →
 //!   the conversation (an extension of `IM.md`);
 //! - `POST /api/im/messages` `{ conversation, from, cid, body }` → `{ id, seq, ts }`;
-//! - `GET /api/im/conversations/{id}/messages?before=&after=&limit=` → `{ messages, more }`.
+//! - `GET /api/im/conversations/{id}/messages?before=&after=&limit=` → `{ messages, more }`;
+//! - `GET /api/im/users/{user}/presence` → `{ online, last_seen, devices }`.
 
 use std::sync::Arc;
 
@@ -38,7 +39,8 @@ impl ImService {
             };
             let store_stats = ctx.shared.store_stats.clone();
             let url = store::redacted_url(&config.store.url);
-            let im = im::Im::open(config, store_stats).map_err(|e| format!("im store: {e}"))?;
+            let im = im::Im::open(config, store_stats, ctx.shared.im_stats.clone())
+                .map_err(|e| format!("im store: {e}"))?;
             tracing::info!(
                 backend = im.store().backend(),
                 store = %url,
@@ -76,7 +78,8 @@ impl Service for ImService {
     }
 
     fn routes(&self) -> Router<Arc<AppState>> {
-        let (create, members, post_message, messages) = (
+        let (create, members, post_message, messages, presence) = (
+            self.im.clone(),
             self.im.clone(),
             self.im.clone(),
             self.im.clone(),
@@ -143,6 +146,18 @@ impl Service for ImService {
                                 messages.api_messages(id, q.before, q.after, q.limit),
                             )
                             .await,
+                        )
+                    },
+                ),
+            )
+            .route(
+                "/api/im/users/{user}/presence",
+                get(
+                    move |_: ApiKey, user: Result<Path<String>, PathRejection>| async move {
+                        let Path(user) = user.map_err(|e| ApiError::bad_request(e.body_text()))?;
+                        answer(
+                            store::stats::counted("api.presence", presence.presence_of(&user))
+                                .await,
                         )
                     },
                 ),

@@ -190,6 +190,7 @@ pub async fn start_with(
         user_publishes,
         draining: AtomicBool::new(false),
         store_stats: Arc::default(),
+        im_stats: Arc::default(),
     });
     let ctx = service::Context {
         config: Arc::new(config.clone()),

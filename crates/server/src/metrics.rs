@@ -405,6 +405,46 @@ pub fn render(state: &AppState, tls: Option<&crate::tls::Tls>) -> String {
     ] {
         out.one(name, "counter", help, load(counter));
     }
+    let im = &state.shared.im_stats;
+    out.family(
+        "herald_im_rate_limited_total",
+        "counter",
+        "IM sends refused rate_limited: by the sender's rate (user) or the conversation's fan-out budget (conversation).",
+    );
+    out.sample(
+        "herald_im_rate_limited_total",
+        &[("scope", "user")],
+        load(&im.rate_limited_user),
+    );
+    out.sample(
+        "herald_im_rate_limited_total",
+        &[("scope", "conversation")],
+        load(&im.rate_limited_conversation),
+    );
+    out.one(
+        "herald_im_kicked_total",
+        "counter",
+        "IM sockets put out by the device policy (told kicked).",
+        load(&im.kicked),
+    );
+    out.one(
+        "herald_im_presence_pushes_total",
+        "counter",
+        "Presence changes pushed to watchers (one per change of a user, to all of them).",
+        load(&im.presence_pushes),
+    );
+    out.one(
+        "herald_im_online_users",
+        "gauge",
+        "Users online on /im, as their watchers were last told.",
+        im.online_users.load(Ordering::Relaxed),
+    );
+    out.one(
+        "herald_im_typing_pushes_total",
+        "counter",
+        "Typing sets pushed (one per conversation per window with a change).",
+        load(&im.typing_pushes),
+    );
     // Per operation: a client event of the IM service (`send`, `history`, ...), its
     // `connect`, the `watermarks` written behind, an API call.
     let by_op = st.by_operation();

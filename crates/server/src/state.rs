@@ -30,6 +30,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// The message store's counters (the IM service's store).
     pub store_stats: Arc<store::StoreStats>,
+    /// The IM service's counters.
+    pub im_stats: Arc<im::ImStats>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -4,6 +4,7 @@
 pub(crate) mod conversation;
 pub(crate) mod history;
 pub(crate) mod members;
+pub(crate) mod presence;
 mod read;
 mod receipts;
 pub(crate) mod send;
@@ -36,13 +37,42 @@ pub(crate) const HANDLERS: &[(&str, Handler)] = &[
     ("receipts", receipts::receipts),
     ("sync", sync::sync),
     ("typing", typing::typing),
+    ("presence.subscribe", presence::subscribe),
+    ("presence.unsubscribe", presence::unsubscribe),
 ];
 
-/// A socket joined `/im`: its user's room, and the rooms of its conversations.
+/// A socket joined `/im`: the device policy, its user's room, and the rooms of its
+/// conversations.
 pub(crate) fn connected(inner: &Arc<Inner>, socket: &SocketRef) {
-    let Some(user) = crate::user_of(socket) else {
+    let Some((user, device, platform)) = socket.with_data::<crate::ImUser, _>(|u| {
+        u.map(|u| (u.user.clone(), u.device.clone(), u.platform))
+    }) else {
         return;
     };
+    let device = device.unwrap_or_else(|| Arc::from(socket.id().as_str()));
+    let kicked = inner.presence.connected(
+        &user,
+        socket.id(),
+        device.clone(),
+        platform,
+        tokio::time::Instant::now(),
+        now_ms(),
+    );
+    if !kicked.is_empty() {
+        let notice = serde_json::json!({
+            "reason": "login_elsewhere",
+            "device": &*device,
+            "platform": platform.as_str(),
+        });
+        for crate::presence::Kicked(sid) in kicked {
+            if let Some(old) = socket.namespace().socket(sid) {
+                tracing::debug!(%user, old = %sid, new = %socket.id(), "im: device put out by the device policy");
+                // In order on the old socket's connection: the notice, then the disconnect.
+                let _ = old.emit("kicked", (&notice,));
+                old.disconnect();
+            }
+        }
+    }
     socket.join(crate::user_room(&user));
     let inner = inner.clone();
     let socket = socket.clone();

@@ -9,10 +9,12 @@ use serde::Deserialize;
 use serde_json::json;
 use socketio::{Event, SocketRef, SHARED_ACK_IDS};
 use store::{ConversationId, Message, NewMessage, StoreError};
+use tokio::time::Instant;
 
 use super::{args, member_conv, now_ms, spawn_answer};
 use crate::cache::advance;
 use crate::cache::Conv;
+use crate::limit::Bucket;
 use crate::wire::{BodyIn, MessageOut};
 use crate::{conv_room, ImError, Inner};
 
@@ -30,6 +32,25 @@ pub(crate) fn send(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
     let Some(user) = crate::user_of(&socket) else {
         return;
     };
+    // Storm control first, before anything is parsed: a flood is refused at the least
+    // cost, on this task, and nothing of it is stored.
+    if let Err(wait) = inner.presence.take_send(&user, Instant::now()) {
+        inner
+            .stats
+            .rate_limited_user
+            .fetch_add(1, Ordering::Relaxed);
+        crate::answer(
+            &ev,
+            Err(ImError::RateLimited {
+                message: format!(
+                    "over the send rate ({}/s, bursts of {}); try again later",
+                    inner.config.send_rate, inner.config.send_burst
+                ),
+                retry_after: wait,
+            }),
+        );
+        return;
+    }
     let parsed = args::<Send>(&ev, "send takes { conversation, cid, body }").and_then(|s| {
         if s.cid.is_empty() || s.cid.len() > MAX_CID {
             return Err(ImError::BadRequest(format!("cid is 1 to {MAX_CID} bytes")));
@@ -53,22 +74,25 @@ pub(crate) fn send(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
             ts_ms: now_ms(),
         })
     });
+    let message = match parsed {
+        Ok(m) => m,
+        Err(e) => return crate::answer(&ev, Err(e)),
+    };
     // A conversation in use is checked and the message queued for the store here, in
     // the order the socket sent them; another is loaded first. Either way the sender's
     // membership is checked again on the store's writer, where membership changes are
     // made: a member removed stores nothing after the removal.
-    let cached = parsed
-        .as_ref()
-        .ok()
-        .and_then(|m| inner.cache.peek(m.conversation));
-    let early = match (&parsed, &cached) {
-        (Ok(m), Some(conv)) if conv.role(&user).is_some() => {
-            Some(append(&inner, conv, Some(&user), m.clone()))
+    let cached = inner.cache.peek(message.conversation);
+    let early = match &cached {
+        Some(conv) if conv.role(&user).is_some() => {
+            if let Err(e) = within_budget(&inner, conv) {
+                return crate::answer(&ev, Err(e));
+            }
+            Some(append(&inner, conv, Some(&user), message.clone()))
         }
         _ => None,
     };
     spawn_answer(ev, async move {
-        let message = parsed?;
         let conv = match cached {
             Some(c) => c,
             None => member_conv(&inner, message.conversation, &user).await?,
@@ -78,7 +102,10 @@ pub(crate) fn send(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
         }
         let stored = match early {
             Some(appending) => appending.await?,
-            None => append(&inner, &conv, Some(&user), message.clone()).await?,
+            None => {
+                within_budget(&inner, &conv)?;
+                append(&inner, &conv, Some(&user), message.clone()).await?
+            }
         };
         let reply = json!({ "id": stored.id, "seq": stored.seq, "ts": stored.ts_ms });
         if !stored.duplicate {
@@ -155,6 +182,34 @@ pub(crate) fn committed(
                 .emit("message", (MessageOut(&message),));
         }),
     );
+}
+
+/// Takes a message's fan-out from `conv`'s budget (`im.conversation_fanout_rate`: a
+/// message costs its member count, a second's worth at most), or refuses it
+/// `rate_limited`: one flooding group is held to its rate, and the others keep theirs.
+pub(crate) fn within_budget(inner: &Inner, conv: &Conv) -> Result<(), ImError> {
+    let rate = inner.config.conversation_fanout_rate;
+    if rate <= 0.0 {
+        return Ok(());
+    }
+    let cost = conv.members.read().len().max(1) as f64;
+    let now = Instant::now();
+    let mut budget = conv.budget.lock();
+    budget
+        .get_or_insert_with(|| Bucket::full(rate, now))
+        .take(cost, rate, rate, now)
+        .map_err(|wait| {
+            inner
+                .stats
+                .rate_limited_conversation
+                .fetch_add(1, Ordering::Relaxed);
+            ImError::RateLimited {
+                message: "this conversation is over its budget of deliveries per second; \
+                          try again later"
+                    .to_owned(),
+                retry_after: wait,
+            }
+        })
 }
 
 /// Queues `message` for the store, to be stored if its sender (`None` for a system

@@ -1,0 +1,726 @@
+//! Presence and devices (`IM.md`, Presence and Devices), kept per user in memory: the
+//! user's connected `/im` sockets (each with its device and platform), what their
+//! watchers were last told, and their send bucket.
+//!
+//! A user is online while any of their sockets is connected. A socket closed with a
+//! Socket.IO disconnect leaves at once; one whose connection was lost (closed, reset,
+//! ping timeout: the engine's heartbeat notices a silent peer, with no timer per
+//! socket) still counts for `im.presence_grace`, so a quick reconnect changes nothing
+//! anyone sees. Watchers (room `presence:u`) get `presence` when what they see (online,
+//! devices) changed, at most twice per `im.presence_flap_window`: a user who flaps has
+//! the state at the end of the window pushed, not every change.
+//!
+//! The changes are looked at by one task ([`run`]), in the order they are due: a change
+//! is noted under the user's shard lock, and its push goes out on the next tick (every
+//! [`TICK`]). A user with no socket left is forgotten once nothing of theirs is pending
+//! (their `last_seen` stays in a cache and in the store).
+//!
+//! The device policy is applied when a socket connects, under the same lock: the sockets
+//! in the way of the new device are taken out of the user's sockets at once (so a
+//! hundred concurrent logins under `single` leave exactly one, the last), then told
+//! `kicked` and disconnected by the caller.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use socketio::Sid;
+use tokio::time::Instant;
+
+use crate::config::DevicePolicy;
+use crate::limit::Bucket;
+use crate::{Config, ImStats, Inner};
+
+/// How often due changes are looked at: an offline after a Socket.IO disconnect goes
+/// out within it.
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+
+/// Shards of the users' map: concurrent connects of different users rarely wait.
+const SHARDS: usize = 64;
+
+/// A client's platform (`auth.platform`), for the device policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Platform {
+    Web,
+    Desktop,
+    Ios,
+    Android,
+    #[default]
+    Other,
+}
+
+impl Platform {
+    pub(crate) fn parse(name: &str) -> Option<Platform> {
+        Some(match name {
+            "web" => Platform::Web,
+            "desktop" => Platform::Desktop,
+            "ios" => Platform::Ios,
+            "android" => Platform::Android,
+            "other" => Platform::Other,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Platform::Web => "web",
+            Platform::Desktop => "desktop",
+            Platform::Ios => "ios",
+            Platform::Android => "android",
+            Platform::Other => "other",
+        }
+    }
+}
+
+/// What watchers see of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Shown {
+    online: bool,
+    devices: u32,
+}
+
+/// A user's presence as answered and pushed: `{ online, last_seen, devices }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub(crate) online: bool,
+    pub(crate) devices: u32,
+    /// Ms since the epoch of the user's last connect or disconnect; `None` if never seen.
+    pub(crate) last_seen: Option<i64>,
+}
+
+impl Snapshot {
+    pub(crate) const NEVER_SEEN: Snapshot = Snapshot {
+        online: false,
+        devices: 0,
+        last_seen: None,
+    };
+
+    pub(crate) fn to_json(self) -> Value {
+        json!({ "online": self.online, "last_seen": self.last_seen, "devices": self.devices })
+    }
+}
+
+struct Session {
+    sid: Sid,
+    device: Arc<str>,
+    platform: Platform,
+    /// When its connection was lost: it counts until `lost + grace`.
+    lost: Option<Instant>,
+}
+
+struct User {
+    sessions: Vec<Session>,
+    last_seen: Option<i64>,
+    /// What watchers were last told.
+    announced: Shown,
+    /// The last two pushes' times: a third within the flap window waits.
+    pushed: [Option<Instant>; 2],
+    /// The earliest look at this user already queued.
+    due: Option<Instant>,
+    /// `im.send_rate` / `im.send_burst`; made full on first use.
+    sends: Option<Bucket>,
+}
+
+impl User {
+    fn shown(&self) -> Shown {
+        let mut devices: Vec<&str> = self.sessions.iter().map(|s| &*s.device).collect();
+        devices.sort_unstable();
+        devices.dedup();
+        Shown {
+            online: !self.sessions.is_empty(),
+            devices: devices.len() as u32,
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let shown = self.shown();
+        Snapshot {
+            online: shown.online,
+            devices: shown.devices,
+            last_seen: self.last_seen,
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.sessions.iter().any(|s| s.lost.is_none())
+    }
+}
+
+/// A socket of `user` taken out by the device policy: it is told `kicked` and
+/// disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Kicked(pub(crate) Sid);
+
+/// A push due to a user's watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Push {
+    pub(crate) user: Arc<str>,
+    pub(crate) now: Snapshot,
+}
+
+/// One shard of the users: parking_lot mutex, held to note or look, never across
+/// `.await`.
+type Shard = Mutex<HashMap<Arc<str>, User>>;
+
+/// Users to look at, earliest first.
+type Due = BinaryHeap<Reverse<(Instant, Arc<str>)>>;
+
+/// Every user with a socket on `/im` (or something pending).
+pub(crate) struct Presence {
+    shards: Box<[Shard]>,
+    /// Users to look at, by when. parking_lot mutex, taken after a shard's, never
+    /// before one.
+    due: Mutex<Due>,
+    /// `last_seen` of users not held above, as recently known.
+    seen: moka::sync::Cache<Arc<str>, i64>,
+    /// `last_seen` times not written to the store yet.
+    unsaved: Mutex<Vec<(String, i64)>>,
+    grace: Duration,
+    flap_window: Duration,
+    policy: DevicePolicy,
+    send_rate: f64,
+    send_burst: f64,
+    stats: Arc<ImStats>,
+}
+
+impl Presence {
+    pub(crate) fn new(config: &Config, stats: Arc<ImStats>) -> Presence {
+        Presence {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            due: Mutex::default(),
+            seen: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            unsaved: Mutex::default(),
+            grace: config.presence_grace,
+            flap_window: config.presence_flap_window,
+            policy: config.device_policy,
+            send_rate: config.send_rate,
+            send_burst: config.send_burst,
+            stats,
+        }
+    }
+
+    fn shard(&self, user: &str) -> &Shard {
+        let mut h = DefaultHasher::new();
+        user.hash(&mut h);
+        &self.shards[h.finish() as usize % SHARDS]
+    }
+
+    fn schedule(&self, u: &mut User, user: &Arc<str>, at: Instant) {
+        if u.due.is_some_and(|d| d <= at) {
+            return;
+        }
+        u.due = Some(at);
+        self.due.lock().push(Reverse((at, user.clone())));
+    }
+
+    /// Socket `sid` of `user` connected, from `device` on `platform`: the sockets the
+    /// device policy puts out (to be told `kicked` and disconnected).
+    pub(crate) fn connected(
+        &self,
+        user: &Arc<str>,
+        sid: Sid,
+        device: Arc<str>,
+        platform: Platform,
+        now: Instant,
+        now_ms: i64,
+    ) -> Vec<Kicked> {
+        let mut shard = self.shard(user).lock();
+        let u = shard.entry(user.clone()).or_insert_with(|| User {
+            // Most users have one device connected.
+            sessions: Vec::with_capacity(1),
+            last_seen: None,
+            announced: Shown::default(),
+            pushed: [None, None],
+            due: None,
+            sends: None,
+        });
+        let policy = self.policy;
+        let in_way = |s: &Session| {
+            s.device != device
+                && match policy {
+                    DevicePolicy::Multiple => false,
+                    DevicePolicy::OnePerPlatform => s.platform == platform,
+                    DevicePolicy::Single => true,
+                }
+        };
+        let mut kicked = Vec::new();
+        u.sessions.retain(|s| {
+            // A lost connection of the same device is this one again; one in the way
+            // of the new device is gone without a word (its client is not there).
+            let replaced = s.lost.is_some() && s.device == device;
+            let out = in_way(s);
+            if out && s.lost.is_none() {
+                kicked.push(Kicked(s.sid));
+            }
+            !(replaced || out)
+        });
+        u.sessions.push(Session {
+            sid,
+            device,
+            platform,
+            lost: None,
+        });
+        u.last_seen = Some(now_ms);
+        self.schedule(u, user, now);
+        self.stats
+            .kicked
+            .fetch_add(kicked.len() as u64, Ordering::Relaxed);
+        kicked
+    }
+
+    /// Socket `sid` of `user` left: at once when `closed` (a Socket.IO disconnect, or the
+    /// server's), after the grace otherwise. Whether the user has no connected socket
+    /// left (they type nowhere).
+    pub(crate) fn disconnected(
+        &self,
+        user: &Arc<str>,
+        sid: Sid,
+        closed: bool,
+        now: Instant,
+        now_ms: i64,
+    ) -> bool {
+        let mut shard = self.shard(user).lock();
+        let Some(u) = shard.get_mut(user) else {
+            return true;
+        };
+        let Some(i) = u.sessions.iter().position(|s| s.sid == sid) else {
+            // Put out by the device policy already.
+            return !u.live();
+        };
+        if closed {
+            u.sessions.swap_remove(i);
+        } else {
+            u.sessions[i].lost = Some(now);
+        }
+        u.last_seen = Some(now_ms);
+        let at = if closed { now } else { now + self.grace };
+        self.schedule(u, user, at);
+        !u.live()
+    }
+
+    /// Takes one send from `user`'s bucket, or says how long until one is there.
+    pub(crate) fn take_send(&self, user: &str, now: Instant) -> Result<(), Duration> {
+        let mut shard = self.shard(user).lock();
+        // A user without a socket here (a race with their disconnect) has nothing to send
+        // from: their send fails on its own.
+        let Some(u) = shard.get_mut(user) else {
+            return Ok(());
+        };
+        let (rate, burst) = (self.send_rate, self.send_burst);
+        if rate <= 0.0 {
+            return Ok(());
+        }
+        u.sends
+            .get_or_insert_with(|| Bucket::full(burst, now))
+            .take(1.0, rate, burst, now)
+    }
+
+    /// What `user`'s watchers see now, if known here (held, or recently seen).
+    pub(crate) fn snapshot(&self, user: &str) -> Option<Snapshot> {
+        if let Some(u) = self.shard(user).lock().get(user) {
+            return Some(u.snapshot());
+        }
+        self.seen.get(user).map(|ms| Snapshot {
+            last_seen: Some(ms),
+            ..Snapshot::NEVER_SEEN
+        })
+    }
+
+    /// Notes `last_seen` times read from the store (for users not known here).
+    pub(crate) fn remember(&self, seen: &[(String, i64)]) {
+        for (user, ms) in seen {
+            self.seen.insert(Arc::from(user.as_str()), *ms);
+        }
+    }
+
+    /// Looks at the users due by `now`: the pushes to make.
+    pub(crate) fn tick(&self, now: Instant) -> Vec<Push> {
+        let mut ready = Vec::new();
+        {
+            let mut due = self.due.lock();
+            while due.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+                let Some(Reverse((_, user))) = due.pop() else {
+                    break;
+                };
+                ready.push(user);
+            }
+        }
+        let mut pushes = Vec::new();
+        for user in ready {
+            if let Some(p) = self.look(&user, now) {
+                pushes.push(p);
+            }
+        }
+        pushes
+    }
+
+    fn look(&self, user: &Arc<str>, now: Instant) -> Option<Push> {
+        let mut shard = self.shard(user).lock();
+        let u = shard.get_mut(user)?;
+        if u.due.is_some_and(|d| d > now) {
+            // Queued again for later: looked at then.
+            return None;
+        }
+        u.due = None;
+        let grace = self.grace;
+        u.sessions
+            .retain(|s| s.lost.is_none_or(|at| at + grace > now));
+        let mut next: Option<Instant> = u
+            .sessions
+            .iter()
+            .filter_map(|s| s.lost.map(|at| at + grace))
+            .min();
+        let shown = u.shown();
+        let mut push = None;
+        if shown != u.announced {
+            match u.pushed[0] {
+                Some(oldest) if now < oldest + self.flap_window => {
+                    let at = oldest + self.flap_window;
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+                _ => {
+                    u.pushed = [u.pushed[1], Some(now)];
+                    if shown.online != u.announced.online {
+                        let delta = if shown.online { 1 } else { -1 };
+                        self.stats.online_users.fetch_add(delta, Ordering::Relaxed);
+                        if !shown.online {
+                            if let Some(ms) = u.last_seen {
+                                self.unsaved.lock().push((user.to_string(), ms));
+                            }
+                        }
+                    }
+                    u.announced = shown;
+                    push = Some(Push {
+                        user: user.clone(),
+                        now: u.snapshot(),
+                    });
+                }
+            }
+        }
+        if u.sessions.is_empty() && u.announced == Shown::default() {
+            // Kept while its flap window or its send bucket still matter.
+            let mut keep = u.pushed[1].map(|t| t + self.flap_window);
+            if let Some(b) = u.sends.as_ref().filter(|_| self.send_rate > 0.0) {
+                let full = b.full_at(self.send_rate, self.send_burst);
+                keep = Some(keep.map_or(full, |k| k.max(full)));
+            }
+            match keep.filter(|k| *k > now) {
+                Some(k) => next = Some(next.map_or(k, |n| n.min(k))),
+                None if next.is_none() => {
+                    if let Some(ms) = u.last_seen {
+                        self.seen.insert(user.clone(), ms);
+                    }
+                    shard.remove(user);
+                    return push;
+                }
+                None => {}
+            }
+        }
+        if let Some(at) = next {
+            self.schedule(u, user, at);
+        }
+        push
+    }
+
+    /// The `last_seen` times to write to the store; with `all`, also of every user
+    /// online now (the server is stopping).
+    pub(crate) fn take_unsaved(&self, all: bool, now_ms: i64) -> Vec<(String, i64)> {
+        let mut out = std::mem::take(&mut *self.unsaved.lock());
+        if all {
+            for shard in self.shards.iter() {
+                for (user, u) in shard.lock().iter() {
+                    if !u.sessions.is_empty() {
+                        out.push((user.to_string(), now_ms));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Users held in memory now.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+}
+
+/// The room of `user`'s watchers.
+pub(crate) fn watchers_room(user: &str) -> String {
+    format!("presence:{user}")
+}
+
+/// Pushes the presence changes as they fall due, and writes `last_seen` behind (about
+/// once a second), until the service is gone.
+pub(crate) async fn run(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u64;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let pushes = inner.presence.tick(Instant::now());
+        if let Some(ns) = inner.ns.get() {
+            for p in pushes {
+                inner.stats.presence_pushes.fetch_add(1, Ordering::Relaxed);
+                let mut body = p.now.to_json();
+                body["user"] = json!(&*p.user);
+                let _ = ns.to(watchers_room(&p.user)).emit("presence", (body,));
+            }
+        }
+        ticks += 1;
+        if ticks % 10 == 0 {
+            save(&inner, false).await;
+        }
+    }
+}
+
+/// Writes the `last_seen` times held back (with `all`, those of every user online too).
+pub(crate) async fn save(inner: &Inner, all: bool) {
+    let seen = inner.presence.take_unsaved(all, crate::cmd::now_ms());
+    if seen.is_empty() {
+        return;
+    }
+    let n = seen.len();
+    if let Err(e) = inner.store.last_seen(seen).await {
+        tracing::warn!(error = %e, users = n, "im: last seen times not stored");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sid(n: u8) -> Sid {
+        Sid::from_random([n; 15])
+    }
+
+    fn presence(f: impl FnOnce(&mut Config)) -> Presence {
+        let mut config = Config::default();
+        f(&mut config);
+        Presence::new(&config, Arc::default())
+    }
+
+    fn user(name: &str) -> Arc<str> {
+        Arc::from(name)
+    }
+
+    #[test]
+    fn online_then_offline_on_a_disconnect() {
+        let p = presence(|_| {});
+        let alice = user("alice");
+        let t0 = Instant::now();
+        assert!(p
+            .connected(&alice, sid(1), user("d1"), Platform::Web, t0, 1000)
+            .is_empty());
+        let pushes = p.tick(t0);
+        assert_eq!(pushes.len(), 1);
+        assert_eq!(
+            pushes[0].now,
+            Snapshot {
+                online: true,
+                devices: 1,
+                last_seen: Some(1000)
+            }
+        );
+        // A second socket of the same device: nothing to tell.
+        p.connected(&alice, sid(2), user("d1"), Platform::Web, t0, 1001);
+        assert!(p.tick(t0 + TICK).is_empty());
+        assert!(
+            !p.disconnected(&alice, sid(2), true, t0, 1002),
+            "one is left"
+        );
+        assert!(p.disconnected(&alice, sid(1), true, t0, 1003));
+        // The flap window (two pushes per 10 s) is not reached: offline at once.
+        let pushes = p.tick(t0 + TICK);
+        assert_eq!(pushes.len(), 1);
+        assert!(!pushes[0].now.online);
+        assert_eq!(pushes[0].now.last_seen, Some(1003));
+        assert_eq!(p.take_unsaved(false, 0), vec![("alice".into(), 1003)]);
+        // Forgotten once its window and bucket no longer matter; its last_seen stays.
+        p.tick(t0 + Duration::from_secs(11));
+        assert_eq!(p.held(), 0);
+        assert_eq!(
+            p.snapshot("alice"),
+            Some(Snapshot {
+                online: false,
+                devices: 0,
+                last_seen: Some(1003)
+            })
+        );
+        assert_eq!(p.snapshot("bob"), None);
+    }
+
+    #[test]
+    fn a_lost_connection_is_kept_for_the_grace() {
+        let p = presence(|_| {});
+        let alice = user("alice");
+        let t0 = Instant::now();
+        p.connected(&alice, sid(1), user("d1"), Platform::Web, t0, 1);
+        assert_eq!(p.tick(t0).len(), 1);
+        // Lost, back within the grace: nobody is told anything.
+        assert!(p.disconnected(&alice, sid(1), false, t0, 2));
+        assert_eq!(p.snapshot("alice").map(|s| s.online), Some(true));
+        p.connected(
+            &alice,
+            sid(2),
+            user("d1"),
+            Platform::Web,
+            t0 + Duration::from_secs(1),
+            3,
+        );
+        assert!(p.tick(t0 + Duration::from_secs(3)).is_empty());
+        // Lost for good: offline once the grace is over, not before.
+        p.disconnected(&alice, sid(2), false, t0 + Duration::from_secs(4), 4);
+        assert!(p.tick(t0 + Duration::from_millis(5900)).is_empty());
+        let pushes = p.tick(t0 + Duration::from_secs(6));
+        assert_eq!(pushes.len(), 1);
+        assert!(!pushes[0].now.online);
+    }
+
+    #[test]
+    fn a_flapping_user_is_pushed_twice_per_window() {
+        let p = presence(|_| {});
+        let alice = user("alice");
+        let t0 = Instant::now();
+        let mut pushes = Vec::new();
+        // Ten times in ten seconds: on for half a second, off (a clean disconnect) for
+        // half a second, looked at every tick.
+        let mut t = t0;
+        for i in 0..10u8 {
+            p.connected(&alice, sid(i), user("d1"), Platform::Web, t, 0);
+            for _ in 0..5 {
+                pushes.extend(p.tick(t));
+                t += TICK;
+            }
+            p.disconnected(&alice, sid(i), true, t, 0);
+            for _ in 0..5 {
+                pushes.extend(p.tick(t));
+                t += TICK;
+            }
+        }
+        assert_eq!(pushes.len(), 2, "{pushes:?}");
+        // At the end of the window the state then (offline) goes out, once.
+        for _ in 0..20 {
+            pushes.extend(p.tick(t));
+            t += TICK;
+        }
+        assert_eq!(pushes.len(), 2, "offline was the last thing pushed");
+        assert!(!pushes[1].now.online);
+        // Ended online instead: that is pushed when the window allows.
+        let p = presence(|_| {});
+        let t = t0;
+        p.connected(&alice, sid(1), user("d1"), Platform::Web, t, 0);
+        p.tick(t);
+        p.disconnected(&alice, sid(1), true, t, 0);
+        p.tick(t + TICK);
+        p.connected(&alice, sid(2), user("d1"), Platform::Web, t + TICK * 2, 0);
+        assert!(p.tick(t + TICK * 2).is_empty(), "held: two pushes already");
+        let pushes = p.tick(t + Duration::from_secs(10));
+        assert_eq!(pushes.len(), 1);
+        assert!(pushes[0].now.online);
+    }
+
+    #[test]
+    fn device_policies() {
+        let t0 = Instant::now();
+        let alice = user("alice");
+        // multiple: nobody is put out.
+        let p = presence(|_| {});
+        p.connected(&alice, sid(1), user("phone"), Platform::Ios, t0, 0);
+        assert!(p
+            .connected(&alice, sid(2), user("laptop"), Platform::Web, t0, 0)
+            .is_empty());
+        // single: every other device goes; the same device (a second tab) stays.
+        let p = presence(|c| c.device_policy = DevicePolicy::Single);
+        p.connected(&alice, sid(1), user("phone"), Platform::Ios, t0, 0);
+        p.connected(&alice, sid(2), user("laptop"), Platform::Web, t0, 0);
+        let kicked = p.connected(&alice, sid(3), user("laptop"), Platform::Web, t0, 0);
+        assert!(kicked.is_empty(), "the same device is not elsewhere");
+        let kicked = p.connected(&alice, sid(4), user("tablet"), Platform::Ios, t0, 0);
+        assert_eq!(kicked, vec![Kicked(sid(2)), Kicked(sid(3))]);
+        // The kicked sockets' disconnects change nothing.
+        assert!(!p.disconnected(&alice, sid(2), true, t0, 0));
+        assert_eq!(p.snapshot("alice").map(|s| s.devices), Some(1));
+        // one_per_platform: only the one of the same platform.
+        let p = presence(|c| c.device_policy = DevicePolicy::OnePerPlatform);
+        p.connected(&alice, sid(1), user("phone"), Platform::Ios, t0, 0);
+        p.connected(&alice, sid(2), user("laptop"), Platform::Web, t0, 0);
+        let kicked = p.connected(&alice, sid(3), user("phone2"), Platform::Ios, t0, 0);
+        assert_eq!(kicked, vec![Kicked(sid(1))]);
+        assert_eq!(p.snapshot("alice").map(|s| s.devices), Some(2));
+    }
+
+    #[test]
+    fn many_logins_under_single_leave_one() {
+        let p = Arc::new(presence(|c| c.device_policy = DevicePolicy::Single));
+        let alice = user("alice");
+        let t0 = Instant::now();
+        let mut handles = Vec::new();
+        for i in 0..100u8 {
+            let (p, alice) = (p.clone(), alice.clone());
+            handles.push(std::thread::spawn(move || {
+                p.connected(
+                    &alice,
+                    sid(i),
+                    Arc::from(format!("d{i}")),
+                    Platform::Web,
+                    t0,
+                    0,
+                )
+                .len()
+            }));
+        }
+        let kicked: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(kicked, 99);
+        assert_eq!(p.snapshot("alice").map(|s| s.devices), Some(1));
+    }
+
+    /// What a connected user (one socket, one device) costs here, from the sizes of
+    /// what is kept: the map's slot (key and value, at the load the map keeps), the
+    /// sessions' vector (made with room for one). The user id and the device id are the
+    /// socket's own (shared, not copied). `docs/benchmarks.md` quotes it.
+    #[test]
+    fn bytes_per_connected_user() {
+        use std::mem::size_of;
+        let slot = size_of::<(Arc<str>, User)>() + 1; // hashbrown: one control byte each
+        let slot = slot * 8 / 7; // at most 7/8 full
+        let sessions = size_of::<Session>();
+        let per_user = slot + sessions;
+        println!(
+            "presence: {per_user} bytes per connected user (User {} B, Session {} B)",
+            size_of::<User>(),
+            size_of::<Session>()
+        );
+        assert!(per_user <= 256, "{per_user} bytes per user");
+    }
+
+    #[test]
+    fn sends_are_held_to_the_rate() {
+        let p = presence(|c| {
+            c.send_rate = 10.0;
+            c.send_burst = 5.0;
+        });
+        let alice = user("alice");
+        let t0 = Instant::now();
+        p.connected(&alice, sid(1), user("d1"), Platform::Web, t0, 0);
+        for _ in 0..5 {
+            assert!(p.take_send("alice", t0).is_ok());
+        }
+        let wait = p.take_send("alice", t0).unwrap_err();
+        assert_eq!(crate::limit::retry_ms(wait), 100);
+        // Reconnecting does not refill it: the user is kept until it is full again.
+        p.disconnected(&alice, sid(1), true, t0, 0);
+        p.tick(t0);
+        p.tick(t0 + TICK);
+        p.connected(&alice, sid(2), user("d1"), Platform::Web, t0 + TICK, 0);
+        assert!(p.take_send("alice", t0 + TICK).is_ok());
+        assert!(p.take_send("alice", t0 + TICK).is_err());
+    }
+}
