@@ -151,3 +151,71 @@ test("the Messages tab is a working IM client: conversations, unread counts, his
     await s.stop();
   }
 });
+
+// The Messages tab's live state, in two (then three) browser contexts: a green dot for a
+// peer who is online and a grey one once they left, "bob is typing…" while bob types
+// (gone when he sends), and under the `single` device policy the "signed out here"
+// notice when the same user signs in from another browser.
+test("the Messages tab shows presence dots, typing, and the kicked notice", async () => {
+  const secret = "demo-live-secret-demo-live-secret-1234";
+  const s = await startHerald({
+    HERALD_DEMO__CLIENT_JS: clientJs,
+    HERALD_AUTH__JWT_SECRET: secret,
+    HERALD_IM__DEVICE_POLICY: "single",
+    HERALD_IM__PRESENCE_GRACE_MS: "300",
+  });
+  const contexts = [];
+  try {
+    const openIm = async (user) => {
+      const context = await browser.newContext();
+      contexts.push(context);
+      const page = await context.newPage();
+      const errors = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      const token = jwt({ sub: user, exp: now(600) }, { secret });
+      await page.goto(`${s.url}/?tab=im&token=${token}`);
+      await page.waitForFunction(() => document.querySelector("#im-status").textContent.startsWith("connected as"), null, {
+        timeout: 10_000,
+      });
+      return { page, errors, context };
+    };
+    const until = (page, fn, arg) => page.waitForFunction(fn, arg, { timeout: 10_000 });
+    const alice = await openIm("alice");
+    const bob = await openIm("bob");
+
+    await alice.page.fill("#im-with", "bob");
+    await alice.page.click("#im-start");
+    // Bob is connected: his dot is green in alice's list.
+    await until(alice.page, () => document.querySelector("#im-convs li .dot")?.className === "dot online");
+
+    // Bob opens the chat and types: alice sees it, then it ends with his message.
+    await until(bob.page, () => document.querySelectorAll("#im-convs li").length === 1);
+    await bob.page.click("#im-convs li");
+    await until(bob.page, () => !document.querySelector("#im-text").disabled);
+    await bob.page.type("#im-text", "hel", { delay: 30 });
+    await until(alice.page, () => document.querySelector("#im-typing").textContent === "bob is typing…");
+    await bob.page.type("#im-text", "lo");
+    await bob.page.click("#im-send");
+    await until(alice.page, () => [...document.querySelectorAll("#im-messages li .text")].some((e) => e.textContent === "hello"));
+    await until(alice.page, () => document.querySelector("#im-typing").textContent === "");
+
+    // Bob closes his browser: his dot goes grey.
+    const bobErrors = bob.errors;
+    await bob.context.close();
+    contexts.splice(contexts.indexOf(bob.context), 1);
+    await until(alice.page, () => document.querySelector("#im-convs li .dot")?.className === "dot");
+
+    // Alice signs in from another browser: the first one is told, and disconnected.
+    const alice2 = await openIm("alice");
+    await until(alice.page, () => !document.querySelector("#im-kicked").hidden);
+    const notice = await alice.page.textContent("#im-kicked");
+    assert.match(notice, /another device \(web, demo-/);
+    await until(alice.page, () => document.querySelector("#im-status").textContent === "disconnected (io server disconnect)");
+    // The new one is served.
+    assert.equal(await alice2.page.textContent("#im-status"), "connected as alice");
+    assert.deepEqual([...alice.errors, ...bobErrors, ...alice2.errors], []);
+  } finally {
+    for (const c of contexts) await c.close();
+    await s.stop();
+  }
+});
