@@ -11,6 +11,9 @@
 # groups of 50), im-sync or im-catchup (these take no clients, rate or seconds: put their
 # options in ARGS). ARGS is appended to the mode's arguments, e.g.
 #   MODE=im-catchup ARGS="--clients 10000 --behind 100" scripts/bench-im.sh - - - 2 herald,node
+# The Node peer has no send rate and no conversation budget: Herald runs without them
+# too (im.send_rate = 0, im.conversation_fanout_rate = 0) unless SEND_RATE or FANOUT_RATE
+# is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-10000}
@@ -31,7 +34,8 @@ start() {
   case $name in
     herald)
       HERALD_AUTH__JWT_SECRET=$secret HERALD_IM__STORE=${STORE:-sqlite://$dir/herald.db} \
-        HERALD_IM__DURABILITY=$durability \
+        HERALD_IM__DURABILITY=$durability HERALD_IM__SEND_RATE=${SEND_RATE:-0} \
+        HERALD_IM__CONVERSATION_FANOUT_RATE=${FANOUT_RATE:-0} \
         taskset -c 0 "$bin/herald" --port "$port" >/dev/null 2>"$dir/log" &
       ;;
     node)

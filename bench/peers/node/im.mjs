@@ -15,6 +15,14 @@
 //     a 100 ms window per conversation merged by user, then the conversation's typers
 //     pushed to its room (`typing` { conversation, users }) at the end of every window
 //     that had an update; --typing relay pushes each event to the others as it comes.
+//   presence.subscribe { users } -> { ok, presence }; presence pushed to room
+//     `presence:<user>` when a user's online state or device count changes; a lost
+//     connection waits a 2 s grace (a timer per disconnect, as a Node service does it),
+//     a Socket.IO disconnect none; no damping of flapping users.
+//   --device-policy single: a new device's CONNECT finds the user's other sockets, tells
+//     them `kicked` and disconnects them.
+//   --send-rate R --send-burst B (per user, token bucket, as the seeds' limiter) and
+//     --fanout-rate F (member deliveries a second per conversation): `rate_limited`.
 //
 // Durability as --synchronous says (FULL, the default, as Herald's `full`; or NORMAL).
 // Binds 127.0.0.1 on --port (0 picks one); prints `PID <pid>` then `LISTENING <port>`.
@@ -39,6 +47,46 @@ const SYNC_PAGE = 500;
 const TYPING_WINDOW_MS = 100;
 const TYPING_TTL_MS = 5000;
 const typingMode = arg("typing", "aggregate");
+const devicePolicy = arg("device-policy", "multiple");
+const sendRate = Number(arg("send-rate", 0));
+const sendBurst = Number(arg("send-burst", 40));
+const fanoutRate = Number(arg("fanout-rate", 0));
+const PRESENCE_GRACE_MS = 2000;
+
+// A token bucket: `rate` a second up to `burst`.
+function bucket(rate, burst) {
+  return { rate, burst, tokens: burst, at: Date.now() };
+}
+function take(b, cost) {
+  const now = Date.now();
+  b.tokens = Math.min(b.burst, b.tokens + ((now - b.at) / 1000) * b.rate);
+  b.at = now;
+  cost = Math.min(cost, b.burst);
+  if (b.tokens >= cost) {
+    b.tokens -= cost;
+    return 0;
+  }
+  return Math.max(1, Math.ceil(((cost - b.tokens) / b.rate) * 1000));
+}
+const userBuckets = new Map();
+const convBuckets = new Map();
+
+// Presence: each user's sockets (socket id -> device), last seen, what was pushed.
+const presence = new Map();
+function presenceOf(user) {
+  const p = presence.get(user);
+  if (!p) return { online: false, last_seen: null, devices: 0 };
+  const devices = new Set(p.sockets.values()).size;
+  return { online: devices > 0, last_seen: p.last_seen, devices };
+}
+function announce(user) {
+  const p = presence.get(user);
+  if (!p) return;
+  const now = presenceOf(user);
+  if (p.pushed && p.pushed.online === now.online && p.pushed.devices === now.devices) return;
+  p.pushed = now;
+  im.to(`presence:${user}`).emit("presence", { user, ...now });
+}
 
 const db = new Database(file);
 db.pragma("journal_mode = WAL");
@@ -138,13 +186,47 @@ im.use((socket, next) => {
 });
 im.on("connection", (socket) => {
   const user = socket.data.user;
+  const device = String(socket.handshake.auth?.device ?? socket.id);
+  if (devicePolicy === "single") {
+    // The user's sockets on this node, found synchronously (the handlers below must be
+    // in place before this socket's first event).
+    for (const id of im.adapter.rooms.get(`user:${user}`) ?? []) {
+      const old = im.sockets.get(id);
+      if (old && old.data.device !== device) {
+        old.emit("kicked", { reason: "login_elsewhere", device, platform: "other" });
+        old.disconnect();
+      }
+    }
+  }
+  socket.data.device = device;
   socket.join(`user:${user}`);
+  const p = presence.get(user) ?? { sockets: new Map(), last_seen: null, pushed: null };
+  presence.set(user, p);
+  p.sockets.set(socket.id, device);
+  p.last_seen = Date.now();
+  announce(user);
+  socket.on("disconnect", (reason) => {
+    p.sockets.delete(socket.id);
+    p.last_seen = Date.now();
+    const lost = reason !== "client namespace disconnect" && reason !== "server namespace disconnect";
+    if (lost) setTimeout(() => announce(user), PRESENCE_GRACE_MS);
+    else announce(user);
+  });
+  socket.on("presence.subscribe", (args, ack) => {
+    if (typeof ack !== "function") return;
+    const users = args?.users;
+    if (!Array.isArray(users) || users.length > 1000 || !users.every((u) => typeof u === "string")) {
+      return ack({ ok: false, error: { code: "bad_request", message: "presence.subscribe takes { users }" } });
+    }
+    socket.join(users.map((u) => `presence:${u}`));
+    ack({ ok: true, presence: Object.fromEntries(users.map((u) => [u, presenceOf(u)])) });
+  });
   for (const { id } of q.convsOf.all(user)) socket.join(`conv:${id}`);
   socket.on("conversation.create", (args, ack) => {
     if (typeof ack !== "function") return;
     if (args?.type === "group") {
       const others = args.members;
-      if (!Array.isArray(others) || others.length > 1000 || !others.every((u) => typeof u === "string")) {
+      if (!Array.isArray(others) || others.length > 100000 || !others.every((u) => typeof u === "string")) {
         return ack({ ok: false, error: { code: "bad_request", message: "members is a list of users" } });
       }
       const all = [...new Set([user, ...others])];
@@ -186,8 +268,21 @@ im.on("connection", (socket) => {
     if (!m || typeof m.conversation !== "number" || typeof m.cid !== "string" || m.body === undefined) {
       return ack({ ok: false, error: { code: "bad_request", message: "send takes { conversation, cid, body }" } });
     }
-    if (!membersOf(m.conversation).has(user)) {
+    if (sendRate > 0) {
+      let b = userBuckets.get(user);
+      if (!b) userBuckets.set(user, (b = bucket(sendRate, sendBurst)));
+      const wait = take(b, 1);
+      if (wait) return ack({ ok: false, error: { code: "rate_limited", message: "over the send rate", retryAfterMs: wait } });
+    }
+    const convMembers = membersOf(m.conversation);
+    if (!convMembers.has(user)) {
       return ack({ ok: false, error: { code: "not_found", message: "no such conversation" } });
+    }
+    if (fanoutRate > 0) {
+      let b = convBuckets.get(m.conversation);
+      if (!b) convBuckets.set(m.conversation, (b = bucket(fanoutRate, fanoutRate)));
+      const wait = take(b, convMembers.size);
+      if (wait) return ack({ ok: false, error: { code: "rate_limited", message: "over the conversation's budget", retryAfterMs: wait } });
     }
     queue.push({ socket, user, m, ack });
     if (!timer) timer = setTimeout(flush, WINDOW_MS);

@@ -299,6 +299,76 @@ enum Mode {
         #[arg(long)]
         secret: String,
     },
+    /// The IM service, presence: USERS on `/im`, each watcher watching WATCH others, a
+    /// pool of CHURNERS coming and going CHURN_PER_MIN times a minute (the server's CPU
+    /// over a quiet phase's), then FLAPPERS flapping ten times in ten seconds (what each
+    /// watcher was told about them).
+    ImPresence {
+        /// Users in all (watchers and pool).
+        #[arg(long, default_value_t = 18_000)]
+        users: usize,
+        /// Users each watcher watches.
+        #[arg(long, default_value_t = 10)]
+        watch: usize,
+        /// Users of the pool that comes and goes (the rest watch).
+        #[arg(long, default_value_t = 2000)]
+        churners: usize,
+        /// State changes of the pool per minute in the churn phase.
+        #[arg(long, default_value_t = 1000.0)]
+        churn_per_min: f64,
+        /// Seconds of the quiet phase and of the churn phase each.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Users of the pool that flap at the end.
+        #[arg(long, default_value_t = 20)]
+        flappers: usize,
+        /// The server's `im.presence_flap_window_ms`.
+        #[arg(long, default_value_t = 10_000)]
+        flap_window_ms: u64,
+        /// Connections opened per second while setting up.
+        #[arg(long, default_value_t = 2000)]
+        connect_rate: u32,
+        /// The HS256 secret the server checks tokens with (`auth.jwt_secret`).
+        #[arg(long)]
+        secret: String,
+    },
+    /// The IM service, the device policy (the server on `im.device_policy = "single"`):
+    /// ITERATIONS times a device connects, then another of the same user: the time from
+    /// the new one's CONNECT to the old one's `kicked`.
+    ImKick {
+        /// Logins measured.
+        #[arg(long, default_value_t = 1000)]
+        iterations: usize,
+        /// The HS256 secret the server checks tokens with (`auth.jwt_secret`).
+        #[arg(long)]
+        secret: String,
+    },
+    /// The IM service, storm control: one member of a group of MEMBERS floods FLOOD_RATE
+    /// sends a second while a calm group of CALM_MEMBERS gets CALM_RATE: the calm group's
+    /// latency without and with the storm, and what the flooder got through.
+    ImStorm {
+        /// Members of the flooded group.
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        /// Sends a second of the flooder.
+        #[arg(long, default_value_t = 10_000.0)]
+        flood_rate: f64,
+        /// Members of the calm group.
+        #[arg(long, default_value_t = 100)]
+        calm_members: usize,
+        /// Sends a second into the calm group, in all (senders of 10 a second each).
+        #[arg(long, default_value_t = 40.0)]
+        calm_rate: f64,
+        /// Seconds of each phase (baseline, storm).
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Connections opened per second while setting up.
+        #[arg(long, default_value_t = 2000)]
+        connect_rate: u32,
+        /// The HS256 secret the server checks tokens with (`auth.jwt_secret`).
+        #[arg(long)]
+        secret: String,
+    },
     /// As many Socket.IO handshakes per second as the server takes.
     ConnectStorm {
         /// Connections to open.
@@ -347,6 +417,9 @@ pub fn run(cli: Cli) -> i32 {
                 | Mode::ImSync { .. }
                 | Mode::ImCatchup { .. }
                 | Mode::ImTyping { .. }
+                | Mode::ImPresence { .. }
+                | Mode::ImKick { .. }
+                | Mode::ImStorm { .. }
         )
     {
         eprintln!("bench: --procs is for idle, connect-storm, fanout, fanout-max and echo");
@@ -593,6 +666,56 @@ pub fn run(cli: Cli) -> i32 {
                     server_pid,
                 };
                 crate::im_typing::run(&target, &opts).await
+            }
+            Mode::ImPresence {
+                users,
+                watch,
+                churners,
+                churn_per_min,
+                duration,
+                flappers,
+                flap_window_ms,
+                connect_rate,
+                secret,
+            } => {
+                let opts = crate::im_presence::PresenceOptions {
+                    users,
+                    watch,
+                    churners,
+                    churn_per_min,
+                    duration: Duration::from_secs(duration),
+                    flappers,
+                    flap_window: Duration::from_millis(flap_window_ms),
+                    connect_rate,
+                    secret,
+                    server_pid,
+                };
+                crate::im_presence::run(&target, &opts).await
+            }
+            Mode::ImStorm {
+                members,
+                flood_rate,
+                calm_members,
+                calm_rate,
+                duration,
+                connect_rate,
+                secret,
+            } => {
+                let opts = crate::im_storm::StormOptions {
+                    members,
+                    flood_rate,
+                    calm_members,
+                    calm_rate,
+                    duration: Duration::from_secs(duration),
+                    connect_rate,
+                    secret,
+                    server_pid,
+                };
+                crate::im_storm::run(&target, &opts).await
+            }
+            Mode::ImKick { iterations, secret } => {
+                let opts = crate::im_presence::KickOptions { iterations, secret };
+                crate::im_presence::run_kick(&target, &opts).await
             }
             Mode::ConnectStorm {
                 connections,

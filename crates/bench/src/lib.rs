@@ -28,6 +28,8 @@ pub mod echo;
 pub mod fanout;
 pub mod idle;
 pub mod im;
+pub mod im_presence;
+pub mod im_storm;
 pub mod im_sync;
 pub mod im_typing;
 pub mod polling;
