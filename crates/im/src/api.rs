@@ -175,13 +175,18 @@ impl Im {
         };
         let stored = send::append(inner, &conv, from.as_ref(), message.clone())
             .await
-            .map_err(|e| match e {
-                store::StoreError::NotFound => {
-                    ImError::Forbidden("the sender is not a member".into())
+            .map_err(|e| {
+                send::give_back(inner, &conv);
+                match e {
+                    store::StoreError::NotFound => {
+                        ImError::Forbidden("the sender is not a member".into())
+                    }
+                    e => e.into(),
                 }
-                e => e.into(),
             })?;
-        if !stored.duplicate {
+        if stored.duplicate {
+            send::give_back(inner, &conv);
+        } else {
             send::committed(inner, &conv, message, &stored, None);
         }
         Ok(json!({ "id": stored.id, "seq": stored.seq, "ts": stored.ts_ms }))

@@ -214,14 +214,14 @@ impl Im {
         builder
             .on_disconnect(move |socket, reason| {
                 let Some(user) = user_of(socket) else { return };
-                // A Socket.IO disconnect (the client's or the server's), or an Engine.IO
-                // session the client closed on purpose, leaves at once; a connection lost
-                // counts for the grace.
+                // A Socket.IO disconnect (the client's or the server's) leaves at once;
+                // anything else counts for the grace, an Engine.IO `close` without a
+                // Socket.IO disconnect included (a page reload with the client's
+                // `closeOnBeforeunload`: the grace hides it).
                 let closed = matches!(
                     reason,
                     DisconnectReason::ClientNamespaceDisconnect
                         | DisconnectReason::ServerNamespaceDisconnect
-                        | DisconnectReason::ClientClose
                 );
                 let alone = gone.presence.disconnected(
                     &user,

@@ -48,6 +48,12 @@ impl Bucket {
         Err(Duration::from_secs_f64(wait).max(Duration::from_millis(1)))
     }
 
+    /// Puts `cost` tokens back (as [`Bucket::take`] took them: at most `burst`), never
+    /// above `burst`.
+    pub(crate) fn give(&mut self, cost: f64, burst: f64) {
+        self.tokens = (self.tokens + cost.min(burst)).min(burst);
+    }
+
     /// When the bucket is full again (`now` if it is).
     pub(crate) fn full_at(&self, rate: f64, burst: f64) -> Instant {
         let missing = (burst - self.tokens).max(0.0);
@@ -100,5 +106,12 @@ mod tests {
         let wait = b.take(1000.0, 100.0, 100.0, t0).unwrap_err();
         assert_eq!(retry_ms(wait), 1000);
         assert_eq!(b.full_at(100.0, 100.0), t0 + Duration::from_secs(1));
+        // Given back (a send that stored nothing): there again, never above the burst.
+        b.give(1000.0, 100.0);
+        assert!(b.take(100.0, 100.0, 100.0, t0).is_ok());
+        b.give(60.0, 100.0);
+        b.give(60.0, 100.0);
+        assert!(b.take(100.0, 100.0, 100.0, t0).is_ok());
+        assert!(b.take(1.0, 100.0, 100.0, t0).is_err());
     }
 }

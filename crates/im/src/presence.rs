@@ -301,7 +301,12 @@ impl Presence {
         u.last_seen = Some(now_ms);
         let at = if closed { now } else { now + self.grace };
         self.schedule(u, user, at);
-        !u.live()
+        let alone = !u.live();
+        if alone {
+            // Written behind whether or not anyone is told (a quick reconnect is not).
+            self.unsaved.lock().push((user.to_string(), now_ms));
+        }
+        alone
     }
 
     /// Takes one send from `user`'s bucket, or says how long until one is there.
@@ -335,7 +340,19 @@ impl Presence {
     /// Notes `last_seen` times read from the store (for users not known here).
     pub(crate) fn remember(&self, seen: &[(String, i64)]) {
         for (user, ms) in seen {
-            self.seen.insert(Arc::from(user.as_str()), *ms);
+            // A time noted meanwhile (the user came and went during the read) is newer.
+            if self.seen.get(user.as_str()).is_none_or(|known| known < *ms) {
+                self.seen.insert(Arc::from(user.as_str()), *ms);
+            }
+        }
+    }
+
+    /// Puts back `last_seen` times whose write failed: the next one takes them.
+    fn unsave(&self, seen: Vec<(String, i64)>) {
+        let mut unsaved = self.unsaved.lock();
+        // Bounded: a store down for long keeps the latest 100,000.
+        if unsaved.len() < 100_000 {
+            unsaved.extend(seen);
         }
     }
 
@@ -389,11 +406,6 @@ impl Presence {
                     if shown.online != u.announced.online {
                         let delta = if shown.online { 1 } else { -1 };
                         self.stats.online_users.fetch_add(delta, Ordering::Relaxed);
-                        if !shown.online {
-                            if let Some(ms) = u.last_seen {
-                                self.unsaved.lock().push((user.to_string(), ms));
-                            }
-                        }
                     }
                     u.announced = shown;
                     push = Some(Push {
@@ -462,6 +474,8 @@ pub(crate) async fn run(inner: Weak<Inner>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u64;
+    // One write of the last seen times at a time.
+    let saving = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
@@ -475,8 +489,14 @@ pub(crate) async fn run(inner: Weak<Inner>) {
             }
         }
         ticks += 1;
-        if ticks % 10 == 0 {
-            save(&inner, false).await;
+        // On a task of its own: a slow store never holds the pushes back.
+        if ticks % 10 == 0 && !saving.load(Ordering::Acquire) {
+            saving.store(true, Ordering::Release);
+            let (inner, saving) = (inner.clone(), saving.clone());
+            tokio::spawn(async move {
+                save(&inner, false).await;
+                saving.store(false, Ordering::Release);
+            });
         }
     }
 }
@@ -488,8 +508,9 @@ pub(crate) async fn save(inner: &Inner, all: bool) {
         return;
     }
     let n = seen.len();
-    if let Err(e) = inner.store.last_seen(seen).await {
-        tracing::warn!(error = %e, users = n, "im: last seen times not stored");
+    if let Err(e) = inner.store.last_seen(seen.clone()).await {
+        tracing::warn!(error = %e, users = n, "im: last seen times not stored yet");
+        inner.presence.unsave(seen);
     }
 }
 

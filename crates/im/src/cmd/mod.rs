@@ -58,6 +58,20 @@ pub(crate) fn connected(inner: &Arc<Inner>, socket: &SocketRef) {
         tokio::time::Instant::now(),
         now_ms(),
     );
+    // Closed meanwhile (its connection went between the namespace's insert and this):
+    // its disconnect may have found nothing to remove, so it is removed here (twice does
+    // no harm). The socket leaves its phase before its disconnect handlers run, and both
+    // take the user's lock: one of the two sees the other.
+    if !socket.connected() {
+        inner.presence.disconnected(
+            &user,
+            socket.id(),
+            false,
+            tokio::time::Instant::now(),
+            now_ms(),
+        );
+        return;
+    }
     if !kicked.is_empty() {
         let notice = serde_json::json!({
             "reason": "login_elsewhere",

@@ -101,14 +101,18 @@ pub(crate) fn send(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
             return Err(ImError::no_conversation());
         }
         let stored = match early {
-            Some(appending) => appending.await?,
+            Some(appending) => appending.await,
             None => {
                 within_budget(&inner, &conv)?;
-                append(&inner, &conv, Some(&user), message.clone()).await?
+                append(&inner, &conv, Some(&user), message.clone()).await
             }
         };
+        // Nothing fanned out (not stored, or stored before): the budget is given back.
+        let stored = stored.inspect_err(|_| give_back(&inner, &conv))?;
         let reply = json!({ "id": stored.id, "seq": stored.seq, "ts": stored.ts_ms });
-        if !stored.duplicate {
+        if stored.duplicate {
+            give_back(&inner, &conv);
+        } else {
             committed(&inner, &conv, message, &stored, Some(socket.id().as_str()));
         }
         Ok(reply)
@@ -210,6 +214,19 @@ pub(crate) fn within_budget(inner: &Inner, conv: &Conv) -> Result<(), ImError> {
                 retry_after: wait,
             }
         })
+}
+
+/// Gives a message's fan-out back to `conv`'s budget: it was not stored, or was stored
+/// before (a retry), so it goes out to nobody.
+pub(crate) fn give_back(inner: &Inner, conv: &Conv) {
+    let rate = inner.config.conversation_fanout_rate;
+    if rate <= 0.0 {
+        return;
+    }
+    let cost = conv.members.read().len().max(1) as f64;
+    if let Some(budget) = conv.budget.lock().as_mut() {
+        budget.give(cost, rate);
+    }
 }
 
 /// Queues `message` for the store, to be stored if its sender (`None` for a system
