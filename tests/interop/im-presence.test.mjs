@@ -254,6 +254,12 @@ describe("im presence", () => {
     assert.equal(typeof got.body.last_seen, "number");
     const never = await api("/api/im/users/p7-never/presence");
     assert.deepEqual(never.body, { ok: true, online: false, last_seen: null, devices: 0 });
+    // Counted in /metrics: the users online now, the pushes so far, the cache.
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const metric = (name) => Number(new RegExp(`^${name} (\\d+)`, "m").exec(text)?.[1]);
+    assert.ok(metric("herald_im_online_users") >= 1, "herald_im_online_users");
+    assert.ok(metric("herald_im_presence_pushes_total") > 0, "herald_im_presence_pushes_total");
+    assert.ok(metric("herald_im_cached_conversations") >= 0, "herald_im_cached_conversations");
     assert.equal((await api("/api/im/users/p7-a/presence", null)).status, 401);
     assert.equal((await api("/api/im/users/p7-a/presence", "wrong")).status, 401);
     a.disconnect();

@@ -10,7 +10,9 @@ import hmac
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -363,5 +365,49 @@ def test_kicked_under_single(parser):
         for c in (old, new):
             if c and c.client.connected:
                 c.close()
+        assert server.proc.poll() is None, "herald died during the test"
+        server.stop()
+
+
+def test_presence_of_a_client_that_vanishes():
+    """A python-socketio client whose process is stopped (SIGSTOP: its connection stays
+    open, it answers no ping) is declared offline by the heartbeat, then the grace."""
+    ping, timeout, grace = 300, 300, 500
+    server = Herald(
+        "default",
+        "sqlite",
+        {
+            "HERALD_SOCKETIO__PING_INTERVAL_MS": str(ping),
+            "HERALD_SOCKETIO__PING_TIMEOUT_MS": str(timeout),
+            "HERALD_IM__PRESENCE_GRACE_MS": str(grace),
+        },
+    )
+    herald = (server, "default")
+    w = Im(herald, "v-watch")
+    script = (
+        "import socketio, sys, time\n"
+        "c = socketio.Client(reconnection=False)\n"
+        f"c.connect('http://127.0.0.1:{server.port}', namespaces=['/im'],"
+        f" auth={{'token': {token('v-gone')!r}}}, transports=['websocket'])\n"
+        "print('CONNECTED', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert w.ask("presence.subscribe", {"users": ["v-gone"]})["ok"]
+        assert child.stdout.readline().strip() == "CONNECTED"
+        online = w.wait("presence", 1)[-1]
+        assert online["online"] is True, online
+        child.send_signal(signal.SIGSTOP)
+        stopped = time.time()
+        bound = (ping + timeout + grace + 1000) / 1000
+        offline = w.wait("presence", 2, timeout=bound + 1)[-1]
+        assert offline["online"] is False, offline
+        assert time.time() - stopped <= bound, time.time() - stopped
+        assert w.client.connected
+    finally:
+        child.kill()
+        child.wait()
+        w.close()
         assert server.proc.poll() is None, "herald died during the test"
         server.stop()

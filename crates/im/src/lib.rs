@@ -294,6 +294,10 @@ async fn sweep_cache(inner: std::sync::Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         let now = started.elapsed().as_secs();
         inner.cache.tick(now);
+        inner.stats.cached_conversations.store(
+            inner.cache.len() as i64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         // A walk of the cache every tenth of the idle time (at most once a minute).
         if now >= swept + (idle / 10).clamp(1, 60) {
             swept = now;

@@ -17,4 +17,6 @@ pub struct ImStats {
     pub online_users: AtomicI64,
     /// `typing` pushes (one per conversation per window with a change).
     pub typing_pushes: AtomicU64,
+    /// Conversations held in memory, as of the cache's last tick (every second).
+    pub cached_conversations: AtomicI64,
 }

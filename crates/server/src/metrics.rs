@@ -440,6 +440,12 @@ pub fn render(state: &AppState, tls: Option<&crate::tls::Tls>) -> String {
         im.online_users.load(Ordering::Relaxed),
     );
     out.one(
+        "herald_im_cached_conversations",
+        "gauge",
+        "IM conversations held in memory (members, watermarks, the last message), as of the last second.",
+        im.cached_conversations.load(Ordering::Relaxed),
+    );
+    out.one(
         "herald_im_typing_pushes_total",
         "counter",
         "Typing sets pushed (one per conversation per window with a change).",
