@@ -92,6 +92,21 @@ test("page and client are served", async () => {
   assert.match(js.headers.get("content-type"), /javascript/);
 });
 
+/** A browser context of its own on the Messages tab of `server` as `user`, connected. */
+async function openImPage(server, secret, user, contexts) {
+  const context = await browser.newContext();
+  contexts.push(context);
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  const token = jwt({ sub: user, exp: now(600) }, { secret });
+  await page.goto(`${server.url}/?tab=im&token=${token}`);
+  await page.waitForFunction(() => document.querySelector("#im-status").textContent.startsWith("connected as"), null, {
+    timeout: 10_000,
+  });
+  return { page, errors, context };
+}
+
 // The Messages tab: two browser contexts, alice and bob, with tokens. Alice starts a
 // chat with bob and writes; bob's list shows it unread; bob opens it (read) and answers;
 // alice sees her message read and bob's answer; a reload brings the history back.
@@ -100,19 +115,7 @@ test("the Messages tab is a working IM client: conversations, unread counts, his
   const s = await startHerald({ HERALD_DEMO__CLIENT_JS: clientJs, HERALD_AUTH__JWT_SECRET: secret });
   const contexts = [];
   try {
-    const openIm = async (user) => {
-      const context = await browser.newContext();
-      contexts.push(context);
-      const page = await context.newPage();
-      const errors = [];
-      page.on("pageerror", (e) => errors.push(e.message));
-      const token = jwt({ sub: user, exp: now(600) }, { secret });
-      await page.goto(`${s.url}/?tab=im&token=${token}`);
-      await page.waitForFunction(() => document.querySelector("#im-status").textContent.startsWith("connected as"), null, {
-        timeout: 10_000,
-      });
-      return { page, errors };
-    };
+    const openIm = (user) => openImPage(s, secret, user, contexts);
     const text = (page, selector) => page.$$eval(selector, (els) => els.map((e) => e.textContent));
     const until = (page, fn, arg) => page.waitForFunction(fn, arg, { timeout: 10_000 });
     const alice = await openIm("alice");
@@ -166,19 +169,7 @@ test("the Messages tab shows presence dots, typing, and the kicked notice", asyn
   });
   const contexts = [];
   try {
-    const openIm = async (user) => {
-      const context = await browser.newContext();
-      contexts.push(context);
-      const page = await context.newPage();
-      const errors = [];
-      page.on("pageerror", (e) => errors.push(e.message));
-      const token = jwt({ sub: user, exp: now(600) }, { secret });
-      await page.goto(`${s.url}/?tab=im&token=${token}`);
-      await page.waitForFunction(() => document.querySelector("#im-status").textContent.startsWith("connected as"), null, {
-        timeout: 10_000,
-      });
-      return { page, errors, context };
-    };
+    const openIm = (user) => openImPage(s, secret, user, contexts);
     const until = (page, fn, arg) => page.waitForFunction(fn, arg, { timeout: 10_000 });
     const alice = await openIm("alice");
     const bob = await openIm("bob");

@@ -7,6 +7,7 @@ import { createHmac, sign as cryptoSign } from "node:crypto";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
+import { io } from "socket.io-client";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const binDir = process.env.HERALD_BIN_DIR ?? path.join(root, "target", "debug");
@@ -254,3 +255,14 @@ export function jwt(claims, { secret, key, alg = "HS256", header = {} } = {}) {
 
 /** Seconds since the epoch, plus `s`. */
 export const now = (s = 0) => Math.floor(Date.now() / 1000) + s;
+
+/**
+ * A stock client on namespace `/im` of `url` with `auth`: the WebSocket transport, a
+ * connection of its own, no reconnection; pushed to `sockets` (the test closes them at
+ * the end). Not connected yet: wait for its `connect` (or `connect_error`).
+ */
+export function imClient(url, auth, sockets) {
+  const socket = io(`${url}/im`, { auth, forceNew: true, transports: ["websocket"], reconnection: false });
+  sockets?.push(socket);
+  return socket;
+}

@@ -5,8 +5,7 @@
 // under `multiple` (the default) nobody does.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { io } from "socket.io-client";
-import { startHerald, once, sleep, jwt, now } from "./harness.mjs";
+import { startHerald, once, sleep, jwt, now, imClient } from "./harness.mjs";
 
 const SECRET = "im-devices-secret-im-devices-secret";
 const tok = (sub) => jwt({ sub, exp: now(600) }, { secret: SECRET });
@@ -15,14 +14,8 @@ const servers = {};
 const sockets = [];
 
 function connect(server, user, device, platform) {
-  const socket = io(`${server.url}/im`, {
-    auth: { token: tok(user), ...(device ? { device } : {}), ...(platform ? { platform } : {}) },
-    forceNew: true,
-    transports: ["websocket"],
-    reconnection: false,
-  });
-  sockets.push(socket);
-  return socket;
+  const auth = { token: tok(user), ...(device ? { device } : {}), ...(platform ? { platform } : {}) };
+  return imClient(server.url, auth, sockets);
 }
 
 async function im(server, user, device, platform) {

@@ -4,7 +4,7 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
-import { startHerald, once, sleep, jwt, now } from "./harness.mjs";
+import { startHerald, once, sleep, jwt, now, imClient } from "./harness.mjs";
 
 const SECRET = "im-members-secret-im-members-secret";
 const KEY = "im-api-key";
@@ -14,13 +14,7 @@ let server;
 const sockets = [];
 
 async function im(user, device = `${user}-dev`) {
-  const socket = io(`${server.url}/im`, {
-    auth: { token: tok(user), device },
-    forceNew: true,
-    transports: ["websocket"],
-    reconnection: false,
-  });
-  sockets.push(socket);
+  const socket = imClient(server.url, { token: tok(user), device }, sockets);
   await once(socket, "connect");
   await sleep(50);
   return socket;

@@ -8,8 +8,7 @@
 import { spawn } from "node:child_process";
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { io } from "socket.io-client";
-import { startHerald, once, sleep, jwt, now, tempStore, tempDatabase, dropDatabase, logged } from "./harness.mjs";
+import { startHerald, once, sleep, jwt, now, tempStore, tempDatabase, dropDatabase, logged, imClient } from "./harness.mjs";
 
 const SECRET = "im-presence-secret-im-presence-secret";
 const KEY = "im-presence-api-key";
@@ -34,13 +33,7 @@ let server;
 const sockets = [];
 
 async function im(user, device = `${user}-dev`) {
-  const socket = io(`${server.url}/im`, {
-    auth: { token: tok(user), device },
-    forceNew: true,
-    transports: ["websocket"],
-    reconnection: false,
-  });
-  sockets.push(socket);
+  const socket = imClient(server.url, { token: tok(user), device }, sockets);
   await once(socket, "connect");
   return socket;
 }
@@ -231,13 +224,7 @@ describe("im presence", () => {
 
   test("an invalid device or platform is refused at connect", async () => {
     for (const auth of [{ device: "" }, { device: "x".repeat(65) }, { device: "bad device!" }, { device: 7 }, { platform: "amiga" }]) {
-      const socket = io(`${server.url}/im`, {
-        auth: { token: tok("p6-a"), ...auth },
-        forceNew: true,
-        transports: ["websocket"],
-        reconnection: false,
-      });
-      sockets.push(socket);
+      const socket = imClient(server.url, { token: tok("p6-a"), ...auth }, sockets);
       const err = await once(socket, "connect_error");
       assert.equal(err.data?.code, "bad_request", `${JSON.stringify(auth)}: ${JSON.stringify(err.data)}`);
       socket.close();

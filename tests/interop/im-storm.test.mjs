@@ -5,8 +5,7 @@
 // through; both counted in /metrics.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { io } from "socket.io-client";
-import { startHerald, once, sleep, jwt, now } from "./harness.mjs";
+import { startHerald, once, sleep, jwt, now, imClient } from "./harness.mjs";
 
 const SECRET = "im-storm-secret-im-storm-secret-0123";
 const KEY = "im-storm-api-key";
@@ -20,13 +19,7 @@ let server;
 const sockets = [];
 
 async function im(user) {
-  const socket = io(`${server.url}/im`, {
-    auth: { token: tok(user), device: `${user}-dev` },
-    forceNew: true,
-    transports: ["websocket"],
-    reconnection: false,
-  });
-  sockets.push(socket);
+  const socket = imClient(server.url, { token: tok(user), device: `${user}-dev` }, sockets);
   await once(socket, "connect");
   await sleep(50);
   return socket;

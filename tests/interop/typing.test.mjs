@@ -6,8 +6,7 @@
 import { spawn } from "node:child_process";
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { io } from "socket.io-client";
-import { startHerald, once, sleep, jwt, now } from "./harness.mjs";
+import { startHerald, once, sleep, jwt, now, imClient } from "./harness.mjs";
 
 const SECRET = "im-typing-secret-im-typing-secret";
 const TTL_MS = 2500;
@@ -21,13 +20,7 @@ let server;
 const sockets = [];
 
 async function im(user, device = `${user}-dev`) {
-  const socket = io(`${server.url}/im`, {
-    auth: { token: tok(user), device },
-    forceNew: true,
-    transports: ["websocket"],
-    reconnection: false,
-  });
-  sockets.push(socket);
+  const socket = imClient(server.url, { token: tok(user), device }, sockets);
   await once(socket, "connect");
   await sleep(50);
   return socket;
