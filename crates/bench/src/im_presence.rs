@@ -16,7 +16,7 @@
 //! the old device's `kicked`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +57,19 @@ pub struct PresenceOptions {
     pub server_pid: Option<u32>,
 }
 
+/// What the watchers count, shared by their tasks.
+#[derive(Default)]
+struct Counts {
+    /// `presence` pushes received, by all watchers.
+    pushes: AtomicU64,
+    /// `presence.subscribe` answered `ok`.
+    subscribed: AtomicU64,
+    /// The flap phase is under way: pushes about the flappers are counted per watcher.
+    flapping: AtomicBool,
+    /// What each watcher was told about each flapper in the flap phase.
+    told: Mutex<HashMap<(usize, String), u32>>,
+}
+
 /// Who a push is about: the `"user":"..."` of `2/im,["presence",{...}]`.
 fn pushed_user(packet: &[u8]) -> Option<String> {
     let body = packet.strip_prefix(b"2/im,")?;
@@ -79,31 +92,15 @@ pub async fn run(target: &Target, opts: &PresenceOptions) -> Report {
     let user = Arc::new(move |i: usize| format!("pr-{run:08x}-{i}"));
     let rss_start = opts.server_pid.and_then(rss_bytes);
 
-    // What each watcher was told, per user of the flap set, in the flap phase.
-    let flapping = Arc::new(Mutex::new(None::<Instant>));
-    let told: Arc<Mutex<HashMap<(usize, String), u32>>> = Arc::default();
-    let pushes = Arc::new(AtomicU64::new(0));
-    let subscribed = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(Counts::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let flap_names: Arc<Vec<String>> = Arc::new((0..flappers).map(|k| user(n - 1 - k)).collect());
 
     let work = {
-        let (flapping, told, pushes, subscribed) = (
-            flapping.clone(),
-            told.clone(),
-            pushes.clone(),
-            subscribed.clone(),
-        );
-        let (user, flap_names) = (user.clone(), flap_names.clone());
+        let (counts, user, flap_names) = (counts.clone(), user.clone(), flap_names.clone());
         let watch = opts.watch;
         move |i: usize, conn: Conn| {
-            let (flapping, told, pushes, subscribed) = (
-                flapping.clone(),
-                told.clone(),
-                pushes.clone(),
-                subscribed.clone(),
-            );
-            let (user, flap_names) = (user.clone(), flap_names.clone());
+            let (counts, user, flap_names) = (counts.clone(), user.clone(), flap_names.clone());
             let mut stop_rx = stop_rx.clone();
             async move {
                 let (mut reader, writer) = conn.split();
@@ -123,16 +120,16 @@ pub async fn run(target: &Target, opts: &PresenceOptions) -> Report {
                     while let Ok(packet) = reader.recv_message().await {
                         if let Some((1, body)) = ack(&packet) {
                             if body.starts_with(br#"[{"ok":true"#) {
-                                subscribed.fetch_add(1, Ordering::Relaxed);
+                                counts.subscribed.fetch_add(1, Ordering::Relaxed);
                             }
                             continue;
                         }
                         let Some(about) = pushed_user(&packet) else {
                             continue;
                         };
-                        pushes.fetch_add(1, Ordering::Relaxed);
-                        if flapping.lock().is_some() && flap_names.contains(&about) {
-                            *told.lock().entry((i, about)).or_default() += 1;
+                        counts.pushes.fetch_add(1, Ordering::Relaxed);
+                        if counts.flapping.load(Ordering::Relaxed) && flap_names.contains(&about) {
+                            *counts.told.lock().entry((i, about)).or_default() += 1;
                         }
                     }
                 };
@@ -177,7 +174,9 @@ pub async fn run(target: &Target, opts: &PresenceOptions) -> Report {
     }
     // Every subscription answered (or 30 s).
     let settle = Instant::now() + Duration::from_secs(30);
-    while subscribed.load(Ordering::Relaxed) < opened.connected as u64 && Instant::now() < settle {
+    while counts.subscribed.load(Ordering::Relaxed) < opened.connected as u64
+        && Instant::now() < settle
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -190,7 +189,7 @@ pub async fn run(target: &Target, opts: &PresenceOptions) -> Report {
 
     // Churn: the pool (not the flappers) changes CHURN times a minute.
     let churn_cpu = opts.server_pid.map(CpuMeter::start);
-    let pushes_before = pushes.load(Ordering::Relaxed);
+    let pushes_before = counts.pushes.load(Ordering::Relaxed);
     let period = Duration::from_secs_f64(60.0 / opts.churn_per_min.max(0.01));
     let churnable = pool - flappers;
     let start = Instant::now();
@@ -218,10 +217,10 @@ pub async fn run(target: &Target, opts: &PresenceOptions) -> Report {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let churn = churn_cpu.map(|c| c.cores());
     let churn_secs = start.elapsed().as_secs_f64();
-    let churn_pushes = pushes.load(Ordering::Relaxed) - pushes_before;
+    let churn_pushes = counts.pushes.load(Ordering::Relaxed) - pushes_before;
 
     // Flap: each flapper ten times in ten seconds, with Socket.IO disconnects.
-    *flapping.lock() = Some(Instant::now());
+    counts.flapping.store(true, Ordering::Relaxed);
     let mut flaps = Vec::new();
     for k in 0..flappers {
         let i = n - 1 - k;
@@ -241,11 +240,11 @@ pub async fn run(target: &Target, opts: &PresenceOptions) -> Report {
     for f in flaps {
         let _ = f.await;
     }
-    let in_window: Vec<u32> = told.lock().values().copied().collect();
+    let in_window: Vec<u32> = counts.told.lock().values().copied().collect();
     // The pushes held by the damping come at the end of the window.
     tokio::time::sleep(opts.flap_window + Duration::from_secs(1)).await;
-    let all: Vec<u32> = told.lock().values().copied().collect();
-    *flapping.lock() = None;
+    let all: Vec<u32> = counts.told.lock().values().copied().collect();
+    counts.flapping.store(false, Ordering::Relaxed);
 
     let _ = stop_tx.send(true);
     for task in opened.tasks {

@@ -54,7 +54,8 @@ pub struct Config {
 }
 
 /// `im.device_policy`: what a new device of a user does to the connected ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DevicePolicy {
     /// Every device stays connected.
     #[default]
@@ -64,27 +65,6 @@ pub enum DevicePolicy {
     OnePerPlatform,
     /// One device: a new one replaces every other.
     Single,
-}
-
-impl DevicePolicy {
-    /// The policy named `name` (`multiple`, `one_per_platform`, `single`).
-    pub fn parse(name: &str) -> Option<DevicePolicy> {
-        Some(match name {
-            "multiple" => DevicePolicy::Multiple,
-            "one_per_platform" => DevicePolicy::OnePerPlatform,
-            "single" => DevicePolicy::Single,
-            _ => return None,
-        })
-    }
-
-    /// The policy's name in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DevicePolicy::Multiple => "multiple",
-            DevicePolicy::OnePerPlatform => "one_per_platform",
-            DevicePolicy::Single => "single",
-        }
-    }
 }
 
 impl Default for Config {

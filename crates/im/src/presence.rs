@@ -129,12 +129,15 @@ struct User {
 
 impl User {
     fn shown(&self) -> Shown {
-        let mut devices: Vec<&str> = self.sessions.iter().map(|s| &*s.device).collect();
-        devices.sort_unstable();
-        devices.dedup();
+        // Distinct device ids: a session counts when no earlier one has its device (a
+        // user has a handful of sessions; nothing is allocated).
+        let s = &self.sessions;
+        let devices = (0..s.len())
+            .filter(|&i| !s[..i].iter().any(|e| e.device == s[i].device))
+            .count();
         Shown {
-            online: !self.sessions.is_empty(),
-            devices: devices.len() as u32,
+            online: !s.is_empty(),
+            devices: devices as u32,
         }
     }
 
@@ -311,16 +314,16 @@ impl Presence {
 
     /// Takes one send from `user`'s bucket, or says how long until one is there.
     pub(crate) fn take_send(&self, user: &str, now: Instant) -> Result<(), Duration> {
+        let (rate, burst) = (self.send_rate, self.send_burst);
+        if rate <= 0.0 {
+            return Ok(());
+        }
         let mut shard = self.shard(user).lock();
         // A user without a socket here (a race with their disconnect) has nothing to send
         // from: their send fails on its own.
         let Some(u) = shard.get_mut(user) else {
             return Ok(());
         };
-        let (rate, burst) = (self.send_rate, self.send_burst);
-        if rate <= 0.0 {
-            return Ok(());
-        }
         u.sends
             .get_or_insert_with(|| Bucket::full(burst, now))
             .take(1.0, rate, burst, now)
@@ -463,9 +466,12 @@ impl Presence {
     }
 }
 
+/// What the rooms of watchers start with.
+pub(crate) const WATCHERS_PREFIX: &str = "presence:";
+
 /// The room of `user`'s watchers.
 pub(crate) fn watchers_room(user: &str) -> String {
-    format!("presence:{user}")
+    format!("{WATCHERS_PREFIX}{user}")
 }
 
 /// Pushes the presence changes as they fall due, and writes `last_seen` behind (about

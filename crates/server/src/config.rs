@@ -894,26 +894,14 @@ pub struct ImSection {
     pub max_presence_subscriptions: u64,
     /// `multiple` (default), `one_per_platform` or `single`: which devices of a user a
     /// new one puts out.
-    pub device_policy: DevicePolicyName,
+    pub device_policy: im::DevicePolicy,
     /// Messages a user may send per second (0: no limit). Defaults to 20.
     pub send_rate: f64,
     /// Messages a user may send at once above the rate. Defaults to 40.
     pub send_burst: u64,
     /// Member deliveries per second one conversation may cause (each message costs its
-    /// member count; 0: no limit). Defaults to 100,000.
+    /// member count; 0: no limit). Defaults to 10,000.
     pub conversation_fanout_rate: f64,
-}
-
-/// `im.device_policy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DevicePolicyName {
-    /// Every device stays connected.
-    Multiple,
-    /// A new device puts out the one of its platform.
-    OnePerPlatform,
-    /// A new device puts out every other.
-    Single,
 }
 
 impl Default for ImSection {
@@ -940,11 +928,7 @@ impl Default for ImSection {
             presence_grace_ms: im.presence_grace.as_millis() as u64,
             presence_flap_window_ms: im.presence_flap_window.as_millis() as u64,
             max_presence_subscriptions: im.max_presence_subscriptions as u64,
-            device_policy: match im.device_policy {
-                im::DevicePolicy::Multiple => DevicePolicyName::Multiple,
-                im::DevicePolicy::OnePerPlatform => DevicePolicyName::OnePerPlatform,
-                im::DevicePolicy::Single => DevicePolicyName::Single,
-            },
+            device_policy: im.device_policy,
             send_rate: im.send_rate,
             send_burst: im.send_burst as u64,
             conversation_fanout_rate: im.conversation_fanout_rate,
@@ -1033,11 +1017,7 @@ impl ImSection {
             presence_grace: Duration::from_millis(self.presence_grace_ms),
             presence_flap_window: Duration::from_millis(self.presence_flap_window_ms),
             max_presence_subscriptions: self.max_presence_subscriptions as usize,
-            device_policy: match self.device_policy {
-                DevicePolicyName::Multiple => im::DevicePolicy::Multiple,
-                DevicePolicyName::OnePerPlatform => im::DevicePolicy::OnePerPlatform,
-                DevicePolicyName::Single => im::DevicePolicy::Single,
-            },
+            device_policy: self.device_policy,
             // 0 turns a limit off.
             send_rate: sends.map_or(0.0, |(rate, _)| rate),
             send_burst: sends.map_or(1.0, |(_, burst)| f64::from(burst)),
@@ -1837,6 +1817,46 @@ mod tests {
         assert!(!c.auth.require_exp);
         assert!(loaded.sources().contains("HERALD_SERVER__PORT"));
         assert!(!loaded.sources().contains("HERALD_CONFIG"));
+    }
+
+    /// The IM service's live-state settings, from the environment; bad ones refused
+    /// with their keys; 0 turns a rate off.
+    #[test]
+    fn im_live_settings() {
+        let loaded = load_env(&[
+            ("HERALD_IM__DEVICE_POLICY", "one_per_platform"),
+            ("HERALD_IM__PRESENCE_GRACE_MS", "500"),
+            ("HERALD_IM__SEND_RATE", "0"),
+            ("HERALD_IM__CONVERSATION_FANOUT_RATE", "2500.5"),
+        ])
+        .unwrap();
+        let im = loaded.config.im.as_ref().unwrap();
+        assert_eq!(im.device_policy, im::DevicePolicy::OnePerPlatform);
+        assert_eq!(im.presence_grace, Duration::from_millis(500));
+        assert_eq!(im.send_rate, 0.0, "0: no limit");
+        assert_eq!(im.conversation_fanout_rate, 2500.5);
+        let defaults = load_env(&[]).unwrap();
+        let im = defaults.config.im.as_ref().unwrap();
+        assert_eq!(im.device_policy, im::DevicePolicy::Multiple);
+        assert_eq!((im.send_rate, im.send_burst), (20.0, 40.0));
+        for (key, value, named) in [
+            ("HERALD_IM__DEVICE_POLICY", "triple", "device_policy"),
+            ("HERALD_IM__SEND_RATE", "-1", "im.send_rate"),
+            ("HERALD_IM__SEND_BURST", "0", "im.send_burst"),
+            (
+                "HERALD_IM__CONVERSATION_FANOUT_RATE",
+                "2e9",
+                "im.conversation_fanout_rate",
+            ),
+            (
+                "HERALD_IM__MAX_PRESENCE_SUBSCRIPTIONS",
+                "0",
+                "im.max_presence_subscriptions",
+            ),
+        ] {
+            let err = load_env(&[(key, value)]).unwrap_err();
+            assert!(err.to_string().contains(named), "{key}={value}: {err}");
+        }
     }
 
     /// A bad value names its key and its environment variable.

@@ -11,7 +11,7 @@ use serde_json::{json, Map};
 use socketio::{Event, SocketRef};
 
 use super::{args, check_user, spawn_answer};
-use crate::presence::{watchers_room, Snapshot};
+use crate::presence::{watchers_room, Snapshot, WATCHERS_PREFIX};
 use crate::{ImError, Inner};
 
 #[derive(Deserialize)]
@@ -34,15 +34,13 @@ fn users(ev: &Event, event: &str, cap: usize) -> Result<BTreeSet<String>, ImErro
     Ok(users)
 }
 
-const PREFIX: &str = "presence:";
-
 pub(crate) fn subscribe(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
     let cap = inner.config.max_presence_subscriptions;
     let parsed = users(&ev, "presence.subscribe", cap).and_then(|users| {
         let watched: BTreeSet<String> = socket
             .rooms()
             .iter()
-            .filter_map(|r| r.as_str().strip_prefix(PREFIX).map(str::to_owned))
+            .filter_map(|r| r.as_str().strip_prefix(WATCHERS_PREFIX).map(str::to_owned))
             .collect();
         let new = users.iter().filter(|u| !watched.contains(*u)).count();
         if watched.len() + new > cap {

@@ -192,11 +192,9 @@ pub(crate) fn committed(
 /// message costs its member count, a second's worth at most), or refuses it
 /// `rate_limited`: one flooding group is held to its rate, and the others keep theirs.
 pub(crate) fn within_budget(inner: &Inner, conv: &Conv) -> Result<(), ImError> {
-    let rate = inner.config.conversation_fanout_rate;
-    if rate <= 0.0 {
+    let Some((rate, cost)) = fanout(inner, conv) else {
         return Ok(());
-    }
-    let cost = conv.members.read().len().max(1) as f64;
+    };
     let now = Instant::now();
     let mut budget = conv.budget.lock();
     budget
@@ -219,14 +217,19 @@ pub(crate) fn within_budget(inner: &Inner, conv: &Conv) -> Result<(), ImError> {
 /// Gives a message's fan-out back to `conv`'s budget: it was not stored, or was stored
 /// before (a retry), so it goes out to nobody.
 pub(crate) fn give_back(inner: &Inner, conv: &Conv) {
-    let rate = inner.config.conversation_fanout_rate;
-    if rate <= 0.0 {
+    let Some((rate, cost)) = fanout(inner, conv) else {
         return;
-    }
-    let cost = conv.members.read().len().max(1) as f64;
+    };
     if let Some(budget) = conv.budget.lock().as_mut() {
         budget.give(cost, rate);
     }
+}
+
+/// The conversation budget's rate and a message's cost there (its member count), or
+/// `None` when `im.conversation_fanout_rate` is 0 (no budget).
+fn fanout(inner: &Inner, conv: &Conv) -> Option<(f64, f64)> {
+    let rate = inner.config.conversation_fanout_rate;
+    (rate > 0.0).then(|| (rate, conv.members.read().len().max(1) as f64))
 }
 
 /// Queues `message` for the store, to be stored if its sender (`None` for a system
