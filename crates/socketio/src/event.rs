@@ -120,6 +120,17 @@ pub struct AckResponse {
 }
 
 impl AckResponse {
+    /// An answer from its arguments in wire form (an array of them), for adapters that
+    /// pass on answers from other nodes.
+    pub fn from_data(data: Data) -> AckResponse {
+        AckResponse { data }
+    }
+
+    /// The answer's arguments in wire form.
+    pub fn data(&self) -> &Data {
+        &self.data
+    }
+
     /// The answer's arguments read as `T` (a tuple, or anything that reads from a
     /// sequence).
     ///

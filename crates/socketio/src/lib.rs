@@ -65,7 +65,10 @@ pub mod server;
 pub mod socket;
 pub mod stats;
 
-pub use adapter::{Adapter, BroadcastOptions, FetchedSocket, LocalAdapter, SHARED_ACK_IDS};
+pub use adapter::{
+    Adapter, AdapterFactory, BroadcastOptions, FetchedSocket, LocalAdapter, ServerAcks,
+    ServerEvent, SharedData, SHARED_ACK_IDS,
+};
 pub use args::{Args, RawArgs};
 pub use binary::Binary;
 pub use broadcast::BroadcastOperator;

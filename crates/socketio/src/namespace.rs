@@ -2,13 +2,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
 use engineio::Sid;
 use socketio_proto::Str;
 
-use crate::adapter::{Adapter, BroadcastOptions};
+use crate::adapter::{Adapter, AdapterFactory, BroadcastOptions, ServerAcks, ServerEvent};
 use crate::socket::EventHandler;
 use crate::{BroadcastOperator, ConnectError, ConnectRequest, Parser, SocketRef};
 
@@ -18,6 +18,7 @@ pub(crate) type DisconnectHandler = Arc<dyn Fn(&SocketRef, crate::DisconnectReas
 pub(crate) type RateLimitedHandler =
     Arc<dyn Fn(&SocketRef, crate::Event, crate::RateLimited) + Send + Sync>;
 pub(crate) type AckHandler = Arc<dyn Fn(&SocketRef, u64, crate::AckResponse) + Send + Sync>;
+pub(crate) type ServerEventHandler = Arc<dyn Fn(&Arc<Namespace>, ServerEvent) + Send + Sync>;
 
 /// What a namespace runs, as set on the builder.
 #[derive(Clone)]
@@ -28,6 +29,7 @@ pub(crate) struct Hooks {
     pub(crate) on_disconnect: Option<DisconnectHandler>,
     pub(crate) on_rate_limited: Option<RateLimitedHandler>,
     pub(crate) on_ack: Option<AckHandler>,
+    pub(crate) on_server_event: Option<ServerEventHandler>,
 }
 
 impl Hooks {
@@ -39,6 +41,7 @@ impl Hooks {
             on_disconnect: None,
             on_rate_limited: None,
             on_ack: None,
+            on_server_event: None,
         }
     }
 }
@@ -47,7 +50,7 @@ impl Hooks {
 #[derive(Clone)]
 pub(crate) struct Common {
     pub(crate) parser: Parser,
-    pub(crate) adapter: Arc<dyn Adapter>,
+    pub(crate) adapters: Arc<dyn AdapterFactory>,
     pub(crate) stats: Arc<crate::Stats>,
     pub(crate) event_rate: Option<crate::RateLimit>,
     /// The clock of the rate limits.
@@ -69,7 +72,11 @@ pub struct Namespace {
     pub(crate) on_rate_limited: Option<RateLimitedHandler>,
     /// Acks nothing waits for (of packets broadcast with a shared ack id).
     pub(crate) on_ack: Option<AckHandler>,
+    /// Events other servers emitted with `serverSideEmit`.
+    pub(crate) on_server_event: Option<ServerEventHandler>,
     pub(crate) adapter: Arc<dyn Adapter>,
+    /// Whether sockets keep their handshake (the adapter asks for it).
+    pub(crate) keep_handshake: bool,
     pub(crate) stats: Arc<crate::Stats>,
     pub(crate) event_rate: Option<crate::RateLimit>,
     pub(crate) epoch: tokio::time::Instant,
@@ -88,8 +95,24 @@ impl fmt::Debug for Namespace {
 }
 
 impl Namespace {
-    pub(crate) fn new(name: Str, hooks: Hooks, common: Common) -> Namespace {
+    /// Builds the namespace with its adapter (which gets a weak reference to it); the
+    /// caller registers it, then calls [`Adapter::init`].
+    pub(crate) fn new(name: Str, hooks: Hooks, common: Common) -> Arc<Namespace> {
+        Arc::new_cyclic(|weak: &Weak<Namespace>| {
+            let adapter = common.adapters.create(name.as_str(), weak.clone());
+            Namespace::with_adapter(name, hooks, common, adapter)
+        })
+    }
+
+    fn with_adapter(
+        name: Str,
+        hooks: Hooks,
+        common: Common,
+        adapter: Arc<dyn Adapter>,
+    ) -> Namespace {
         Namespace {
+            keep_handshake: adapter.keeps_handshake(),
+            on_server_event: hooks.on_server_event,
             name,
             parser: common.parser,
             middlewares: hooks.middlewares,
@@ -98,7 +121,7 @@ impl Namespace {
             on_disconnect: hooks.on_disconnect,
             on_rate_limited: hooks.on_rate_limited,
             on_ack: hooks.on_ack,
-            adapter: common.adapter,
+            adapter,
             stats: common.stats,
             event_rate: common.event_rate,
             epoch: common.epoch,
@@ -110,6 +133,11 @@ impl Namespace {
     /// The counters of the server this namespace belongs to.
     pub fn stats(&self) -> &Arc<crate::Stats> {
         &self.stats
+    }
+
+    /// The parser of the namespace's clients.
+    pub fn parser(&self) -> Parser {
+        self.parser
     }
 
     /// The namespace's name.
@@ -168,6 +196,44 @@ impl Namespace {
         args: A,
     ) -> Result<(), crate::Error> {
         self.adapter.server_side_emit(self, event, &args)
+    }
+
+    /// Emits `event` to the other servers and collects their answers until `timeout`
+    /// (partial answers when some server did not answer in time).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Serialize`] when the arguments do not serialize.
+    pub async fn server_side_emit_with_ack(
+        self: &Arc<Self>,
+        event: &str,
+        args: &[serde_json::Value],
+        timeout: std::time::Duration,
+    ) -> Result<ServerAcks, crate::Error> {
+        Ok(self
+            .adapter
+            .server_side_emit_with_ack(self, event, args, timeout)?
+            .await)
+    }
+
+    /// The rooms of every server of the namespace (the rooms of sockets' own ids
+    /// included).
+    pub async fn all_rooms(self: &Arc<Self>) -> Vec<Str> {
+        self.adapter.all_rooms(self).await
+    }
+
+    /// How many servers share the namespace, this one included.
+    pub async fn server_count(self: &Arc<Self>) -> usize {
+        self.adapter.server_count(self).await
+    }
+
+    /// Hands an event another server emitted to the namespace's handler
+    /// ([`Builder::on_server_side_emit`](crate::Builder::on_server_side_emit)); for
+    /// adapters. Dropped without a handler.
+    pub fn server_event(self: &Arc<Self>, event: ServerEvent) {
+        if let Some(h) = &self.on_server_event {
+            h(self, event);
+        }
     }
 
     /// This node's sockets matching `opts`.
@@ -245,21 +311,38 @@ impl Namespace {
     }
 
     pub(crate) fn add_to_room(&self, room: Str, socket: &SocketRef) {
-        self.rooms
-            .entry(room)
-            .or_default()
-            .insert(socket.id(), socket.clone());
+        match self.rooms.entry(room) {
+            dashmap::Entry::Occupied(mut members) => {
+                members.get_mut().insert(socket.id(), socket.clone());
+            }
+            dashmap::Entry::Vacant(slot) => {
+                // Told under the shard lock, so that the adapter sees creations and
+                // deletions of one room in the order they happen.
+                self.adapter.room_created(slot.key().as_str());
+                slot.insert(HashMap::from([(socket.id(), socket.clone())]));
+            }
+        }
     }
 
     pub(crate) fn remove_from_room(&self, room: &Str, id: Sid) {
         // Remove the room itself once empty, under the same shard lock.
-        self.rooms.remove_if_mut(room, |_, members| {
+        let removed = self.rooms.remove_if_mut(room, |_, members| {
             members.remove(&id);
             members.is_empty()
         });
+        if removed.is_some() {
+            self.adapter.room_deleted(room.as_str());
+        }
+    }
+
+    pub(crate) fn insert(&self, socket: &SocketRef) {
+        self.sockets.insert(socket.id(), socket.clone());
+        self.adapter.room_created(socket.id().as_str());
     }
 
     pub(crate) fn remove(&self, id: Sid) {
-        self.sockets.remove(&id);
+        if self.sockets.remove(&id).is_some() {
+            self.adapter.room_deleted(id.as_str());
+        }
     }
 }

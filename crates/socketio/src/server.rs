@@ -14,7 +14,7 @@ use socketio_proto::{json, msgpack, DecodeError, Packet, PacketType, Str};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::adapter::{Adapter, LocalAdapter};
+use crate::adapter::{AdapterFactory, LocalAdapter, ServerEvent};
 use crate::args::{encode, Body};
 use crate::namespace::{Common, Hooks};
 use crate::socket::{Conn, ConnState, Extensions};
@@ -38,7 +38,7 @@ pub(crate) type Admission =
 #[derive(Default)]
 pub struct Builder {
     specs: Vec<NsSpec>,
-    adapter: Option<Arc<dyn Adapter>>,
+    adapters: Option<Arc<dyn AdapterFactory>>,
     admission: Option<Admission>,
     engine_stats: Option<Arc<engineio::EngineStats>>,
 }
@@ -202,9 +202,27 @@ impl Builder {
         self
     }
 
-    /// Sets the adapter of every namespace. Defaults to [`LocalAdapter`].
-    pub fn adapter(mut self, adapter: Arc<dyn Adapter>) -> Self {
-        self.adapter = Some(adapter);
+    /// Calls `handler` with each event another server of the cluster emitted to the
+    /// namespace added last with `serverSideEmit` (never one of this server's own).
+    ///
+    /// # Panics
+    ///
+    /// When no namespace was added yet.
+    pub fn on_server_side_emit(
+        mut self,
+        handler: impl Fn(&Arc<Namespace>, ServerEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.specs
+            .last_mut()
+            .expect("add a namespace before its handlers")
+            .hooks
+            .on_server_event = Some(Arc::new(handler));
+        self
+    }
+
+    /// Sets what makes the adapter of each namespace. Defaults to [`LocalAdapter`].
+    pub fn adapter(mut self, adapters: Arc<dyn AdapterFactory>) -> Self {
+        self.adapters = Some(adapters);
         self
     }
 
@@ -216,7 +234,7 @@ impl Builder {
     pub fn build(self, config: Config) -> Server {
         let common = Common {
             parser: config.parser,
-            adapter: self.adapter.unwrap_or_else(|| Arc::new(LocalAdapter)),
+            adapters: self.adapters.unwrap_or_else(|| Arc::new(LocalAdapter)),
             stats: Arc::default(),
             event_rate: config.event_rate,
             epoch: Instant::now(),
@@ -236,9 +254,8 @@ impl Builder {
                     spec.hooks.clone(),
                     inner.common.clone(),
                 );
-                inner
-                    .namespaces
-                    .insert(Str::from(name.clone()), Arc::new(ns));
+                inner.namespaces.insert(Str::from(name.clone()), ns.clone());
+                ns.adapter.init(&ns);
             }
         }
         let engine = Engine::with_stats(
@@ -273,17 +290,18 @@ impl Inner {
             Matcher::Dynamic(accepts) => accepts(name.as_str()),
             Matcher::Name(_) => false,
         })?;
+        let mut created = false;
         let ns = self
             .namespaces
             .entry(name.clone())
             .or_insert_with(|| {
-                Arc::new(Namespace::new(
-                    name.clone(),
-                    spec.hooks.clone(),
-                    self.common.clone(),
-                ))
+                created = true;
+                Namespace::new(name.clone(), spec.hooks.clone(), self.common.clone())
             })
             .clone();
+        if created {
+            ns.adapter.init(&ns);
+        }
         Some(ns)
     }
 }
@@ -340,9 +358,22 @@ impl Server {
         &self.inner.common.stats
     }
 
-    /// Closes every connection (reason "server shutting down").
+    /// Every namespace (dynamic ones once a client joined).
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.inner
+            .namespaces
+            .iter()
+            .map(|n| n.value().clone())
+            .collect()
+    }
+
+    /// Closes every connection (reason "server shutting down"), then the namespaces'
+    /// adapters.
     pub fn close(&self) {
         self.engine.close_all(CloseReason::ServerShutdown);
+        for ns in self.namespaces() {
+            ns.adapter.close();
+        }
     }
 }
 
@@ -455,7 +486,10 @@ impl Handler {
                 return;
             }
         }
-        let data = std::mem::take(&mut *request.data.lock());
+        let mut data = std::mem::take(&mut *request.data.lock());
+        if ns.keep_handshake {
+            data.insert(crate::socket::KeptHandshake::new(&request));
+        }
         let socket = Arc::new(Socket::new(ns.clone(), conn.clone(), parser, data));
         let reply = serde_json::json!({ "sid": socket.id().as_str() });
         // The reply is queued first, then the socket becomes reachable (a broadcast
@@ -484,7 +518,7 @@ impl Handler {
         conn.data()
             .joined
             .store(true, std::sync::atomic::Ordering::Release);
-        ns.sockets.insert(socket.id(), socket.clone());
+        ns.insert(&socket);
         {
             let mut sockets = conn.data().sockets.lock();
             // Most connections join one namespace: room for one, not the default four.

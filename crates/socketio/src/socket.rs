@@ -83,6 +83,98 @@ impl Extensions {
 }
 type DisconnectHandler = Arc<dyn Fn(&SocketRef, DisconnectReason) + Send + Sync>;
 
+/// What a socket keeps of its handshake when its adapter asks for it (other nodes
+/// fetch it): the auth payload and when it connected.
+pub(crate) struct KeptHandshake {
+    auth: serde_json::Value,
+    issued_ms: u64,
+}
+
+impl KeptHandshake {
+    pub(crate) fn new(request: &crate::ConnectRequest) -> KeptHandshake {
+        KeptHandshake {
+            auth: request.auth_json(),
+            issued_ms: unix_ms(),
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A time as JavaScript's `Date.prototype.toString` writes it in UTC
+/// (`Wed Dec 02 2026 17:55:00 GMT+0000 (Coordinated Universal Time)`), the Node
+/// server's `handshake.time`.
+fn js_date(ms: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = ms / 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{} {} {:02} {} {:02}:{:02}:{:02} GMT+0000 (Coordinated Universal Time)",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        day,
+        year,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `a=1&b=%20` as a JSON object of strings (the last of repeated keys wins).
+fn query_object(query: &str) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(
+            percent_decode(k),
+            serde_json::Value::String(percent_decode(v)),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// One client connected to one namespace.
 // In declaration order: what a broadcast reads of each recipient (its phase and its
 // connection) shares the allocation's first cache line with the reference counts, so a
@@ -181,6 +273,47 @@ impl Socket {
     /// Takes the socket's value of type `T` off it.
     pub fn take_data<T: Any + Send + Sync>(&self) -> Option<T> {
         self.state.lock().data.remove::<T>()
+    }
+
+    /// The handshake as the Node server shapes it (`socket.handshake`): `headers`,
+    /// `time`, `address`, `xdomain`, `secure`, `issued`, `url`, `query`, `auth`. The
+    /// auth payload and the time are kept only when the adapter asks for them
+    /// ([`Adapter::keeps_handshake`](crate::Adapter::keeps_handshake)); otherwise `auth`
+    /// is `{}` and the time is now.
+    pub fn handshake(&self) -> serde_json::Value {
+        let (auth, issued) = {
+            let state = self.state.lock();
+            match state.data.get::<KeptHandshake>() {
+                Some(h) => (h.auth.clone(), h.issued_ms),
+                None => (serde_json::json!({}), unix_ms()),
+            }
+        };
+        let headers: serde_json::Map<String, serde_json::Value> = self
+            .conn
+            .headers()
+            .map(|(k, v)| (k.to_ascii_lowercase(), serde_json::Value::from(v)))
+            .collect();
+        serde_json::json!({
+            "headers": headers,
+            "time": js_date(issued),
+            "address": self.conn.remote_addr().ip().to_string(),
+            "xdomain": self.conn.header("origin").is_some(),
+            "secure": false,
+            "issued": issued,
+            "url": self.conn.uri(),
+            "query": query_object(self.conn.query()),
+            "auth": auth,
+        })
+    }
+
+    /// What the socket shows to other nodes ([`SharedData`](crate::adapter::SharedData),
+    /// `{}` when none was set).
+    pub fn shared_data(&self) -> serde_json::Value {
+        self.state
+            .lock()
+            .data
+            .get::<crate::adapter::SharedData>()
+            .map_or_else(|| serde_json::json!({}), |d| d.0.clone())
     }
 
     /// The socket id (not the Engine.IO session id).
@@ -568,5 +701,38 @@ impl Socket {
         };
         // Dropped after the lock is released: a handler's destructor may touch the socket.
         drop(dropped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{js_date, query_object};
+
+    #[test]
+    fn dates_as_javascript_writes_them() {
+        let utc = "GMT+0000 (Coordinated Universal Time)";
+        assert_eq!(js_date(0), format!("Thu Jan 01 1970 00:00:00 {utc}"));
+        assert_eq!(
+            js_date(1_796_234_100_000),
+            format!("Wed Dec 02 2026 17:55:00 {utc}")
+        );
+        assert_eq!(
+            js_date(951_868_799_000),
+            format!("Tue Feb 29 2000 23:59:59 {utc}")
+        );
+    }
+
+    #[test]
+    fn queries_as_objects() {
+        assert_eq!(
+            query_object("EIO=4&transport=websocket&name=a%20b+c&bad=%zz&flag&x=1&x=2"),
+            serde_json::json!({
+                "EIO": "4", "transport": "websocket", "name": "a b c", "bad": "%zz",
+                "flag": "", "x": "2"
+            })
+        );
+        assert_eq!(query_object(""), serde_json::json!({}));
+        // A truncated escape at the end is kept as it came.
+        assert_eq!(query_object("a=%4"), serde_json::json!({"a": "%4"}));
     }
 }

@@ -559,15 +559,33 @@ async fn typed_binary_arguments() {
 #[tokio::test]
 async fn operations_go_through_the_adapter() {
     use socketio::{
-        AckError, AckResponse, Adapter, Args, BroadcastOptions, FetchedSocket, LocalAdapter,
-        Namespace,
+        AckError, AckResponse, Adapter, AdapterFactory, Args, BroadcastOptions, FetchedSocket,
+        LocalAdapter, Namespace,
     };
     use std::sync::Arc as StdArc;
 
     #[derive(Default)]
     struct Recording(Mutex<Vec<String>>);
 
+    struct Factory(StdArc<Recording>);
+
+    impl AdapterFactory for Factory {
+        fn create(&self, name: &str, _ns: std::sync::Weak<Namespace>) -> StdArc<dyn Adapter> {
+            self.0 .0.lock().push(format!("create {name}"));
+            self.0.clone()
+        }
+    }
+
     impl Adapter for Recording {
+        fn init(&self, ns: &StdArc<Namespace>) {
+            self.0.lock().push(format!("init {}", ns.name()));
+        }
+        fn room_created(&self, room: &str) {
+            self.0.lock().push(format!("room_created {}", room.len()));
+        }
+        fn room_deleted(&self, room: &str) {
+            self.0.lock().push(format!("room_deleted {}", room.len()));
+        }
         fn broadcast(
             &self,
             ns: &StdArc<Namespace>,
@@ -645,12 +663,13 @@ async fn operations_go_through_the_adapter() {
 
     let recording = StdArc::new(Recording::default());
     let server = Server::builder()
-        .adapter(recording.clone())
+        .adapter(StdArc::new(Factory(recording.clone())))
         .ns("/", |_, _| {})
         .build(config());
     let addr = serve(server.clone()).await;
     let (mut a, a_id) = client(addr).await;
     let ns = server.of("/").unwrap();
+    assert_eq!(found_rooms(&ns.all_rooms().await), vec![a_id.clone()]);
     ns.broadcast().join("team");
     let found = ns.to("team").fetch_sockets().await;
     assert_eq!(found.len(), 1);
@@ -674,17 +693,39 @@ async fn operations_go_through_the_adapter() {
     ns.server_side_emit("sync", ("state",)).unwrap();
     ns.broadcast().disconnect();
     assert_eq!(next_text(&mut a).await, "41");
+    // Rooms by the length of their names: the socket's own (20 characters) and "team".
     assert_eq!(
         *recording.0.lock(),
         [
+            "create /",
+            "init /",
+            "room_created 20",
             r#"add_sockets ["team"]"#,
+            "room_created 4",
             "fetch_sockets",
             r#"broadcast hi rooms=["team"] except=["nobody"] local=true volatile=true args=2"#,
             r#"del_sockets ["team"]"#,
+            "room_deleted 4",
             "server_side_emit sync",
             "disconnect_sockets close=false",
+            "room_deleted 20",
         ]
     );
+    // A fetched socket carries its handshake as the Node server shapes it.
+    let (_b, _) = client(addr).await;
+    let found = ns.broadcast().fetch_sockets().await;
+    let handshake = &found[0].handshake;
+    assert_eq!(handshake["query"]["EIO"], "4", "{handshake}");
+    assert_eq!(handshake["address"], "127.0.0.1");
+    assert!(handshake["time"]
+        .as_str()
+        .unwrap()
+        .ends_with("GMT+0000 (Coordinated Universal Time)"));
+    assert_eq!(found[0].data, serde_json::json!({}));
+}
+
+fn found_rooms(rooms: &[socketio::Str]) -> Vec<String> {
+    rooms.iter().map(|r| r.as_str().to_owned()).collect()
 }
 
 /// A client that stops reading during a broadcast storm: with non-volatile packets its

@@ -1,0 +1,152 @@
+//! Herald nodes in a cluster over Redis, wire-compatible with the npm
+//! `@socket.io/redis-adapter` (8.x, classic mode) and `@socket.io/redis-emitter`: Herald
+//! nodes, Node `socket.io` servers and emitters share one Redis and reach each other's
+//! clients (`PROTOCOL.md` §4).
+//!
+//! # Layout
+//!
+//! - [`bus`]: the node's one RESP3 connection: subscriptions by interest, pipelined
+//!   publishes, reconnects and resubscription.
+//! - [`classic`]: the classic adapter, one per namespace: broadcasts, requests and
+//!   responses as Node's adapter writes them.
+//! - [`value`]: msgpack and JSON values, converted both ways, binary included.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() {
+//! use std::sync::Arc;
+//! let cluster = cluster::RedisCluster::new(cluster::Options::new("redis://127.0.0.1:6379")).unwrap();
+//! let server = socketio::Server::builder()
+//!     .adapter(Arc::new(cluster.clone()))
+//!     .ns("/", |_, _| {})
+//!     .build(socketio::Config::default());
+//! # }
+//! ```
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use socketio::{Adapter, AdapterFactory, Namespace};
+
+pub mod bus;
+pub mod classic;
+pub mod value;
+
+pub use bus::BusStats;
+
+/// How a node joins the cluster.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `redis://host:port/db` (RESP3 is asked for whatever the URL says).
+    pub url: String,
+    /// The prefix of every channel (Node's `key`, default `socket.io`). Nodes that
+    /// share it form one cluster.
+    pub key_prefix: String,
+    /// How long requests to the other nodes wait for their answers (Node's
+    /// `requestsTimeout`, 5 s).
+    pub request_timeout: Duration,
+}
+
+impl Options {
+    /// The defaults, with Node's key prefix, on `url`.
+    pub fn new(url: impl Into<String>) -> Options {
+        Options {
+            url: url.into(),
+            key_prefix: "socket.io".into(),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Errors made before any connection is tried.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The Redis URL does not parse.
+    #[error("invalid redis url: {0}")]
+    Url(String),
+}
+
+/// A node's membership of the cluster: makes the adapter of each namespace. Cheap to
+/// clone. Starts at once even when Redis is down (the node then runs alone, and joins
+/// when Redis answers).
+#[derive(Clone)]
+pub struct RedisCluster {
+    bus: Arc<bus::Bus>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCluster")
+            .field("prefix", &self.bus.prefix)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl RedisCluster {
+    /// Starts the link to Redis on the current Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Url`] when the URL does not parse.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub fn new(options: Options) -> Result<RedisCluster, ClusterError> {
+        let url = with_resp3(&options.url);
+        let client =
+            redis::Client::open(url.as_str()).map_err(|e| ClusterError::Url(e.to_string()))?;
+        Ok(RedisCluster {
+            bus: bus::Bus::start(client, options.key_prefix),
+            timeout: options.request_timeout,
+        })
+    }
+
+    /// Whether the connection to Redis is up.
+    pub fn is_connected(&self) -> bool {
+        self.bus.stats.connected.load(Ordering::Acquire)
+    }
+
+    /// The link's counters.
+    pub fn stats(&self) -> &BusStats {
+        &self.bus.stats
+    }
+}
+
+impl AdapterFactory for RedisCluster {
+    fn create(&self, name: &str, ns: Weak<Namespace>) -> Arc<dyn Adapter> {
+        classic::ClassicAdapter::new(self.bus.clone(), name, ns, self.timeout)
+    }
+}
+
+/// `url` with `protocol=resp3` (pushes on the command connection need it).
+fn with_resp3(url: &str) -> String {
+    if url.contains("protocol=") {
+        return url.replace("protocol=resp2", "protocol=resp3");
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}protocol=resp3")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_ask_for_resp3() {
+        assert_eq!(
+            super::with_resp3("redis://h:1"),
+            "redis://h:1?protocol=resp3"
+        );
+        assert_eq!(
+            super::with_resp3("redis://h:1/0?x=1"),
+            "redis://h:1/0?x=1&protocol=resp3"
+        );
+        assert_eq!(
+            super::with_resp3("redis://h?protocol=resp2"),
+            "redis://h?protocol=resp3"
+        );
+    }
+}
