@@ -12,9 +12,15 @@ import { io } from "socket.io-client";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const binDir = process.env.HERALD_BIN_DIR ?? path.join(root, "target", "debug");
 
-/** Starts `name` with `args`; resolves with { port, pid, stop() } once it prints LISTENING. */
-export function startServer(name, args = ["--port", "0"]) {
-  const child = spawn(path.join(binDir, name), args, { stdio: ["ignore", "pipe", "inherit"] });
+/**
+ * Starts `name` with `args` (and `env` added to this process's); resolves with
+ * { port, pid, stop() } once it prints LISTENING.
+ */
+export function startServer(name, args = ["--port", "0"], env = {}) {
+  const child = spawn(path.join(binDir, name), args, {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, ...env },
+  });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${name} did not print LISTENING`)), 10_000);
     child.once("error", reject);
@@ -156,7 +162,7 @@ export function dropDatabase({ name }) {
 }
 
 /** A free TCP port on 127.0.0.1. */
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once("error", reject);
@@ -265,4 +271,42 @@ export function imClient(url, auth, sockets) {
   const socket = io(`${url}/im`, { auth, forceNew: true, transports: ["websocket"], reconnection: false });
   sockets?.push(socket);
   return socket;
+}
+
+/**
+ * A redis-server of the test's own on a free port (never the shared one): resolves with
+ * { url, port, stop(), start(), pause(), resume() } once it answers.
+ */
+export async function privateRedis() {
+  const port = await freePort();
+  let child = null;
+  const start = async () => {
+    child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+      stdio: "ignore",
+    });
+    for (let i = 0; i < 200; i++) {
+      const up = await new Promise((resolve) => {
+        const s = net.connect(port, "127.0.0.1", () => s.end(() => resolve(true)));
+        s.once("error", () => resolve(false));
+      });
+      if (up) return;
+      await sleep(25);
+    }
+    throw new Error("redis-server did not start (apt-get install redis-server)");
+  };
+  const stop = () =>
+    new Promise((done) => {
+      if (!child || child.exitCode !== null || child.signalCode !== null) return done();
+      child.once("exit", () => done());
+      child.kill("SIGKILL");
+    });
+  await start();
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    start,
+    stop,
+    pause: () => child.kill("SIGSTOP"),
+    resume: () => child.kill("SIGCONT"),
+  };
 }

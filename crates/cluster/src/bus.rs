@@ -85,6 +85,10 @@ pub(crate) struct Bus {
     out: mpsc::UnboundedSender<Publish>,
     queued: AtomicUsize,
     routes: RwLock<HashMap<String, Weak<ClassicAdapter>>>,
+    /// `<prefix>-herald-nodes#`: Herald nodes' heartbeats (Node servers never use it).
+    pub(crate) nodes_channel: String,
+    /// The last heartbeat of each Herald node, by node id.
+    pub(crate) nodes: Mutex<HashMap<String, (serde_json::Value, tokio::time::Instant)>>,
     pub(crate) stats: BusStats,
 }
 
@@ -109,6 +113,8 @@ impl Bus {
     pub(crate) fn start(client: redis::Client, prefix: String) -> Arc<Bus> {
         let (out, out_rx) = mpsc::unbounded_channel();
         let bus = Arc::new(Bus {
+            nodes_channel: format!("{prefix}-herald-nodes#"),
+            nodes: Mutex::new(HashMap::new()),
             prefix,
             conn: RwLock::new(None),
             generation: AtomicU64::new(0),
@@ -216,6 +222,10 @@ impl Bus {
 
     fn route(&self, channel: &[u8], payload: Vec<u8>) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
+        if channel == self.nodes_channel.as_bytes() {
+            self.heartbeat(&payload);
+            return;
+        }
         let Some((kind, nsp, rest)) = std::str::from_utf8(channel)
             .ok()
             .and_then(|c| parse_channel(&self.prefix, c))
@@ -236,6 +246,18 @@ impl Bus {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(channel = %String::from_utf8_lossy(channel), error = %e, "cluster message ignored");
         }
+    }
+
+    fn heartbeat(&self, payload: &[u8]) {
+        let beat: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
+        let Some((uid, beat)) = beat.and_then(|b| Some((b.get("uid")?.as_str()?.to_owned(), b)))
+        else {
+            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.nodes
+            .lock()
+            .insert(uid, (beat, tokio::time::Instant::now()));
     }
 
     /// A new connection: every wanted channel is to be subscribed on it.

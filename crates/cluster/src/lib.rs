@@ -115,6 +115,60 @@ impl RedisCluster {
     pub fn stats(&self) -> &BusStats {
         &self.bus.stats
     }
+
+    /// Announces this node to the other Herald nodes every `every`: `info()` (an
+    /// object: connections, load, ...) with the node's `id` added. Until it stops (when
+    /// the returned handle is dropped, or the cluster is).
+    pub fn announce(
+        &self,
+        id: String,
+        every: Duration,
+        info: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        self.bus.want(self.bus.nodes_channel.clone());
+        let bus = Arc::downgrade(&self.bus);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(bus) = bus.upgrade() else { return };
+                let mut beat = info();
+                if let Some(fields) = beat.as_object_mut() {
+                    fields.insert("uid".into(), serde_json::Value::from(id.as_str()));
+                }
+                bus.publish(bus.nodes_channel.clone(), beat.to_string().into_bytes());
+            }
+        })
+    }
+
+    /// The Herald nodes heard from within `within` (this one included once its own
+    /// heartbeat came back through Redis): each one's last heartbeat, with
+    /// `last_heartbeat_ms` (how long ago it came). Older ones are forgotten.
+    pub fn nodes(&self, within: Duration) -> Vec<serde_json::Value> {
+        let mut nodes = self.bus.nodes.lock();
+        nodes.retain(|_, (_, at)| at.elapsed() <= within);
+        let mut out: Vec<serde_json::Value> = nodes
+            .values()
+            .map(|(beat, at)| {
+                let mut beat = beat.clone();
+                if let Some(fields) = beat.as_object_mut() {
+                    let ms = u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    fields.insert("last_heartbeat_ms".into(), serde_json::Value::from(ms));
+                }
+                beat
+            })
+            .collect();
+        out.sort_by(|a, b| a["uid"].as_str().cmp(&b["uid"].as_str()));
+        out
+    }
+
+    /// How many connections subscribe the request channel of `nsp`: the servers of the
+    /// namespace, Node ones included (`None` when Redis does not answer).
+    pub async fn server_count(&self, nsp: &str) -> Option<usize> {
+        self.bus
+            .numsub(&format!("{}-request#{nsp}#", self.bus.prefix))
+            .await
+    }
 }
 
 impl AdapterFactory for RedisCluster {

@@ -41,6 +41,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/disconnect", post(disconnect))
         .route("/api/rooms", get(rooms))
         .route("/api/stats", get(stats))
+        .route("/api/cluster", get(cluster_state))
         .route("/api/access", get(access).post(set_access))
         .route("/api/shutdown", post(shutdown))
 }
@@ -254,27 +255,23 @@ async fn disconnect(
                 .ok_or_else(|| ApiError::bad_request(format!("{s:?} is not a socket id")))?,
         );
     }
-    let mut targets = Vec::new();
-    if !req.rooms.is_empty() || !req.users.is_empty() {
-        let mut op = state.root.broadcast();
-        for room in req.rooms {
-            op = op.to(room);
-        }
-        for user in &req.users {
-            op = op.to(user_room(user));
-        }
-        targets = op.sockets();
+    // Every socket named, on whichever node it is: rooms, user rooms and sockets' own
+    // rooms, through the adapter.
+    let mut op = state.root.broadcast();
+    for room in req.rooms {
+        op = op.to(room);
     }
-    targets.extend(ids.into_iter().filter_map(|id| state.root.socket(id)));
-    targets.sort_by_key(|s| s.id());
-    targets.dedup_by_key(|s| s.id());
-    for socket in &targets {
-        // The DISCONNECT packet tells the client not to reconnect by itself; then the
-        // connection goes (queued packets are still delivered).
-        socket.disconnect();
-        socket.close();
+    for user in &req.users {
+        op = op.to(user_room(user));
     }
-    Ok(Json(json!({ "ok": true, "disconnected": targets.len() })))
+    for id in ids {
+        op = op.to(id.as_str().to_owned());
+    }
+    let targets = op.fetch_sockets().await.len();
+    // The DISCONNECT packet tells the clients not to reconnect by themselves; then the
+    // connections go (queued packets are still delivered).
+    op.disconnect_and_close();
+    Ok(Json(json!({ "ok": true, "disconnected": targets })))
 }
 
 /// The most rooms one `GET /api/rooms` lists.
@@ -300,12 +297,36 @@ async fn rooms(
             "limit is at most {MAX_ROOMS_LISTED}"
         )));
     }
-    let mut rooms: Vec<(socketio::Str, usize)> = state
-        .root
-        .rooms()
-        .into_iter()
-        .filter(|(name, _)| name.as_str().starts_with(&query.prefix))
-        .collect();
+    let local: std::collections::HashMap<socketio::Str, usize> =
+        state.root.rooms().into_iter().collect();
+    let listed = |name: &socketio::Str| name.as_str().starts_with(&query.prefix);
+    if state.cluster.is_some() {
+        // Every node's rooms (sockets' own rooms left out); the member counts are this
+        // node's, the only ones known without asking for every socket.
+        let mut names: Vec<socketio::Str> = state
+            .root
+            .all_rooms()
+            .await
+            .into_iter()
+            .filter(|name| listed(name) && Sid::parse(name.as_str()).is_none())
+            .collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        let total = names.len();
+        let list: Vec<Value> = names
+            .into_iter()
+            .take(limit)
+            .map(|name| {
+                let here = local.get(&name).copied().unwrap_or(0);
+                json!({ "name": name.as_str(), "local_sockets": here })
+            })
+            .collect();
+        return Ok(Json(
+            json!({ "ok": true, "scope": "cluster", "total": total, "rooms": list }),
+        ));
+    }
+    let mut rooms: Vec<(socketio::Str, usize)> =
+        local.into_iter().filter(|(name, _)| listed(name)).collect();
     rooms.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
     let total = rooms.len();
     let list: Vec<Value> = rooms
@@ -313,7 +334,9 @@ async fn rooms(
         .take(limit)
         .map(|(name, sockets)| json!({ "name": name.as_str(), "sockets": sockets }))
         .collect();
-    Ok(Json(json!({ "ok": true, "total": total, "rooms": list })))
+    Ok(Json(
+        json!({ "ok": true, "scope": "node", "total": total, "rooms": list }),
+    ))
 }
 
 async fn stats(_key: ApiKey, State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -339,6 +362,35 @@ async fn stats(_key: ApiKey, State(state): State<Arc<AppState>>) -> Json<Value> 
         "publishes": load(&s.publishes),
         "api_emits": load(&s.api_emits),
         "deliveries": load(&s.deliveries),
+    }))
+}
+
+/// `GET /api/cluster`: the Herald nodes heard from (each one's connections, load and
+/// last heartbeat), and how many servers Redis counts on `/` (Node ones included).
+async fn cluster_state(_key: ApiKey, State(state): State<Arc<AppState>>) -> Json<Value> {
+    let Some(cluster) = &state.cluster else {
+        return Json(json!({ "ok": true, "clustered": false, "nodes": [] }));
+    };
+    let nodes = cluster.nodes(crate::HEARTBEAT * 3);
+    let servers = cluster.server_count("/").await;
+    let stats = cluster.stats();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    Json(json!({
+        "ok": true,
+        "clustered": true,
+        "redis_connected": cluster.is_connected(),
+        "servers": servers,
+        "nodes": nodes,
+        "bus": {
+            "published": load(&stats.published),
+            "redis_deliveries": load(&stats.redis_deliveries),
+            "publish_failures": load(&stats.publish_failures),
+            "received": load(&stats.received),
+            "malformed": load(&stats.malformed),
+            "reconnects": load(&stats.reconnects),
+            "buffer_overflows": load(&stats.buffer_overflows),
+            "subscriptions": stats.subscriptions.load(Ordering::Relaxed),
+        },
     }))
 }
 

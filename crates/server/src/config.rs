@@ -56,6 +56,99 @@ pub struct RawConfig {
     pub log: LogSection,
     /// `[im]`: the IM service on namespace `/im`.
     pub im: ImSection,
+    /// `[cluster]`: nodes sharing rooms and broadcasts over Redis.
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Redis to share with the other nodes (`redis://host:port/db`). Defaults to none:
+    /// the node runs alone, in-process.
+    pub redis_url: String,
+    /// `classic` (Node's `createAdapter`, plain pub/sub) or `sharded`
+    /// (`createShardedAdapter`). Defaults to `classic`.
+    pub adapter: ClusterAdapterName,
+    /// The prefix of the Redis channels; nodes (Herald or Node) sharing it form one
+    /// cluster. Defaults to `socket.io`, as Node's adapter.
+    pub key_prefix: String,
+    /// How long requests to the other nodes wait for their answers, in milliseconds.
+    /// Defaults to 5000, as Node's `requestsTimeout`.
+    pub request_timeout_ms: u64,
+    /// Whether `/readyz` answers 503 while Redis is unreachable (the node then serves
+    /// its own clients only). Defaults to true.
+    pub ready_requires_redis: bool,
+}
+
+/// The cluster adapter's wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterAdapterName {
+    /// `@socket.io/redis-adapter`'s `createAdapter`.
+    Classic,
+    /// `@socket.io/redis-adapter`'s `createShardedAdapter`.
+    Sharded,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            redis_url: String::new(),
+            adapter: ClusterAdapterName::Classic,
+            key_prefix: "socket.io".to_owned(),
+            request_timeout_ms: 5000,
+            ready_requires_redis: true,
+        }
+    }
+}
+
+/// The cluster, validated.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// How the node joins.
+    pub options: cluster::Options,
+    /// Whether `/readyz` needs Redis.
+    pub ready_requires_redis: bool,
+}
+
+impl ClusterSection {
+    fn check(&self, c: &mut Checker) -> Option<ClusterConfig> {
+        if self.redis_url.is_empty() {
+            return None;
+        }
+        if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
+            c.fail(
+                "cluster.redis_url",
+                format!("{:?} is not a redis:// URL", self.redis_url),
+            );
+        }
+        if self.adapter == ClusterAdapterName::Sharded {
+            c.fail(
+                "cluster.adapter",
+                "sharded is not available yet in this build; use classic".to_owned(),
+            );
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains('#') {
+            c.fail(
+                "cluster.key_prefix",
+                format!("{:?} must be non-empty and without '#'", self.key_prefix),
+            );
+        }
+        if !(100..=600_000).contains(&self.request_timeout_ms) {
+            c.fail(
+                "cluster.request_timeout_ms",
+                format!("{} is not between 100 and 600000", self.request_timeout_ms),
+            );
+        }
+        let mut options = cluster::Options::new(self.redis_url.clone());
+        options.key_prefix = self.key_prefix.clone();
+        options.request_timeout = Duration::from_millis(self.request_timeout_ms);
+        Some(ClusterConfig {
+            options,
+            ready_requires_redis: self.ready_requires_redis,
+        })
+    }
 }
 
 /// `[server]`.
@@ -1089,6 +1182,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The IM service; `None` when it is off.
     pub im: Option<im::Config>,
+    /// The cluster; `None` for a node on its own.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Connection tiers: caps and ping intervals, indexed by [`Tier`](crate::auth::Tier).
@@ -1697,6 +1792,17 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
     let demo = raw.demo.check(&mut c);
     let log = raw.log.check(&mut c);
     let im = raw.im.check(&mut c);
+    let cluster = raw.cluster.check(&mut c);
+    // Each node would have a database of its own: conversations would split.
+    if cluster.is_some() && raw.im.enabled && raw.im.store.starts_with("sqlite:") {
+        c.fail(
+            "im.store",
+            "the embedded SQLite store serves one node only, and cluster.redis_url makes this \
+             node one of many: set im.store to a postgres:// URL shared by every node \
+             (HERALD_IM__STORE), or turn the IM service off (HERALD_IM__ENABLED=false)"
+                .to_owned(),
+        );
+    }
 
     // Protected mode: without auth, only this machine may connect.
     if let Some(ip) = ip {
@@ -1742,6 +1848,7 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         drain,
         tls,
         im,
+        cluster,
     })
 }
 
@@ -1856,6 +1963,69 @@ mod tests {
         ] {
             let err = load_env(&[(key, value)]).unwrap_err();
             assert!(err.to_string().contains(named), "{key}={value}: {err}");
+        }
+    }
+
+    /// The cluster's keys, and what is refused: a URL that is not Redis's, the sharded
+    /// adapter (not in this build), a prefix with `#`, and the IM service on SQLite
+    /// shared by many nodes.
+    #[test]
+    fn cluster_settings() {
+        assert!(load_env(&[]).unwrap().config.cluster.is_none(), "alone by default");
+        let pg = ("HERALD_IM__STORE", "postgres://herald@127.0.0.1:5432/herald");
+        let loaded = load_env(&[
+            ("HERALD_CLUSTER__REDIS_URL", "redis://127.0.0.1:6379/2"),
+            ("HERALD_CLUSTER__KEY_PREFIX", "chat"),
+            ("HERALD_CLUSTER__REQUEST_TIMEOUT_MS", "1500"),
+            ("HERALD_CLUSTER__READY_REQUIRES_REDIS", "false"),
+            pg,
+        ])
+        .unwrap();
+        let cluster = loaded.config.cluster.as_ref().unwrap();
+        assert_eq!(cluster.options.url, "redis://127.0.0.1:6379/2");
+        assert_eq!(cluster.options.key_prefix, "chat");
+        assert_eq!(cluster.options.request_timeout, Duration::from_millis(1500));
+        assert!(!cluster.ready_requires_redis);
+        let off = ("HERALD_IM__ENABLED", "false");
+        assert!(load_env(&[("HERALD_CLUSTER__REDIS_URL", "redis://r:1"), off]).is_ok());
+        for (pairs, named) in [
+            (vec![("HERALD_CLUSTER__REDIS_URL", "http://r:1"), off], "cluster.redis_url"),
+            (
+                vec![
+                    ("HERALD_CLUSTER__REDIS_URL", "redis://r:1"),
+                    ("HERALD_CLUSTER__ADAPTER", "sharded"),
+                    off,
+                ],
+                "cluster.adapter",
+            ),
+            (
+                vec![
+                    ("HERALD_CLUSTER__REDIS_URL", "redis://r:1"),
+                    ("HERALD_CLUSTER__ADAPTER", "mesh"),
+                    off,
+                ],
+                "adapter",
+            ),
+            (
+                vec![
+                    ("HERALD_CLUSTER__REDIS_URL", "redis://r:1"),
+                    ("HERALD_CLUSTER__KEY_PREFIX", "a#b"),
+                    off,
+                ],
+                "cluster.key_prefix",
+            ),
+            (
+                vec![
+                    ("HERALD_CLUSTER__REDIS_URL", "redis://r:1"),
+                    ("HERALD_CLUSTER__REQUEST_TIMEOUT_MS", "5"),
+                    off,
+                ],
+                "cluster.request_timeout_ms",
+            ),
+            (vec![("HERALD_CLUSTER__REDIS_URL", "redis://r:1")], "im.store"),
+        ] {
+            let err = load_env(&pairs).unwrap_err();
+            assert!(err.to_string().contains(named), "{pairs:?}: {err}");
         }
     }
 

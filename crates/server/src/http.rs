@@ -58,10 +58,27 @@ async fn livez() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    let redis_down = state.cluster.as_ref().is_some_and(|c| !c.is_connected());
+    let required = state
+        .config
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.ready_requires_redis);
+    match (redis_down, required) {
+        (false, _) => (StatusCode::OK, "ready\n").into_response(),
+        (true, true) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: redis unreachable (this node serves its own clients only)\n",
+        )
+            .into_response(),
+        (true, false) => (
+            StatusCode::OK,
+            "ready (redis unreachable: this node serves its own clients only)\n",
+        )
+            .into_response(),
     }
 }
 

@@ -92,6 +92,9 @@ pub enum StartError {
     /// A service could not start (its store did not open, say).
     #[error("{0}")]
     Service(String),
+    /// The cluster's settings were refused.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// No service serves namespace `/`.
     #[error("no service serves namespace / (the HTTP API emits there)")]
     NoRoot,
@@ -213,9 +216,24 @@ pub async fn start_with(
             shared.admission.admit_handshake(handshake, open, draining)
         }
     };
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let joined = cluster::RedisCluster::new(c.options.clone())
+                .map_err(|e| StartError::Cluster(e.to_string()))?;
+            tracing::info!(
+                prefix = %c.options.key_prefix,
+                "cluster: joining over redis (classic adapter); until redis answers, this node serves its own clients only"
+            );
+            Some(joined)
+        }
+        None => None,
+    };
     let mut builder = socketio::Server::builder()
-        .engine_stats(engine_stats)
+        .engine_stats(engine_stats.clone())
         .admission(admit);
+    if let Some(c) = &cluster {
+        builder = builder.adapter(Arc::new(c.clone()));
+    }
     for s in &services {
         builder = s.install(builder);
     }
@@ -239,10 +257,14 @@ pub async fn start_with(
         shared,
         started: tokio::time::Instant::now(),
         ready: AtomicBool::new(true),
+        cluster: cluster.clone(),
         shutdown_requested: CancellationToken::new(),
         fd_limit,
         max_connections,
     });
+    if let Some(c) = &cluster {
+        announce(c, &state, engine_stats);
+    }
     let shutdown = CancellationToken::new();
     let connections = TaskTracker::new();
     let router = http::router(state.clone());
@@ -306,6 +328,36 @@ impl App {
         self.shutdown.cancel();
         self.connections.close();
     }
+}
+
+/// How often a node tells the others how it is.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// Announces the node to the other Herald nodes (seed 004 §5.2): its connections and
+/// load, every [`HEARTBEAT`].
+fn announce(
+    cluster: &cluster::RedisCluster,
+    state: &Arc<AppState>,
+    engine: Arc<engineio::EngineStats>,
+) {
+    let id = format!("{:016x}", rand::random::<u64>());
+    let weak = Arc::downgrade(state);
+    cluster.announce(id, HEARTBEAT, move || {
+        let Some(state) = weak.upgrade() else {
+            return serde_json::Value::Null;
+        };
+        let connections = engine.sessions.load(Ordering::Relaxed).max(0);
+        serde_json::json!({
+            "listen": state.config.listen.to_string(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "connections": connections,
+            "sockets": state.root.len(),
+            "max_connections": state.max_connections,
+            "load": connections as f64 / state.max_connections.max(1) as f64,
+            "uptime_s": state.started.elapsed().as_secs(),
+            "ready": state.ready.load(Ordering::Acquire),
+        })
+    });
 }
 
 /// Bounds the memory of the rate limiters: forgets addresses and users gone quiet.

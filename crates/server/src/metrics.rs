@@ -488,6 +488,66 @@ pub fn render(state: &AppState, tls: Option<&crate::tls::Tls>) -> String {
         &[("version", env!("CARGO_PKG_VERSION"))],
         1,
     );
+    if let Some(cluster) = &state.cluster {
+        let c = cluster.stats();
+        out.one(
+            "herald_cluster_redis_connected",
+            "gauge",
+            "1 while the connection to the cluster's Redis is up.",
+            u8::from(cluster.is_connected()),
+        );
+        out.one(
+            "herald_cluster_nodes",
+            "gauge",
+            "Herald nodes heard from in the last three heartbeats, this one included.",
+            cluster.nodes(crate::HEARTBEAT * 3).len(),
+        );
+        out.one(
+            "herald_cluster_subscriptions",
+            "gauge",
+            "Redis channels this node subscribes (rooms with local members, and its own).",
+            c.subscriptions.load(Ordering::Relaxed),
+        );
+        for (name, help, counter) in [
+            (
+                "herald_cluster_published_total",
+                "Messages published to Redis.",
+                &c.published,
+            ),
+            (
+                "herald_cluster_redis_deliveries_total",
+                "Deliveries Redis reported for this node's publishes (receivers summed).",
+                &c.redis_deliveries,
+            ),
+            (
+                "herald_cluster_publish_failures_total",
+                "Publishes dropped: Redis down or too slow.",
+                &c.publish_failures,
+            ),
+            (
+                "herald_cluster_received_total",
+                "Messages received from Redis.",
+                &c.received,
+            ),
+            (
+                "herald_cluster_malformed_total",
+                "Messages from Redis that did not decode.",
+                &c.malformed,
+            ),
+            (
+                "herald_cluster_reconnects_total",
+                "Connections to Redis made again after one was lost.",
+                &c.reconnects,
+            ),
+            (
+                "herald_cluster_buffer_overflows_total",
+                "Times Redis closed subscriber connections for their output buffer limit.",
+                &c.buffer_overflows,
+            ),
+        ] {
+            out.one(name, "counter", help, load(counter));
+        }
+    }
     out.0
 }
 

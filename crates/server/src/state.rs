@@ -164,6 +164,8 @@ pub struct AppState {
     pub started: Instant,
     /// Whether `/readyz` answers 200 (false once shutting down).
     pub ready: AtomicBool,
+    /// The node's membership of the cluster, when clustered.
+    pub cluster: Option<cluster::RedisCluster>,
     /// Cancelled by `POST /api/shutdown`: the process drains and exits.
     pub shutdown_requested: tokio_util::sync::CancellationToken,
     /// The open-file limit in effect.

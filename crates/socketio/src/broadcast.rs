@@ -128,6 +128,14 @@ impl BroadcastOperator {
             .disconnect_sockets(&self.nsp, &self.opts, false);
     }
 
+    /// Disconnects every target from the namespace and closes its connection (Node's
+    /// `disconnectSockets(true)`).
+    pub fn disconnect_and_close(&self) {
+        self.nsp
+            .adapter
+            .disconnect_sockets(&self.nsp, &self.opts, true);
+    }
+
     /// Makes every target join `room`.
     pub fn join(&self, room: impl Into<Str>) {
         self.nsp

@@ -11,6 +11,8 @@
 //! ```
 //!
 //! Prints `PID <pid>` and `LISTENING <port>` when ready; exits on SIGTERM or SIGINT.
+//! With `REDIS_URL` set, the server joins the cluster on that Redis (classic adapter,
+//! key `socket.io`, as the Node peer does with the same variable).
 //! `--encode-per-recipient` makes `broadcast` encode the packet again for every
 //! recipient, as a server without encode-once would (for the comparison in
 //! `docs/benchmarks.md`).
@@ -39,8 +41,21 @@ fn main() {
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     let runtime = bench_app::runtime("bench-server");
     runtime.block_on(async move {
+        let mut builder = Server::builder();
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            match cluster::RedisCluster::new(cluster::Options::new(url.clone())) {
+                Ok(c) => {
+                    eprintln!("bench-server: joining the cluster on {url}");
+                    builder = builder.adapter(std::sync::Arc::new(c));
+                }
+                Err(e) => {
+                    eprintln!("bench-server: {e}");
+                    std::process::exit(64)
+                }
+            }
+        }
         // Namespace-level handlers: shared by every socket, nothing allocated per socket.
-        let server = Server::builder()
+        let server = builder
             .ns("/", |_, _| {})
             .on("join", |socket, ev| {
                 if let Ok(room) = ev.data::<String>() {
