@@ -25,6 +25,18 @@ pub struct Cli {
     /// The server's process id, to read its memory and CPU from /proc.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
+    /// More servers of one cluster (loopback only, comma-separated): connections go
+    /// round-robin over `--target` and these, the publisher of `fanout` to `--target`.
+    #[arg(long, value_delimiter = ',', global = true)]
+    also: Vec<SocketAddr>,
+    /// Process ids of the `--also` servers, whose CPU and memory `fanout` adds to the
+    /// server's (comma-separated).
+    #[arg(long, value_delimiter = ',', global = true)]
+    also_pids: Vec<u32>,
+    /// The process id of the cluster's bus (redis-server), whose CPU `fanout` reports
+    /// on its own.
+    #[arg(long, global = true)]
+    bus_pid: Option<u32>,
     /// Client processes to spread the connections over (one process holds about
     /// 19,900 sockets here): idle, connect-storm, fanout, fanout-max, echo.
     #[arg(long, default_value_t = 1, global = true)]
@@ -387,6 +399,7 @@ pub fn run(cli: Cli) -> i32 {
         path: cli.path.clone(),
         sources: cli.sources.clone(),
         offset: 0,
+        also: cli.also.clone(),
     };
     if let Err(e) = target.check_loopback() {
         eprintln!("bench: {e}: load is only sent to this machine");
@@ -502,6 +515,8 @@ pub fn run(cli: Cli) -> i32 {
                     size,
                     drain: Duration::from_secs(drain),
                     server_pid,
+                    also_pids: cli.also_pids.clone(),
+                    bus_pid: cli.bus_pid,
                     max: None,
                 };
                 if let Some(i) = shard {
@@ -529,6 +544,8 @@ pub fn run(cli: Cli) -> i32 {
                     size,
                     drain: Duration::from_secs(drain),
                     server_pid,
+                    also_pids: cli.also_pids.clone(),
+                    bus_pid: cli.bus_pid,
                     max: Some(crate::fanout::MaxOptions {
                         p99_bound: Duration::from_millis(p99_ms),
                         factor: factor.max(1.01),

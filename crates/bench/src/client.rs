@@ -52,7 +52,8 @@ impl ClientError {
 ///
 /// [`ClientError::Connect`] when it cannot be made.
 pub async fn tcp_connect(target: &Target, i: usize) -> Result<TcpStream, ClientError> {
-    let socket = match target.addr {
+    let addr = target.addr_of(i);
+    let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
@@ -62,10 +63,7 @@ pub async fn tcp_connect(target: &Target, i: usize) -> Result<TcpStream, ClientE
             .bind(SocketAddr::new(source, 0))
             .map_err(ClientError::Connect)?;
     }
-    let stream = socket
-        .connect(target.addr)
-        .await
-        .map_err(ClientError::Connect)?;
+    let stream = socket.connect(addr).await.map_err(ClientError::Connect)?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }

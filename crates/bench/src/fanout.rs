@@ -52,6 +52,10 @@ pub struct FanoutOptions {
     pub drain: Duration,
     /// The server's process id, for its memory and CPU.
     pub server_pid: Option<u32>,
+    /// The other servers of a cluster: their CPU and memory count with the server's.
+    pub also_pids: Vec<u32>,
+    /// The cluster's bus (redis-server): its CPU is reported on its own.
+    pub bus_pid: Option<u32>,
     /// `fanout-max`: the p99 latency a step may have, and the factor between steps.
     pub max: Option<MaxOptions>,
 }
@@ -378,7 +382,16 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
     let mut report = Report::new(mode);
     report.set("target", json!(target.addr.to_string()));
     report.set("procs", json!(procs));
-    let rss_idle = opts.server_pid.and_then(rss_bytes);
+    let servers: Vec<u32> = opts
+        .server_pid
+        .into_iter()
+        .chain(opts.also_pids.iter().copied())
+        .collect();
+    let rss_of = |pids: &[u32]| -> Option<u64> {
+        let all: Vec<u64> = pids.iter().filter_map(|p| rss_bytes(*p)).collect();
+        (!all.is_empty()).then(|| all.iter().sum())
+    };
+    let rss_idle = rss_of(&servers);
     let mut group = if procs > 1 {
         let mut children = match Children::spawn(procs) {
             Ok(c) => c,
@@ -418,7 +431,7 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
     let publisher_pongs =
         tokio::spawn(async move { while publisher_reader.recv_message().await.is_ok() {} });
     report.set("receivers", json!(group.alive()));
-    let rss_ready = opts.server_pid.and_then(rss_bytes);
+    let rss_ready = rss_of(&servers);
     if let (Some(idle), Some(ready)) = (rss_idle, rss_ready) {
         report.set("server_rss_idle_bytes", json!(idle));
         report.set("server_rss_ready_bytes", json!(ready));
@@ -427,11 +440,13 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
 
     // Server memory, sampled over each phase.
     let rss_max = Arc::new(AtomicU64::new(0));
-    let sampler = opts.server_pid.map(|pid| {
+    let sampler = opts.server_pid.map(|_| {
         let rss_max = rss_max.clone();
+        let servers = servers.clone();
         tokio::spawn(async move {
             loop {
-                if let Some(rss) = rss_bytes(pid) {
+                let rss: u64 = servers.iter().filter_map(|p| rss_bytes(*p)).sum();
+                if rss > 0 {
                     rss_max.fetch_max(rss, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -446,7 +461,8 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
     for p in 0..steps {
         rss_max.store(0, Ordering::Relaxed);
         let alive_before = group.alive();
-        let server_cpu = opts.server_pid.map(CpuMeter::start);
+        let server_cpu: Vec<CpuMeter> = servers.iter().map(|p| CpuMeter::start(*p)).collect();
+        let bus_cpu = opts.bus_pid.map(CpuMeter::start);
         let client_cpu = group.cpu_meters();
         let (sent, started_us) = publish(&publisher, p, rate, opts.duration, &pad).await;
         let parts = group.phase(p, sent, opts.drain).await;
@@ -483,8 +499,17 @@ pub async fn run(target: &Target, opts: &FanoutOptions, procs: usize) -> Report 
                 .round()
                 / 100.0,
         });
-        if let Some(cpu) = &server_cpu {
-            step["server_cpu_cores"] = json!((cpu.cores() * 100.0).round() / 100.0);
+        if !server_cpu.is_empty() {
+            let cores: f64 = server_cpu.iter().map(CpuMeter::cores).sum();
+            step["server_cpu_cores"] = json!((cores * 100.0).round() / 100.0);
+            if deliveries > 0 {
+                let secs: f64 = server_cpu.iter().map(CpuMeter::seconds).sum();
+                step["server_cpu_us_per_delivery"] =
+                    json!((secs * 1e6 / deliveries as f64 * 1000.0).round() / 1000.0);
+            }
+        }
+        if let Some(cpu) = &bus_cpu {
+            step["bus_cpu_cores"] = json!((cpu.cores() * 100.0).round() / 100.0);
         }
         if opts.server_pid.is_some() {
             step["server_rss_max_bytes"] = json!(rss_max.load(Ordering::Relaxed));

@@ -54,9 +54,23 @@ pub struct Target {
     /// Where this process's connections start in the round-robin (a shard of a
     /// multi-process run starts after the shards before it).
     pub offset: usize,
+    /// More servers of one cluster: connection `i` goes to `[addr, also..]` round-robin
+    /// (from the offset), so `addr` gets every N-th connection, the first included.
+    pub also: Vec<SocketAddr>,
 }
 
 impl Target {
+    /// The server connection number `i` goes to.
+    pub fn addr_of(&self, i: usize) -> SocketAddr {
+        if self.also.is_empty() {
+            return self.addr;
+        }
+        match (i + self.offset) % (self.also.len() + 1) {
+            0 => self.addr,
+            k => self.also[k - 1],
+        }
+    }
+
     /// The source address of connection number `i`.
     pub fn source(&self, i: usize) -> Option<IpAddr> {
         (!self.sources.is_empty()).then(|| self.sources[(i + self.offset) % self.sources.len()])
@@ -69,8 +83,10 @@ impl Target {
     ///
     /// A message naming the address that is not loopback.
     pub fn check_loopback(&self) -> Result<(), String> {
-        if !self.addr.ip().is_loopback() {
-            return Err(format!("{} is not a loopback address", self.addr.ip()));
+        for addr in std::iter::once(&self.addr).chain(&self.also) {
+            if !addr.ip().is_loopback() {
+                return Err(format!("{} is not a loopback address", addr.ip()));
+            }
         }
         if let Some(s) = self.sources.iter().find(|s| !s.is_loopback()) {
             return Err(format!("source {s} is not a loopback address"));

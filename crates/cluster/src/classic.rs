@@ -185,6 +185,9 @@ impl ClassicAdapter {
         let opts_value = parts.get(2);
         let mut opts = read_opts(opts_value);
         opts.local = true;
+        opts.ack_id = field(packet, "id")
+            .and_then(Value::as_u64)
+            .filter(|id| *id >= socketio::SHARED_ACK_IDS);
         if let Some(room) = rest.strip_suffix('#') {
             // A room channel: only what targets exactly that room.
             if opts.rooms.len() != 1 || opts.rooms[0].as_str() != room {
@@ -602,7 +605,10 @@ impl Adapter for ClassicAdapter {
         opts: &BroadcastOptions,
     ) -> Result<usize, Error> {
         if !opts.local {
-            let packet = write_packet(&self.nsp, event, args, None)?;
+            // A shared ack id travels with the packet: the other nodes' clients answer
+            // their own node, whose namespace's ack handler gets it (the IM service
+            // moves delivered watermarks so, on whichever node the member is).
+            let packet = write_packet(&self.nsp, event, args, opts.ack_id)?;
             let message = Value::Array(vec![
                 Value::from(self.uid.as_str()),
                 packet,

@@ -263,6 +263,11 @@ async fn broadcasts_cross_nodes_by_interest() {
         other => panic!("expected the attachment, got {other:?}"),
     }
 
+    // A shared ack id travels with the packet (the IM service's delivery acks).
+    let id = socketio::SHARED_ACK_IDS + 5;
+    b.ns().to("team").ack_id(id).emit("acked", ()).unwrap();
+    assert_eq!(next_text(&mut ca).await, format!(r#"42{id}["acked"]"#));
+
     // `local` stays on its node.
     b.ns().broadcast().local().emit("mine", ()).unwrap();
     assert_eq!(next_text(&mut cb).await, r#"42["mine"]"#);

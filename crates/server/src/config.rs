@@ -1971,8 +1971,14 @@ mod tests {
     /// shared by many nodes.
     #[test]
     fn cluster_settings() {
-        assert!(load_env(&[]).unwrap().config.cluster.is_none(), "alone by default");
-        let pg = ("HERALD_IM__STORE", "postgres://herald@127.0.0.1:5432/herald");
+        assert!(
+            load_env(&[]).unwrap().config.cluster.is_none(),
+            "alone by default"
+        );
+        let pg = (
+            "HERALD_IM__STORE",
+            "postgres://herald@127.0.0.1:5432/herald",
+        );
         let loaded = load_env(&[
             ("HERALD_CLUSTER__REDIS_URL", "redis://127.0.0.1:6379/2"),
             ("HERALD_CLUSTER__KEY_PREFIX", "chat"),
@@ -1989,7 +1995,10 @@ mod tests {
         let off = ("HERALD_IM__ENABLED", "false");
         assert!(load_env(&[("HERALD_CLUSTER__REDIS_URL", "redis://r:1"), off]).is_ok());
         for (pairs, named) in [
-            (vec![("HERALD_CLUSTER__REDIS_URL", "http://r:1"), off], "cluster.redis_url"),
+            (
+                vec![("HERALD_CLUSTER__REDIS_URL", "http://r:1"), off],
+                "cluster.redis_url",
+            ),
             (
                 vec![
                     ("HERALD_CLUSTER__REDIS_URL", "redis://r:1"),
@@ -2022,7 +2031,10 @@ mod tests {
                 ],
                 "cluster.request_timeout_ms",
             ),
-            (vec![("HERALD_CLUSTER__REDIS_URL", "redis://r:1")], "im.store"),
+            (
+                vec![("HERALD_CLUSTER__REDIS_URL", "redis://r:1")],
+                "im.store",
+            ),
         ] {
             let err = load_env(&pairs).unwrap_err();
             assert!(err.to_string().contains(named), "{pairs:?}: {err}");

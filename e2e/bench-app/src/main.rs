@@ -42,7 +42,7 @@ fn main() {
     let runtime = bench_app::runtime("bench-server");
     runtime.block_on(async move {
         let mut builder = Server::builder();
-        if let Ok(url) = std::env::var("REDIS_URL") {
+        if let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
             match cluster::RedisCluster::new(cluster::Options::new(url.clone())) {
                 Ok(c) => {
                     eprintln!("bench-server: joining the cluster on {url}");
