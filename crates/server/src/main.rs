@@ -63,7 +63,7 @@ enum Command {
     Version,
     /// Herald's load generator (loopback targets only): idle, connect-storm, fanout,
     /// fanout-max, echo.
-    Bench(bench::cli::Cli),
+    Bench(Box<bench::cli::Cli>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,7 +78,7 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Bench(args)) => ExitCode::from(bench::cli::run(args).clamp(0, 255) as u8),
+        Some(Command::Bench(args)) => ExitCode::from(bench::cli::run(*args).clamp(0, 255) as u8),
         Some(Command::Version) => {
             println!("herald {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
