@@ -9,7 +9,7 @@ import { io as connect } from "socket.io-client";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { Emitter } from "@socket.io/redis-emitter";
 import { createClient } from "redis";
-import { once, privateRedis, sleep, startServer } from "./harness.mjs";
+import { once, privateRedis, sleep, startServer, until } from "./harness.mjs";
 
 let redis, herald, nodeIo, nodeUrl, heraldUrl, redisClients = [];
 const clients = [];
@@ -58,14 +58,6 @@ async function numsub(channel) {
   const c = await redisClient();
   const out = await c.pubSubNumSub(channel);
   return out[channel];
-}
-
-async function until(f, what, ms = 3000) {
-  const deadline = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
-    await sleep(20);
-  }
 }
 
 before(async () => {

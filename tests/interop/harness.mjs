@@ -310,3 +310,12 @@ export async function privateRedis() {
     resume: () => child.kill("SIGCONT"),
   };
 }
+
+/** Resolves once `f()` (maybe async) is true, checking every 25 ms; rejects after `ms`. */
+export async function until(f, what, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (!(await f())) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+    await sleep(25);
+  }
+}
