@@ -478,6 +478,8 @@ fn settle(bus: &Bus, generation: u64, channels: &[Box<str>], ok: bool, subscribe
     }
     let mut subs = bus.subs.lock();
     let mut retry = Vec::new();
+    // Counted as they change (a scan of every channel per batch would cost O(sockets)).
+    let mut changed = 0usize;
     for channel in channels {
         if !ok {
             retry.push(channel.clone());
@@ -487,6 +489,7 @@ fn settle(bus: &Bus, generation: u64, channels: &[Box<str>], ok: bool, subscribe
             wanted: false,
             subscribed: false,
         });
+        changed += usize::from(sub.subscribed != subscribe);
         sub.subscribed = subscribe;
         if sub.wanted != sub.subscribed {
             retry.push(channel.clone());
@@ -494,10 +497,21 @@ fn settle(bus: &Bus, generation: u64, channels: &[Box<str>], ok: bool, subscribe
             subs.channels.remove(channel);
         }
     }
-    let n = subs.channels.values().filter(|s| s.subscribed).count();
     subs.changed.extend(retry);
+    // Under the lock, so that a reconnect's reset to 0 cannot fall between.
+    if subscribe {
+        bus.stats
+            .subscriptions
+            .fetch_add(changed, Ordering::Relaxed);
+    } else {
+        let _ = bus
+            .stats
+            .subscriptions
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(changed))
+            });
+    }
     drop(subs);
-    bus.stats.subscriptions.store(n, Ordering::Relaxed);
     if !ok {
         tracing::debug!(subscribe, "cluster: a subscription change failed; retrying");
     }

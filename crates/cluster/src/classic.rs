@@ -655,41 +655,27 @@ impl Adapter for ClassicAdapter {
             if nodes > 0 {
                 let rx = me.expect(&id);
                 me.publish_request(&request);
+                // Each node tells its client count, then passes on each client's ack.
                 let mut counted = 0usize;
                 let mut expected = 0usize;
-                let mut acks = 0usize;
-                let (answers, _) = me
-                    .gather(id, rx, timeout, |answer| {
-                        match field(answer, "type").and_then(Value::as_u64) {
-                            Some(kind::BROADCAST_CLIENT_COUNT) => {
-                                counted += 1;
-                                expected += field(answer, "clientCount")
-                                    .and_then(Value::as_u64)
-                                    .map_or(0, |n| n as usize);
-                            }
-                            Some(kind::BROADCAST_ACK) => acks += 1,
-                            _ => {}
-                        }
-                        counted >= nodes && acks >= expected
-                    })
-                    .await;
-                let mut expected = 0usize;
-                let mut got = 0usize;
-                for answer in &answers {
+                me.gather(id, rx, timeout, |answer| {
                     match field(answer, "type").and_then(Value::as_u64) {
                         Some(kind::BROADCAST_CLIENT_COUNT) => {
+                            counted += 1;
                             expected += field(answer, "clientCount")
                                 .and_then(Value::as_u64)
                                 .map_or(0, |n| n as usize);
                         }
                         Some(kind::BROADCAST_ACK) => {
-                            got += 1;
                             let arg = field(answer, "packet").cloned().unwrap_or(Value::Nil);
                             results.push(Ok(ack_response(&arg, parser)));
                         }
                         _ => {}
                     }
-                }
+                    counted >= nodes && results.len() >= expected
+                })
+                .await;
+                let got = results.len();
                 // Clients counted whose acks did not come in time.
                 for _ in got..expected {
                     results.push(Err(AckError::Timeout));
