@@ -279,7 +279,13 @@ async fn broadcasts_cross_nodes_by_interest() {
     let stats = a.cluster.stats();
     assert!(stats.published.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     // The gauge follows: the namespace's four channels and the socket's own room.
-    wait_for(|| stats.subscriptions.load(std::sync::atomic::Ordering::Relaxed) == 5).await;
+    wait_for(|| {
+        stats
+            .subscriptions
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 5
+    })
+    .await;
 }
 
 /// fetchSockets, allRooms, socketsJoin/Leave, disconnectSockets, serverSideEmit with
