@@ -58,6 +58,8 @@ pub(crate) struct Conv {
     /// The fan-out budget (`im.conversation_fanout_rate`): each message costs its member
     /// count. `None` until the first send. parking_lot mutex: held to take from it.
     pub(crate) budget: Mutex<Option<Bucket>>,
+    /// On many nodes: a look at a gap in the pushes is scheduled (one at a time).
+    pub(crate) gap_check: AtomicBool,
 }
 
 /// The recent messages of a group whose authors are kept for its receipts: a watermark
@@ -183,19 +185,27 @@ impl Conv {
     /// Runs `push` (the push of message `seq`) once every message before it has been
     /// pushed, and then any that waited for it. One caller at a time runs the pushes
     /// that are ready (the others only queue theirs), so they go out in order even
-    /// though they run outside the lock.
-    pub(crate) fn push_in_order(&self, seq: u64, push: Box<dyn FnOnce() + Send>) {
+    /// though they run outside the lock. Returns whether pushes are left waiting for
+    /// one before them (on many nodes, a message whose news has not come: see
+    /// `relay`).
+    ///
+    /// A message whose turn has passed is pushed at once when it was stored before this
+    /// copy was loaded (its news came after the load), and not at all when it came
+    /// after (it was pushed: news of a message can come twice on many nodes, from its
+    /// node and from the store).
+    pub(crate) fn push_in_order(&self, seq: u64, push: Box<dyn FnOnce() + Send>) -> bool {
         {
             let mut p = self.pushes.lock();
             if seq < p.next {
-                // Stored before this cache knew the conversation: its turn has passed.
                 drop(p);
-                push();
-                return;
+                if seq <= self.loaded_seq {
+                    push();
+                }
+                return false;
             }
             p.waiting.insert(seq, push);
             if p.running {
-                return;
+                return false;
             }
             p.running = true;
         }
@@ -213,7 +223,7 @@ impl Conv {
                 }
                 if ready.is_empty() {
                     p.running = false;
-                    return;
+                    return !p.waiting.is_empty();
                 }
                 ready
             };
@@ -243,6 +253,11 @@ pub(crate) struct Cache {
     /// A conversation loads under the lock of its stripe: concurrent first uses wait for
     /// one load, not one each.
     loading: Box<[tokio::sync::Mutex<()>]>,
+    /// On many nodes: for conversations not cached, the last sequence number when a
+    /// member's socket joined their room here (the lowest such): a load starts its pushes
+    /// after it, so what was committed on other nodes meanwhile, and whose news was lost
+    /// with the bus, is pushed from the store (see `relay`).
+    baselines: DashMap<ConversationId, u64>,
 }
 
 impl Default for Cache {
@@ -253,6 +268,7 @@ impl Default for Cache {
             loading: (0..LOAD_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            baselines: DashMap::new(),
         }
     }
 }
@@ -302,6 +318,10 @@ impl Cache {
             0 => None,
             _ => store.messages(id, None, None, 1).await?.pop().map(Arc::new),
         };
+        let base = self
+            .baselines
+            .remove(&id)
+            .map_or(row.last_seq, |(_, b)| b.min(row.last_seq));
         let conv = Arc::new(Conv {
             id,
             kind: row.kind,
@@ -309,19 +329,20 @@ impl Cache {
             owner: RwLock::new(row.owner.as_deref().map(Arc::from)),
             created_ms: row.created_ms,
             last_seq: AtomicU64::new(row.last_seq),
-            loaded_seq: row.last_seq,
+            loaded_seq: base,
             members: RwLock::new(members),
             last: Mutex::new(last),
             authors: Mutex::new(BTreeMap::new()),
             latest_by: Mutex::new(Vec::new()),
             pushes: Mutex::new(Pushes {
-                next: row.last_seq + 1,
+                next: base + 1,
                 waiting: BTreeMap::new(),
                 running: false,
             }),
             used: AtomicU64::new(self.clock.load(Ordering::Relaxed)),
             typing: AtomicBool::new(false),
             budget: Mutex::new(None),
+            gap_check: AtomicBool::new(false),
         });
         self.convs.insert(id, conv.clone());
         Ok(conv)
@@ -352,19 +373,98 @@ impl Cache {
         self.clock.fetch_max(secs, Ordering::Relaxed);
     }
 
-    /// Drops the conversations unused for `idle_secs` that nothing but the cache holds;
-    /// returns how many. Each shard is locked for writing while it is walked, so no one
-    /// takes a clone of a conversation while its holders are counted.
-    pub(crate) fn evict_idle(&self, idle_secs: u64) -> usize {
+    /// Drops the conversations unused for `idle_secs` that nothing but the cache holds
+    /// and `keep` does not keep; returns how many. Each shard is locked for writing while
+    /// it is walked, so no one takes a clone of a conversation while its holders are
+    /// counted.
+    pub(crate) fn evict_idle(
+        &self,
+        idle_secs: u64,
+        keep: impl Fn(ConversationId) -> bool,
+    ) -> usize {
         let now = self.clock.load(Ordering::Relaxed);
         let mut evicted = 0;
-        self.convs.retain(|_, conv| {
-            let keep = Arc::strong_count(conv) > 1
-                || now.saturating_sub(conv.used.load(Ordering::Relaxed)) < idle_secs;
-            evicted += usize::from(!keep);
-            keep
+        self.convs.retain(|id, conv| {
+            let kept = Arc::strong_count(conv) > 1
+                || now.saturating_sub(conv.used.load(Ordering::Relaxed)) < idle_secs
+                || keep(*id);
+            evicted += usize::from(!kept);
+            kept
         });
         evicted
+    }
+
+    /// Notes that a member's socket joined conversation `id`'s room when its last
+    /// sequence number was `last_seq` (on many nodes; see [`Cache::baselines`]).
+    pub(crate) fn baseline(&self, id: ConversationId, last_seq: u64) {
+        if self.convs.contains_key(&id) {
+            return;
+        }
+        self.baselines
+            .entry(id)
+            .and_modify(|b| *b = (*b).min(last_seq))
+            .or_insert(last_seq);
+    }
+
+    /// Forgets the baselines `keep` does not keep (their rooms have no member here).
+    pub(crate) fn sweep_baselines(&self, keep: impl Fn(ConversationId) -> bool) {
+        self.baselines.retain(|id, _| keep(*id));
+    }
+
+    /// The ids of the conversations cached.
+    pub(crate) fn ids(&self) -> Vec<ConversationId> {
+        self.convs.iter().map(|e| *e.key()).collect()
+    }
+
+    /// Reads `conv`'s members and owner again from the store (on many nodes, after
+    /// another node changed them). Watermarks only move forward.
+    pub(crate) async fn reload_members(
+        &self,
+        store: &Store,
+        conv: &Conv,
+    ) -> Result<(), StoreError> {
+        let row = store
+            .conversation(conv.id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let mut fresh = HashMap::with_capacity(row.member_count as usize);
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.members(conv.id, after.clone(), 1000).await?;
+            let done = page.len() < 1000;
+            after = page.last().map(|m| m.user.clone());
+            fresh.extend(
+                page.into_iter()
+                    .map(|m| (m.user.clone(), (m.role, m.read_seq, m.delivered_seq))),
+            );
+            if done {
+                break;
+            }
+        }
+        let mut members = conv.members.write();
+        members.retain(|user, _| fresh.contains_key(&**user));
+        for (user, (role, read, delivered)) in fresh {
+            match members.get_mut(user.as_str()) {
+                Some(m) => {
+                    m.role = role;
+                    advance(&m.read_seq, read);
+                    advance(&m.delivered_seq, delivered);
+                }
+                None => {
+                    members.insert(
+                        Arc::from(user.as_str()),
+                        CachedMember {
+                            role,
+                            read_seq: AtomicU64::new(read),
+                            delivered_seq: AtomicU64::new(delivered),
+                        },
+                    );
+                }
+            }
+        }
+        drop(members);
+        *conv.owner.write() = row.owner.as_deref().map(Arc::from);
+        Ok(())
     }
 
     /// Conversations cached.
@@ -397,6 +497,7 @@ impl Conv {
             used: AtomicU64::new(0),
             typing: AtomicBool::new(false),
             budget: Mutex::new(None),
+            gap_check: AtomicBool::new(false),
         }
     }
 }
@@ -435,13 +536,17 @@ mod tests {
 
         // Not idle long enough: nothing leaves.
         cache.tick(5);
-        assert_eq!(cache.evict_idle(10), 0);
+        assert_eq!(cache.evict_idle(10, |_| false), 0);
         // Used at 5: still not idle at 12; idle at 16.
         drop(cache.peek(b.id));
         cache.tick(12);
-        assert_eq!(cache.evict_idle(10), 0);
+        assert_eq!(cache.evict_idle(10, |_| false), 0);
         cache.tick(16);
-        assert_eq!(cache.evict_idle(10), 1, "the unused one, not the held one");
+        assert_eq!(
+            cache.evict_idle(10, |_| false),
+            1,
+            "the unused one, not the held one"
+        );
         assert!(cache.peek(b.id).is_none());
         assert!(cache.peek(a.id).is_some(), "a held conversation stays");
 
@@ -462,7 +567,7 @@ mod tests {
         drop(back);
         drop(held);
         cache.tick(100);
-        assert_eq!(cache.evict_idle(10), 2);
+        assert_eq!(cache.evict_idle(10, |_| false), 2);
         assert_eq!(cache.len(), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }

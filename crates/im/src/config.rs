@@ -51,6 +51,10 @@ pub struct Config {
     /// messages a second, one of 100 a hundred, a direct conversation is never held by
     /// it, and any conversation may take one message a second.
     pub conversation_fanout_rate: f64,
+    /// Whether the service runs on many nodes (set by the server when `[cluster]` is
+    /// configured; the store is then shared): the nodes tell each other messages,
+    /// member changes, typing and sessions (see the `relay` module).
+    pub clustered: bool,
 }
 
 /// `im.device_policy`: what a new device of a user does to the connected ones.
@@ -87,6 +91,7 @@ impl Default for Config {
             send_rate: 20.0,
             send_burst: 40.0,
             conversation_fanout_rate: 10_000.0,
+            clustered: false,
         }
     }
 }

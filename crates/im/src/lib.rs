@@ -31,6 +31,7 @@ mod cmd;
 mod limit;
 mod presence;
 mod receipts;
+mod relay;
 mod typing;
 mod wire;
 
@@ -132,6 +133,10 @@ pub(crate) struct Inner {
     pub(crate) stats: Arc<ImStats>,
     /// Namespace `/im`, once the Socket.IO server is built.
     pub(crate) ns: OnceLock<Arc<Namespace>>,
+    /// On many nodes: this node's id and what it heard of the others.
+    pub(crate) relay: relay::Relay,
+    /// Itself, for the tasks its callbacks spawn.
+    pub(crate) this: std::sync::Weak<Inner>,
 }
 
 impl std::fmt::Debug for Im {
@@ -155,7 +160,7 @@ impl Im {
     ) -> Result<Im, ImError> {
         let store = Store::open(&config.store, store_stats)?;
         Ok(Im {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|this| Inner {
                 presence: presence::Presence::new(&config, stats.clone()),
                 stats,
                 recent: moka::sync::Cache::builder()
@@ -168,6 +173,8 @@ impl Im {
                 store,
                 cache: cache::Cache::default(),
                 ns: OnceLock::new(),
+                relay: relay::Relay::new(),
+                this: this.clone(),
             }),
         })
     }
@@ -211,7 +218,9 @@ impl Im {
         }
         let gone = self.inner.clone();
         let acks = self.inner.clone();
+        let told = self.inner.clone();
         builder
+            .on_server_side_emit(move |ns, ev| relay::received(&told, ns, ev))
             .on_disconnect(move |socket, reason| {
                 let Some(user) = user_of(socket) else { return };
                 // A Socket.IO disconnect (the client's or the server's) leaves at once;
@@ -229,7 +238,9 @@ impl Im {
                     closed,
                     tokio::time::Instant::now(),
                     cmd::now_ms(),
+                    true,
                 );
+                relay::down(&gone, &user, socket.id(), closed);
                 // The user's last socket on `/im` left: they type nowhere.
                 if alone {
                     gone.typing.gone(&user);
@@ -251,6 +262,18 @@ impl Im {
         tokio::spawn(sweep_cache(Arc::downgrade(&self.inner)));
         tokio::spawn(typing::run(Arc::downgrade(&self.inner)));
         tokio::spawn(presence::run(Arc::downgrade(&self.inner)));
+        if self.inner.config.clustered {
+            tokio::spawn(relay::run(Arc::downgrade(&self.inner)));
+        }
+    }
+
+    /// On many nodes: the bus is up again (or for the first time). The nodes tell each
+    /// other their sessions, and the conversations with members here are caught up from
+    /// the store (what the others committed while the bus was down).
+    pub fn cluster_back(&self) {
+        if self.inner.config.clustered {
+            tokio::spawn(relay::back(self.inner.clone()));
+        }
     }
 
     /// Conversations held in memory now.
@@ -301,7 +324,12 @@ async fn sweep_cache(inner: std::sync::Weak<Inner>) {
         // A walk of the cache every tenth of the idle time (at most once a minute).
         if now >= swept + (idle / 10).clamp(1, 60) {
             swept = now;
-            let evicted = inner.cache.evict_idle(idle);
+            // On many nodes a conversation with members here stays: its pushes' order
+            // is where the next message's news is checked against.
+            let ns = inner.ns.get().filter(|_| inner.config.clustered);
+            let evicted = inner.cache.evict_idle(idle, |id| {
+                ns.is_some_and(|ns| ns.room_len(&conv_room(id)) > 0)
+            });
             if evicted > 0 {
                 tracing::debug!(
                     evicted,

@@ -112,6 +112,29 @@ struct Session {
     platform: Platform,
     /// When its connection was lost: it counts until `lost + grace`.
     lost: Option<Instant>,
+    /// When it connected, in ms since the epoch: of two sessions in each other's way on
+    /// different nodes, the later stays.
+    at_ms: i64,
+    /// The node it is on, on many nodes; `None` for this one's.
+    node: Option<Arc<str>>,
+}
+
+impl Session {
+    /// The order of sessions on different nodes: the later wins.
+    fn key(&self) -> (i64, Sid) {
+        (self.at_ms, self.sid)
+    }
+}
+
+/// A session on another node, as it told (see `relay`); or one of this node's, to tell.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteSession {
+    pub(crate) user: Arc<str>,
+    pub(crate) sid: Sid,
+    pub(crate) device: Arc<str>,
+    pub(crate) platform: Platform,
+    pub(crate) at_ms: i64,
+    pub(crate) node: Arc<str>,
 }
 
 struct User {
@@ -223,7 +246,8 @@ impl Presence {
     }
 
     /// Socket `sid` of `user` connected, from `device` on `platform`: the sockets the
-    /// device policy puts out (to be told `kicked` and disconnected).
+    /// device policy puts out (to be told `kicked` and disconnected). On many nodes, that
+    /// may be this one, when a later session in its way is on another node.
     pub(crate) fn connected(
         &self,
         user: &Arc<str>,
@@ -233,6 +257,48 @@ impl Presence {
         now: Instant,
         now_ms: i64,
     ) -> Vec<Kicked> {
+        let session = Session {
+            sid,
+            device,
+            platform,
+            lost: None,
+            at_ms: now_ms,
+            node: None,
+        };
+        self.arrive(user, session, now, now_ms)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// A session on another node connected: this node's sockets the device policy puts
+    /// out, each with the notice they get (`kicked`).
+    pub(crate) fn connected_remote(
+        &self,
+        s: RemoteSession,
+        now: Instant,
+        now_ms: i64,
+    ) -> Vec<(Kicked, Value)> {
+        let session = Session {
+            sid: s.sid,
+            device: s.device,
+            platform: s.platform,
+            lost: None,
+            at_ms: s.at_ms,
+            node: Some(s.node),
+        };
+        self.arrive(&s.user, session, now, now_ms)
+    }
+
+    /// Adds `new` to `user`'s sessions under the device policy; returns this node's
+    /// sockets put out, with their notices.
+    fn arrive(
+        &self,
+        user: &Arc<str>,
+        new: Session,
+        now: Instant,
+        now_ms: i64,
+    ) -> Vec<(Kicked, Value)> {
         let mut shard = self.shard(user).lock();
         let u = shard.entry(user.clone()).or_insert_with(|| User {
             // Most users have one device connected.
@@ -245,30 +311,45 @@ impl Presence {
         });
         let policy = self.policy;
         let in_way = |s: &Session| {
-            s.device != device
+            s.device != new.device
                 && match policy {
                     DevicePolicy::Multiple => false,
-                    DevicePolicy::OnePerPlatform => s.platform == platform,
+                    DevicePolicy::OnePerPlatform => s.platform == new.platform,
                     DevicePolicy::Single => true,
                 }
         };
+        let notice = |winner: &Session| {
+            json!({
+                "reason": "login_elsewhere",
+                "device": &*winner.device,
+                "platform": winner.platform.as_str(),
+            })
+        };
         let mut kicked = Vec::new();
-        u.sessions.retain(|s| {
-            // A lost connection of the same device is this one again; one in the way
-            // of the new device is gone without a word (its client is not there).
-            let replaced = s.lost.is_some() && s.device == device;
-            let out = in_way(s);
-            if out && s.lost.is_none() {
-                kicked.push(Kicked(s.sid));
+        // A later session in the way on another node: the new one is out (that node
+        // puts out its own sockets; this one, the new socket, if it is here).
+        let beaten = u
+            .sessions
+            .iter()
+            .find(|s| in_way(s) && s.lost.is_none() && s.node != new.node && s.key() > new.key());
+        if let Some(winner) = beaten {
+            if new.node.is_none() {
+                kicked.push((Kicked(new.sid), notice(winner)));
             }
-            !(replaced || out)
-        });
-        u.sessions.push(Session {
-            sid,
-            device,
-            platform,
-            lost: None,
-        });
+        } else {
+            u.sessions.retain(|s| {
+                // A lost connection of the same device is this one again, as is the same
+                // socket told twice; one in the way of the new device is gone without a
+                // word (its client is not there).
+                let replaced = (s.lost.is_some() && s.device == new.device) || s.sid == new.sid;
+                let out = in_way(s);
+                if out && s.lost.is_none() && s.node.is_none() {
+                    kicked.push((Kicked(s.sid), notice(&new)));
+                }
+                !(replaced || out)
+            });
+            u.sessions.push(new);
+        }
         u.last_seen = Some(now_ms);
         self.schedule(u, user, now);
         self.stats
@@ -277,9 +358,88 @@ impl Presence {
         kicked
     }
 
+    /// The sessions of `node` are those of `list` now (it told them all): the others of
+    /// it are dropped, the new ones added. This node's sockets put out by them.
+    pub(crate) fn replace_node(
+        &self,
+        node: &Arc<str>,
+        list: Vec<RemoteSession>,
+        now: Instant,
+        now_ms: i64,
+    ) -> Vec<(Kicked, Value)> {
+        let listed: std::collections::HashSet<Sid> = list.iter().map(|s| s.sid).collect();
+        self.drop_sessions(now, |s| {
+            s.node.as_ref() == Some(node) && !listed.contains(&s.sid)
+        });
+        let mut kicked = Vec::new();
+        for s in list {
+            let known = self
+                .shard(&s.user)
+                .lock()
+                .get(&s.user)
+                .is_some_and(|u| u.sessions.iter().any(|k| k.sid == s.sid));
+            if !known {
+                kicked.extend(self.connected_remote(s, now, now_ms));
+            }
+        }
+        kicked
+    }
+
+    /// Drops the sessions of `node` (gone silent); how many.
+    pub(crate) fn drop_node(&self, node: &str, now: Instant, _now_ms: i64) -> usize {
+        self.drop_sessions(now, |s| s.node.as_deref() == Some(node))
+    }
+
+    fn drop_sessions(&self, now: Instant, gone: impl Fn(&Session) -> bool) -> usize {
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let mut touched = Vec::new();
+            for (user, u) in shard.iter_mut() {
+                let before = u.sessions.len();
+                u.sessions.retain(|s| !gone(s));
+                if u.sessions.len() != before {
+                    dropped += before - u.sessions.len();
+                    touched.push(user.clone());
+                }
+            }
+            for user in touched {
+                if let Some(u) = shard.get_mut(&user) {
+                    self.schedule(u, &user, now);
+                }
+            }
+        }
+        dropped
+    }
+
+    /// This node's connected sessions (to tell the other nodes).
+    pub(crate) fn local_sessions(&self) -> Vec<RemoteSession> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for (user, u) in shard.lock().iter() {
+                for s in u
+                    .sessions
+                    .iter()
+                    .filter(|s| s.node.is_none() && s.lost.is_none())
+                {
+                    out.push(RemoteSession {
+                        user: user.clone(),
+                        sid: s.sid,
+                        device: s.device.clone(),
+                        platform: s.platform,
+                        at_ms: s.at_ms,
+                        node: Arc::from(""),
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Socket `sid` of `user` left: at once when `closed` (a Socket.IO disconnect, or the
-    /// server's), after the grace otherwise. Whether the user has no connected socket
-    /// left (they type nowhere).
+    /// server's), after the grace otherwise; `local` when the socket was this node's (a
+    /// session on another node is told by it). Whether the user has no connected socket
+    /// left anywhere (they type nowhere).
     pub(crate) fn disconnected(
         &self,
         user: &Arc<str>,
@@ -287,6 +447,7 @@ impl Presence {
         closed: bool,
         now: Instant,
         now_ms: i64,
+        local: bool,
     ) -> bool {
         let mut shard = self.shard(user).lock();
         let Some(u) = shard.get_mut(user) else {
@@ -305,7 +466,7 @@ impl Presence {
         let at = if closed { now } else { now + self.grace };
         self.schedule(u, user, at);
         let alone = !u.live();
-        if alone {
+        if alone && local {
             // Written behind whether or not anyone is told (a quick reconnect is not).
             self.unsaved.lock().push((user.to_string(), now_ms));
         }
@@ -450,7 +611,7 @@ impl Presence {
         if all {
             for shard in self.shards.iter() {
                 for (user, u) in shard.lock().iter() {
-                    if !u.sessions.is_empty() {
+                    if u.sessions.iter().any(|s| s.node.is_none()) {
                         out.push((user.to_string(), now_ms));
                     }
                 }
@@ -491,7 +652,13 @@ pub(crate) async fn run(inner: Weak<Inner>) {
                 inner.stats.presence_pushes.fetch_add(1, Ordering::Relaxed);
                 let mut body = p.now.to_json();
                 body["user"] = json!(&*p.user);
-                let _ = ns.to(watchers_room(&p.user)).emit("presence", (body,));
+                // On many nodes each pushes to its own watchers (each knows every node's
+                // sessions).
+                let mut to = ns.to(watchers_room(&p.user));
+                if inner.config.clustered {
+                    to = to.local();
+                }
+                let _ = to.emit("presence", (body,));
             }
         }
         ticks += 1;
@@ -560,10 +727,10 @@ mod tests {
         p.connected(&alice, sid(2), user("d1"), Platform::Web, t0, 1001);
         assert!(p.tick(t0 + TICK).is_empty());
         assert!(
-            !p.disconnected(&alice, sid(2), true, t0, 1002),
+            !p.disconnected(&alice, sid(2), true, t0, 1002, true),
             "one is left"
         );
-        assert!(p.disconnected(&alice, sid(1), true, t0, 1003));
+        assert!(p.disconnected(&alice, sid(1), true, t0, 1003, true));
         // The flap window (two pushes per 10 s) is not reached: offline at once.
         let pushes = p.tick(t0 + TICK);
         assert_eq!(pushes.len(), 1);
@@ -592,7 +759,7 @@ mod tests {
         p.connected(&alice, sid(1), user("d1"), Platform::Web, t0, 1);
         assert_eq!(p.tick(t0).len(), 1);
         // Lost, back within the grace: nobody is told anything.
-        assert!(p.disconnected(&alice, sid(1), false, t0, 2));
+        assert!(p.disconnected(&alice, sid(1), false, t0, 2, true));
         assert_eq!(p.snapshot("alice").map(|s| s.online), Some(true));
         p.connected(
             &alice,
@@ -604,7 +771,7 @@ mod tests {
         );
         assert!(p.tick(t0 + Duration::from_secs(3)).is_empty());
         // Lost for good: offline once the grace is over, not before.
-        p.disconnected(&alice, sid(2), false, t0 + Duration::from_secs(4), 4);
+        p.disconnected(&alice, sid(2), false, t0 + Duration::from_secs(4), 4, true);
         assert!(p.tick(t0 + Duration::from_millis(5900)).is_empty());
         let pushes = p.tick(t0 + Duration::from_secs(6));
         assert_eq!(pushes.len(), 1);
@@ -626,7 +793,7 @@ mod tests {
                 pushes.extend(p.tick(t));
                 t += TICK;
             }
-            p.disconnected(&alice, sid(i), true, t, 0);
+            p.disconnected(&alice, sid(i), true, t, 0, true);
             for _ in 0..5 {
                 pushes.extend(p.tick(t));
                 t += TICK;
@@ -645,7 +812,7 @@ mod tests {
         let t = t0;
         p.connected(&alice, sid(1), user("d1"), Platform::Web, t, 0);
         p.tick(t);
-        p.disconnected(&alice, sid(1), true, t, 0);
+        p.disconnected(&alice, sid(1), true, t, 0, true);
         p.tick(t + TICK);
         p.connected(&alice, sid(2), user("d1"), Platform::Web, t + TICK * 2, 0);
         assert!(p.tick(t + TICK * 2).is_empty(), "held: two pushes already");
@@ -673,7 +840,7 @@ mod tests {
         let kicked = p.connected(&alice, sid(4), user("tablet"), Platform::Ios, t0, 0);
         assert_eq!(kicked, vec![Kicked(sid(2)), Kicked(sid(3))]);
         // The kicked sockets' disconnects change nothing.
-        assert!(!p.disconnected(&alice, sid(2), true, t0, 0));
+        assert!(!p.disconnected(&alice, sid(2), true, t0, 0, true));
         assert_eq!(p.snapshot("alice").map(|s| s.devices), Some(1));
         // one_per_platform: only the one of the same platform.
         let p = presence(|c| c.device_policy = DevicePolicy::OnePerPlatform);
@@ -743,7 +910,7 @@ mod tests {
         let wait = p.take_send("alice", t0).unwrap_err();
         assert_eq!(crate::limit::retry_ms(wait), 100);
         // Reconnecting does not refill it: the user is kept until it is full again.
-        p.disconnected(&alice, sid(1), true, t0, 0);
+        p.disconnected(&alice, sid(1), true, t0, 0, true);
         p.tick(t0);
         p.tick(t0 + TICK);
         p.connected(&alice, sid(2), user("d1"), Platform::Web, t0 + TICK, 0);

@@ -19,4 +19,7 @@ pub struct ImStats {
     pub typing_pushes: AtomicU64,
     /// Conversations held in memory, as of the cache's last tick (every second).
     pub cached_conversations: AtomicI64,
+    /// On many nodes: messages pushed from the store because their news from the node
+    /// that committed them did not come (lost with the bus, or late).
+    pub cluster_filled: AtomicU64,
 }

@@ -162,11 +162,13 @@ pub(crate) async fn run(inner: Weak<Inner>) {
             let users: Vec<&str> = users.iter().map(|u| &**u).collect();
             let push = json!({ "conversation": id, "users": users });
             inner.stats.typing_pushes.fetch_add(1, Ordering::Relaxed);
-            // Volatile: a client that cannot take it now gets the next window's set.
-            let _ = ns
-                .to(crate::conv_room(id))
-                .volatile()
-                .emit("typing", (&push,));
+            // Volatile: a client that cannot take it now gets the next window's set. On
+            // many nodes each pushes to its own sockets (each knows every node's typers).
+            let mut to = ns.to(crate::conv_room(id)).volatile();
+            if inner.config.clustered {
+                to = to.local();
+            }
+            let _ = to.emit("typing", (&push,));
         }
     }
 }

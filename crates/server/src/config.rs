@@ -1115,6 +1115,8 @@ impl ImSection {
             send_rate: sends.map_or(0.0, |(rate, _)| rate),
             send_burst: sends.map_or(1.0, |(_, burst)| f64::from(burst)),
             conversation_fanout_rate: fanout.clamp(0.0, 1e9),
+            // Set with the cluster's section.
+            clustered: false,
         })
     }
 }
@@ -1791,8 +1793,11 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
     let auth = raw.auth.check(&mut c, tiers.anonymous);
     let demo = raw.demo.check(&mut c);
     let log = raw.log.check(&mut c);
-    let im = raw.im.check(&mut c);
+    let mut im = raw.im.check(&mut c);
     let cluster = raw.cluster.check(&mut c);
+    if let Some(im) = im.as_mut() {
+        im.clustered = cluster.is_some();
+    }
     // Each node would have a database of its own: conversations would split.
     if cluster.is_some() && raw.im.enabled && raw.im.store.starts_with("sqlite:") {
         c.fail(

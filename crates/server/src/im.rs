@@ -59,6 +59,10 @@ impl Service for ImService {
         "im"
     }
 
+    fn cluster_back(&self) {
+        self.im.cluster_back();
+    }
+
     fn install(&self, builder: socketio::Builder) -> socketio::Builder {
         let ctx = self.ctx.clone();
         self.im.install(

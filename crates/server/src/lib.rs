@@ -264,6 +264,7 @@ pub async fn start_with(
     });
     if let Some(c) = &cluster {
         announce(c, &state, engine_stats);
+        tokio::spawn(watch_bus(c.clone(), Arc::downgrade(&state)));
     }
     let shutdown = CancellationToken::new();
     let connections = TaskTracker::new();
@@ -327,6 +328,31 @@ impl App {
     fn close_listener(&self) {
         self.shutdown.cancel();
         self.connections.close();
+    }
+}
+
+/// Tells the services each time the cluster's bus comes up (the first time, and after
+/// each outage), until the server is gone.
+async fn watch_bus(cluster: cluster::RedisCluster, state: std::sync::Weak<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = (false, 0);
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        let stats = cluster.stats();
+        let now = (
+            cluster.is_connected(),
+            stats.reconnects.load(Ordering::Relaxed),
+        );
+        // Up now, and either down before or reconnected since (an outage shorter than a
+        // tick).
+        if now.0 && (!seen.0 || now.1 != seen.1) {
+            for s in &state.services {
+                s.cluster_back();
+            }
+        }
+        seen = now;
     }
 }
 

@@ -428,6 +428,13 @@ pub fn render(state: &AppState, tls: Option<&crate::tls::Tls>) -> String {
         load(&im.kicked),
     );
     out.one(
+        "herald_im_cluster_filled_total",
+        "counter",
+        "IM messages pushed from the store because their news from the node that committed \
+         them did not come (many nodes).",
+        load(&im.cluster_filled),
+    );
+    out.one(
         "herald_im_presence_pushes_total",
         "counter",
         "Presence changes pushed to watchers (one per change of a user, to all of them).",

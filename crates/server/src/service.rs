@@ -112,6 +112,10 @@ pub trait Service: Send + Sync + 'static {
         let _ = io;
     }
 
+    /// On many nodes: the cluster's bus is up, for the first time or again after an
+    /// outage (what the other nodes said meanwhile was lost).
+    fn cluster_back(&self) {}
+
     /// The service's HTTP routes, merged into the server's router. Routes under `/api/`
     /// take the `crate::api::ApiKey` extractor like the server's own.
     fn routes(&self) -> Router<Arc<AppState>> {

@@ -169,6 +169,14 @@ impl Namespace {
             .collect()
     }
 
+    /// How many of this node's sockets are in `room` (a socket's own id room included).
+    pub fn room_len(&self, room: &str) -> usize {
+        if let Some(r) = self.rooms.get(&Str::from(room.to_owned())) {
+            return r.len();
+        }
+        Sid::parse(room).map_or(0, |sid| usize::from(self.sockets.contains_key(&sid)))
+    }
+
     /// A broadcast to the namespace.
     pub fn broadcast(self: &Arc<Self>) -> BroadcastOperator {
         BroadcastOperator::new(self.clone())

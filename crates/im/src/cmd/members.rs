@@ -199,7 +199,10 @@ pub(crate) async fn apply(
         }
     };
     match inner.store.change_members(conv.id, change, on_writer).await {
-        Ok(c) => Ok(c),
+        Ok(c) => {
+            crate::relay::members_changed(inner, conv.id);
+            Ok(c)
+        }
         Err(e) => {
             if applied.load(Ordering::Acquire) {
                 // Made in memory, then the commit failed: the cached copy is dropped (the

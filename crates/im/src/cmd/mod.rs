@@ -50,13 +50,14 @@ pub(crate) fn connected(inner: &Arc<Inner>, socket: &SocketRef) {
         return;
     };
     let device = device.unwrap_or_else(|| Arc::from(socket.id().as_str()));
+    let at_ms = now_ms();
     let kicked = inner.presence.connected(
         &user,
         socket.id(),
         device.clone(),
         platform,
         tokio::time::Instant::now(),
-        now_ms(),
+        at_ms,
     );
     // Closed meanwhile (its connection went between the namespace's insert and this):
     // its disconnect may have found nothing to remove, so it is removed here (twice does
@@ -69,9 +70,11 @@ pub(crate) fn connected(inner: &Arc<Inner>, socket: &SocketRef) {
             false,
             tokio::time::Instant::now(),
             now_ms(),
+            true,
         );
         return;
     }
+    crate::relay::up(inner, &user, socket.id(), &device, platform, at_ms);
     if !kicked.is_empty() {
         let notice = serde_json::json!({
             "reason": "login_elsewhere",
@@ -95,6 +98,9 @@ pub(crate) fn connected(inner: &Arc<Inner>, socket: &SocketRef) {
         match inner.store.conversations_of(&user).await {
             Ok(list) => {
                 for (conversation, _) in list {
+                    if inner.config.clustered {
+                        inner.cache.baseline(conversation.id, conversation.last_seq);
+                    }
                     let room = crate::conv_room(conversation.id);
                     socket.join(room.clone());
                     // Removed between the read and the join: the removal's leave may

@@ -121,7 +121,7 @@ pub(crate) fn send(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
 
 /// A message is committed: the conversation's head and the sender's watermark move, and
 /// the message is pushed, in sequence order, to every socket of the conversation but
-/// `except` (the sending one).
+/// `except` (the sending one); on many nodes, the others are told.
 pub(crate) fn committed(
     inner: &Inner,
     conv: &Arc<Conv>,
@@ -129,7 +129,6 @@ pub(crate) fn committed(
     stored: &store::Stored,
     except: Option<&str>,
 ) {
-    advance(&conv.last_seq, stored.seq);
     let message = Arc::new(Message {
         id: stored.id,
         conversation: message.conversation,
@@ -139,6 +138,16 @@ pub(crate) fn committed(
         body: message.body,
         ts_ms: stored.ts_ms,
     });
+    crate::relay::committed(inner, &message);
+    noted(inner, conv, &message, true);
+    push(inner, conv, message, except.map(str::to_owned));
+}
+
+/// What a message committed changes in `conv`'s cached copy: its head, the sender's
+/// typing and read watermark (the receipts it causes are announced by the node that
+/// committed it: `here`), the message's place for the devices' acks.
+pub(crate) fn noted(inner: &Inner, conv: &Conv, message: &Arc<Message>, here: bool) {
+    advance(&conv.last_seq, message.seq);
     {
         let mut last = conv.last.lock();
         if last.as_ref().is_none_or(|l| l.seq < message.seq) {
@@ -148,7 +157,7 @@ pub(crate) fn committed(
     // Sending reads the conversation up to the message sent, and ends the sender's typing.
     if let Some(sender) = &message.sender {
         inner.typing.stopped(conv, sender);
-        conv.note_author(stored.seq, sender);
+        conv.note_author(message.seq, sender);
         // The members' own key for the sender: no allocation per message.
         let moved = conv
             .members
@@ -157,27 +166,35 @@ pub(crate) fn committed(
             .map(|(user, m)| {
                 (
                     user.clone(),
-                    m.read_seq.fetch_max(stored.seq, Ordering::AcqRel),
+                    m.read_seq.fetch_max(message.seq, Ordering::AcqRel),
                 )
             });
-        if let Some((user, from)) = moved.filter(|(_, f)| *f < stored.seq) {
+        if let Some((user, from)) = moved.filter(|(_, f)| here && *f < message.seq) {
             inner
                 .receipts
-                .moved(message.conversation, &user, from, Some(stored.seq), None);
+                .moved(message.conversation, &user, from, Some(message.seq), None);
         }
     }
     inner
         .recent
-        .insert(stored.id, (message.conversation, stored.seq));
+        .insert(message.id, (message.conversation, message.seq));
+}
+
+/// Pushes `message` to this node's sockets of its conversation but `except`, in
+/// sequence order; one encoding, one ack id that names the message.
+pub(crate) fn push(inner: &Inner, conv: &Arc<Conv>, message: Arc<Message>, except: Option<String>) {
     let ns = inner.ns.get().cloned();
-    let except = except.map(str::to_owned);
-    conv.push_in_order(
-        stored.seq,
+    let clustered = inner.config.clustered;
+    let gap = conv.push_in_order(
+        message.seq,
         Box::new(move || {
             let Some(ns) = ns else { return };
             // Every other socket of the conversation, the sender's other devices
-            // included; one encoding, one ack id that names the message.
+            // included; on many nodes, this node's (each pushes to its own).
             let mut to = ns.to(conv_room(message.conversation));
+            if clustered {
+                to = to.local();
+            }
             if let Some(except) = except {
                 to = to.except(except);
             }
@@ -186,6 +203,9 @@ pub(crate) fn committed(
                 .emit("message", (MessageOut(&message),));
         }),
     );
+    if gap {
+        crate::relay::gap(inner, conv);
+    }
 }
 
 /// Takes a message's fan-out from `conv`'s budget (`im.conversation_fanout_rate`: a

@@ -53,4 +53,5 @@ fn note(inner: &Inner, conv: &Conv, t: &Typing, user: &Arc<str>) {
     } else {
         inner.typing.stopped(conv, user);
     }
+    crate::relay::typing(inner, conv.id, user, t.typing);
 }
