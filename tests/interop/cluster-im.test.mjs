@@ -4,7 +4,7 @@
 // can send on the other at once, typing and presence are seen across nodes (once, not
 // once per node), the device policy puts out a device on the other node within 500 ms,
 // and messages acked while Redis is down reach the other node's members once it is back,
-// each once, in order.
+// each once, in order; a killed node's users go offline for the others.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import {
@@ -188,11 +188,37 @@ test("the device policy across nodes: a new device of the platform puts out the 
   assert.ok(second.connected, "the new device stays");
 });
 
+test("a node killed (SIGKILL): its users go offline for the watchers on the other nodes", async () => {
+  const h3 = await startHerald({
+    HERALD_CLUSTER__REDIS_URL: redis.url,
+    HERALD_IM__STORE: db.url,
+    HERALD_IM__PRESENCE_GRACE_MS: "0",
+    HERALD_AUTH__JWT_SECRET: SECRET,
+  });
+  try {
+    await logged(h3, /caught up with the other nodes/);
+    const watcher = await im(h1, "x-watcher");
+    const pushes = record(watcher, "presence");
+    await ask(watcher, "presence.subscribe", { users: ["x-frank"] });
+    await im(h3, "x-frank");
+    await until(() => pushes.some((p) => p.data.user === "x-frank" && p.data.online), "online");
+    const killed = Date.now();
+    await h3.stop("SIGKILL");
+    await until(() => pushes.some((p) => p.data.user === "x-frank" && !p.data.online), "offline after the kill", 10_000);
+    const after = Date.now() - killed;
+    assert.ok(after <= 8000, `offline ${after} ms after the kill`);
+  } finally {
+    await h3.stop();
+  }
+});
+
 test("messages acked while Redis is down reach the member on the other node once it is back, each once, in order", async () => {
   const alice = await im(h1, "r-alice");
   const bob = await im(h2, "r-bob");
   const { conversation } = await ask(alice, "conversation.create", { type: "direct", with: "r-bob" });
   const got = record(bob, "message");
+  const presence = record(alice, "presence");
+  await ask(alice, "presence.subscribe", { users: ["r-bob"] });
   await ask(alice, "send", { conversation: conversation.id, cid: "r-0", body: 0 });
   await until(() => got.length === 1, "the first message");
   await redis.stop();
@@ -200,7 +226,8 @@ test("messages acked while Redis is down reach the member on the other node once
     const r = await ask(alice, "send", { conversation: conversation.id, cid: `r-${i}`, body: i });
     assert.equal(r.seq, i + 1, "acked: stored while the bus is down");
   }
-  await sleep(300);
+  // Longer than a node may stay silent: with the bus down, silence says nothing.
+  await sleep(6000);
   await redis.start();
   await until(() => got.length >= 6, "the five sent while Redis was down", 10_000);
   // After the catch-up, the bus carries the next one as usual.
@@ -208,4 +235,11 @@ test("messages acked while Redis is down reach the member on the other node once
   await until(() => got.length >= 7, "the next one", 5000);
   await sleep(500);
   assert.deepEqual(got.map((m) => m.data.seq), [1, 2, 3, 4, 5, 6, 7]);
+  assert.deepEqual(
+    presence.filter((p) => !p.data.online).map((p) => p.data),
+    [],
+    "bob, on the other node, never seen offline through the outage",
+  );
+  const seen = await ask(alice, "presence.subscribe", { users: ["r-bob"] });
+  assert.ok(JSON.stringify(seen).includes('"online":true'), JSON.stringify(seen));
 });

@@ -515,6 +515,32 @@ mod tests {
         Conv::empty(1)
     }
 
+    /// Pushes go out in sequence order; one behind a gap waits (and says so); one whose
+    /// turn has passed goes out at once if it was stored before the copy was loaded,
+    /// and not again otherwise (news of a message twice, on many nodes).
+    #[test]
+    fn pushes_in_order_once() {
+        let mut c = conv();
+        c.loaded_seq = 3;
+        c.pushes.lock().next = 4;
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let push = |seq: u64| {
+            let out = out.clone();
+            Box::new(move || out.lock().push(seq)) as Box<dyn FnOnce() + Send>
+        };
+        assert!(c.push_in_order(6, push(6)), "6 waits for 5");
+        assert!(out.lock().is_empty());
+        assert!(c.push_in_order(4, push(4)), "4 goes, 6 still waits");
+        assert!(!c.push_in_order(5, push(5)));
+        assert_eq!(*out.lock(), vec![4, 5, 6]);
+        assert!(!c.push_in_order(5, push(5)), "pushed already: dropped");
+        assert!(
+            !c.push_in_order(2, push(2)),
+            "stored before the load: pushed"
+        );
+        assert_eq!(*out.lock(), vec![4, 5, 6, 2]);
+    }
+
     /// A conversation unused for the idle time leaves the cache, and comes back from the
     /// store as it is there now; one still held somewhere stays, however idle.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

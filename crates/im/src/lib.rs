@@ -267,11 +267,16 @@ impl Im {
         }
     }
 
-    /// On many nodes: the bus is up again (or for the first time). The nodes tell each
-    /// other their sessions, and the conversations with members here are caught up from
-    /// the store (what the others committed while the bus was down).
-    pub fn cluster_back(&self) {
-        if self.inner.config.clustered {
+    /// On many nodes: the bus went down (`false`), or is up (`true`), for the first time
+    /// or again. Up, the nodes tell each other their sessions, and the conversations with
+    /// members here are caught up from the store (what the others committed while the
+    /// bus was down); while it is down, no node counts as gone for being silent.
+    pub fn cluster_bus(&self, up: bool) {
+        if !self.inner.config.clustered {
+            return;
+        }
+        self.inner.relay.bus(up);
+        if up {
             tokio::spawn(relay::back(self.inner.clone()));
         }
     }

@@ -895,6 +895,93 @@ mod tests {
         assert!(per_user <= 256, "{per_user} bytes per user");
     }
 
+    fn remote(
+        user: &str,
+        n: u8,
+        device: &str,
+        platform: Platform,
+        at_ms: i64,
+        node: &str,
+    ) -> RemoteSession {
+        RemoteSession {
+            user: Arc::from(user),
+            sid: sid(n),
+            device: Arc::from(device),
+            platform,
+            at_ms,
+            node: Arc::from(node),
+        }
+    }
+
+    /// On many nodes the later session wins, whichever node it is on: a later one
+    /// elsewhere puts out this node's socket; an earlier one told late is itself out
+    /// (its node puts it out), and this node's socket stays.
+    #[test]
+    fn the_later_session_wins_across_nodes() {
+        let p = presence(|c| c.device_policy = DevicePolicy::Single);
+        let alice = user("alice");
+        let t0 = Instant::now();
+        assert!(p
+            .connected(&alice, sid(1), user("phone"), Platform::Ios, t0, 1000)
+            .is_empty());
+        // Later, on node b: the phone here is put out, told who won.
+        let kicked = p.connected_remote(
+            remote("alice", 2, "laptop", Platform::Web, 2000, "b"),
+            t0,
+            2000,
+        );
+        assert_eq!(kicked.len(), 1);
+        assert_eq!(kicked[0].0, Kicked(sid(1)));
+        assert_eq!(kicked[0].1["device"], "laptop");
+        assert_eq!(p.snapshot("alice").map(|s| s.devices), Some(1));
+        // Earlier (told late), on node c: nothing here is put out, and it is not counted.
+        let late = p.connected_remote(
+            remote("alice", 3, "tablet", Platform::Ios, 1500, "c"),
+            t0,
+            2100,
+        );
+        assert!(late.is_empty());
+        assert_eq!(p.snapshot("alice").map(|s| s.devices), Some(1));
+        // A socket connecting here while a later one is on node b (clocks apart): the new
+        // one is out at once.
+        let beaten = p.connected(&alice, sid(4), user("watch"), Platform::Other, t0, 1900);
+        assert_eq!(beaten, vec![Kicked(sid(4))]);
+        assert_eq!(p.snapshot("alice").map(|s| s.devices), Some(1));
+    }
+
+    /// A node's whole list replaces what was known of it; a silent node's sessions go;
+    /// this node's own sessions are what it tells, and the only ones whose last seen
+    /// time it writes.
+    #[test]
+    fn sessions_of_other_nodes() {
+        let p = presence(|_| {});
+        let (alice, bob) = (user("alice"), user("bob"));
+        let t0 = Instant::now();
+        p.connected(&alice, sid(1), user("phone"), Platform::Ios, t0, 10);
+        p.connected_remote(remote("bob", 2, "pc", Platform::Desktop, 10, "b"), t0, 10);
+        p.connected_remote(remote("alice", 3, "pc", Platform::Desktop, 10, "b"), t0, 10);
+        assert_eq!(p.snapshot("alice").map(|s| s.devices), Some(2));
+        let mine: Vec<Sid> = p.local_sessions().iter().map(|s| s.sid).collect();
+        assert_eq!(mine, vec![sid(1)]);
+        // Node b says it has only bob's now (alice's went while the bus was down).
+        p.replace_node(
+            &Arc::from("b"),
+            vec![remote("bob", 2, "pc", Platform::Desktop, 10, "b")],
+            t0,
+            20,
+        );
+        assert_eq!(p.snapshot("alice").map(|s| s.devices), Some(1));
+        assert_eq!(p.snapshot("bob").map(|s| s.online), Some(true));
+        // A remote session's end writes no last seen time here.
+        assert!(p.disconnected(&bob, sid(2), true, t0, 30, false));
+        assert!(p.take_unsaved(false, 40).is_empty());
+        p.connected_remote(remote("bob", 5, "pc", Platform::Desktop, 50, "b"), t0, 50);
+        assert_eq!(p.drop_node("b", t0, 60), 1);
+        p.tick(t0);
+        assert_eq!(p.snapshot("bob").map(|s| s.online), Some(false));
+        assert_eq!(p.take_unsaved(true, 70), vec![("alice".to_owned(), 70)]);
+    }
+
     #[test]
     fn sends_are_held_to_the_rate() {
         let p = presence(|c| {

@@ -10,7 +10,7 @@
 //!   numbers are contiguous: a committed `n` means every message before it is
 //!   committed), and one whose turn has passed is not pushed again: so every member
 //!   online on any node gets every message, in order, once. When the bus comes back
-//!   after an outage ([`crate::Im::cluster_back`]), every conversation with members
+//!   after an outage ([`crate::Im::cluster_bus`]), every conversation with members
 //!   here is read from the store after the last message pushed here.
 //! - **Members.** A change of a conversation's members ([`MEMBERS`]): the nodes that
 //!   hold it read its members again (the rooms follow by the adapter's `socketsJoin`).
@@ -26,7 +26,7 @@
 //! conversation: each message costs one delivery per node on the bus.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +75,9 @@ pub(crate) struct Relay {
     /// When each other node was last heard from. parking_lot mutex: held to note or
     /// sweep.
     heard: Mutex<HashMap<Arc<str>, Instant>>,
+    /// Whether this node's bus is up: while it is down, silence says nothing of the
+    /// others.
+    bus_up: AtomicBool,
 }
 
 impl Relay {
@@ -82,6 +85,19 @@ impl Relay {
         Relay {
             node: Arc::from(format!("{:016x}", rand::random::<u64>()).as_str()),
             heard: Mutex::default(),
+            bus_up: AtomicBool::new(false),
+        }
+    }
+
+    /// The bus went down or came up; up, every node known gets a new [`NODE_SILENT`] to
+    /// be heard from.
+    pub(crate) fn bus(&self, up: bool) {
+        self.bus_up.store(up, Ordering::Release);
+        if up {
+            let now = Instant::now();
+            for at in self.heard.lock().values_mut() {
+                *at = now;
+            }
         }
     }
 
@@ -96,8 +112,12 @@ impl Relay {
         }
     }
 
-    /// The nodes not heard from for [`NODE_SILENT`], forgotten.
+    /// The nodes not heard from for [`NODE_SILENT`], forgotten (none while the bus is
+    /// down).
     fn silent(&self) -> Vec<Arc<str>> {
+        if !self.bus_up.load(Ordering::Acquire) {
+            return Vec::new();
+        }
         let now = Instant::now();
         let mut gone = Vec::new();
         self.heard.lock().retain(|node, at| {

@@ -59,8 +59,8 @@ impl Service for ImService {
         "im"
     }
 
-    fn cluster_back(&self) {
-        self.im.cluster_back();
+    fn cluster_bus(&self, up: bool) {
+        self.im.cluster_bus(up);
     }
 
     fn install(&self, builder: socketio::Builder) -> socketio::Builder {

@@ -331,8 +331,8 @@ impl App {
     }
 }
 
-/// Tells the services each time the cluster's bus comes up (the first time, and after
-/// each outage), until the server is gone.
+/// Tells the services each time the cluster's bus goes down or comes up (the first
+/// time, and after each outage), until the server is gone.
 async fn watch_bus(cluster: cluster::RedisCluster, state: std::sync::Weak<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -345,11 +345,13 @@ async fn watch_bus(cluster: cluster::RedisCluster, state: std::sync::Weak<AppSta
             cluster.is_connected(),
             stats.reconnects.load(Ordering::Relaxed),
         );
-        // Up now, and either down before or reconnected since (an outage shorter than a
+        // Down, or up after being down (or reconnected since: an outage shorter than a
         // tick).
-        if now.0 && (!seen.0 || now.1 != seen.1) {
+        let down = seen.0 && !now.0;
+        let up = now.0 && (!seen.0 || now.1 != seen.1);
+        if down || up {
             for s in &state.services {
-                s.cluster_back();
+                s.cluster_bus(up);
             }
         }
         seen = now;

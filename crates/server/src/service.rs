@@ -112,9 +112,12 @@ pub trait Service: Send + Sync + 'static {
         let _ = io;
     }
 
-    /// On many nodes: the cluster's bus is up, for the first time or again after an
-    /// outage (what the other nodes said meanwhile was lost).
-    fn cluster_back(&self) {}
+    /// On many nodes: the cluster's bus went down (`false`), or is up (`true`), for the
+    /// first time or again after an outage (what the other nodes said meanwhile was
+    /// lost).
+    fn cluster_bus(&self, up: bool) {
+        let _ = up;
+    }
 
     /// The service's HTTP routes, merged into the server's router. Routes under `/api/`
     /// take the `crate::api::ApiKey` extractor like the server's own.
