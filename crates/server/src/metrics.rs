@@ -398,6 +398,12 @@ pub fn render(state: &AppState, tls: Option<&crate::tls::Tls>) -> String {
             &st.failed_commits,
         ),
         (
+            "herald_store_retried_commits_total",
+            "Write transactions run again after PostgreSQL aborted them (a deadlock with \
+             another node's writer on the same database, a serialization failure).",
+            &st.retried_commits,
+        ),
+        (
             "herald_store_refused_total",
             "Writes refused because the store's queue was full (answered unavailable).",
             &st.refused,

@@ -32,16 +32,16 @@ const _: () = assert!(
 ///
 /// A database newer than this build ([`StoreError::Conflict`]), or the failing statement.
 pub(crate) async fn postgres(client: &mut tokio_postgres::Client) -> Result<u32, StoreError> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations \
-             (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)",
-        )
-        .await?;
     let tx = client.transaction().await?;
-    // Any constant, the same for every Herald: "herald" in ASCII.
+    // Any constant, the same for every Herald: "herald" in ASCII. Taken before the table
+    // of versions is made: two nodes making it at once would collide.
     tx.batch_execute("SELECT pg_advisory_xact_lock(104101114097108100)")
         .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations \
+         (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+    )
+    .await?;
     let current: i32 = tx
         .query_one(
             "SELECT coalesce(max(version), 0) FROM schema_migrations",

@@ -72,8 +72,15 @@ struct Conn {
 type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 /// A write job: its statements, then their failure if one failed (the batch is then
-/// lost) and what to do once the transaction is over.
-type Job = Box<dyn FnOnce(Arc<Conn>) -> BoxFuture<(Option<StoreError>, Done)> + Send>;
+/// lost) and what to do once the transaction is over. Run again when its transaction is
+/// (after a deadlock with another node's writer): each run answers with its own `Done`,
+/// and only the last one's is called.
+type Job = Box<dyn FnMut(Arc<Conn>) -> BoxFuture<(Option<StoreError>, Done)> + Send>;
+
+/// Times a transaction is run when it deadlocks with another writer (another node's, on
+/// the same database) or fails to serialize; PostgreSQL aborts one of the two, and
+/// running it again is what its documentation prescribes.
+const TRANSACTION_RUNS: u32 = 5;
 
 impl PgStore {
     /// Starts the store for `config.url` (`postgres://user@host:port/database`): the
@@ -137,19 +144,27 @@ impl PgStore {
     fn submit<T, F>(&self, f: F) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
     where
         T: Send + 'static,
-        F: FnOnce(Arc<Conn>) -> BoxFuture<Result<T, StoreError>> + Send + 'static,
+        F: FnMut(Arc<Conn>) -> BoxFuture<Result<T, StoreError>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        // Taken by the `Done` that is called: the one of the run that committed.
+        let tx = Arc::new(parking_lot::Mutex::new(Some(tx)));
         let op = crate::stats::operation();
+        let mut f = f;
         let job: Job = Box::new(move |conn| {
+            let run = f(conn);
+            let tx = tx.clone();
             Box::pin(crate::stats::counted(op, async move {
-                let result = f(conn).await;
+                let result = run.await;
                 let failed = match &result {
                     Err(e @ StoreError::Unavailable(_)) => Some(e.clone()),
                     _ => None,
                 };
                 let done: Done = Box::new(move |committed: Result<(), StoreError>| {
-                    let _ = tx.send(committed.and(result));
+                    let taken = tx.lock().take();
+                    if let Some(tx) = taken {
+                        let _ = tx.send(committed.and(result));
+                    }
                 });
                 (failed, done)
             }))
@@ -216,6 +231,7 @@ impl PgStore {
         let users = vec![first.to_owned(), second.to_owned()];
         let stats = self.inner.stats.clone();
         self.submit(move |conn| {
+            let (key, users, stats) = (key.clone(), users.clone(), stats.clone());
             Box::pin(async move {
                 if same {
                     return Err(StoreError::Conflict(
@@ -232,14 +248,28 @@ impl PgStore {
                 if let Some(row) = found {
                     return Ok((conversation_row(&row)?, false));
                 }
-                let id: i64 = c
-                    .query_one(
+                // Another node's writer may make the same pair at the same moment: its row
+                // wins (this insert waits for it, then does nothing) and is the answer.
+                let inserted = c
+                    .query_opt(
                         "INSERT INTO conversations (kind, direct_key, member_count, created_ms) \
-                         VALUES ('direct', $1, 2, $2) RETURNING id",
+                         VALUES ('direct', $1, 2, $2) \
+                         ON CONFLICT (direct_key) DO NOTHING RETURNING id",
                         &[&key, &ts_ms],
                     )
-                    .await?
-                    .get(0);
+                    .await?;
+                let Some(inserted) = inserted else {
+                    let row = c
+                        .query_one(
+                            &format!(
+                                "SELECT {CONVERSATION} FROM conversations WHERE direct_key = $1"
+                            ),
+                            &[&key],
+                        )
+                        .await?;
+                    return Ok((conversation_row(&row)?, false));
+                };
+                let id: i64 = inserted.get(0);
                 insert_members(c, id, &users, Role::Member, 0).await?;
                 stats.wrote(3);
                 Ok((fetch_conversation(c, id).await?, true))
@@ -262,6 +292,8 @@ impl PgStore {
         let owner = owner.map(str::to_owned);
         let stats = self.inner.stats.clone();
         self.submit(move |conn| {
+            let (owner, title, members, stats) =
+                (owner.clone(), title.clone(), members.clone(), stats.clone());
             Box::pin(async move {
                 let c = &conn.client;
                 let id: i64 = c
@@ -302,10 +334,12 @@ impl PgStore {
         applied: A,
     ) -> impl Future<Output = Result<MembersChanged, StoreError>> + Send + 'static
     where
-        A: FnOnce(&MembersChanged) + Send + 'static,
+        A: Fn(&MembersChanged) + Send + Sync + 'static,
     {
         let stats = self.inner.stats.clone();
+        let applied = Arc::new(applied);
         self.submit(move |conn| {
+            let (change, stats, applied) = (change.clone(), stats.clone(), applied.clone());
             Box::pin(async move {
                 let changed = change_members(&conn.client, conversation, change, &stats).await?;
                 applied(&changed);
@@ -338,10 +372,12 @@ impl PgStore {
         gate: G,
     ) -> impl Future<Output = Result<Stored, StoreError>> + Send + 'static
     where
-        G: FnOnce() -> Result<(), StoreError> + Send + 'static,
+        G: Fn() -> Result<(), StoreError> + Send + Sync + 'static,
     {
         let stats = self.inner.stats.clone();
+        let (message, gate) = (Arc::new(message), Arc::new(gate));
         self.submit(move |conn| {
+            let (message, gate, stats) = (message.clone(), gate.clone(), stats.clone());
             Box::pin(async move {
                 gate()?;
                 append(&conn, &message, &stats).await
@@ -359,9 +395,11 @@ impl PgStore {
         marks: Vec<Watermark>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let stats = self.inner.stats.clone();
+        let marks = Arc::new(marks);
         self.submit(move |conn| {
+            let (marks, stats) = (marks.clone(), stats.clone());
             Box::pin(async move {
-                for m in &marks {
+                for m in marks.iter() {
                     let read = m.read.map(|s| s as i64);
                     let delivered = m.delivered.map(|s| s as i64);
                     conn.client
@@ -389,6 +427,7 @@ impl PgStore {
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let stats = self.inner.stats.clone();
         self.submit(move |conn| {
+            let (seen, stats) = (seen.clone(), stats.clone());
             Box::pin(async move {
                 if seen.is_empty() {
                     return Ok(());
@@ -594,8 +633,23 @@ impl PgStore {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> StoreError {
-        StoreError::Unavailable(format!("PostgreSQL: {e}"))
+        // The server's own words and SQLSTATE (the error's Display says only "db error").
+        match e.as_db_error() {
+            Some(db) => StoreError::Unavailable(format!(
+                "PostgreSQL [{}]: {}",
+                db.code().code(),
+                db.message()
+            )),
+            None => StoreError::Unavailable(format!("PostgreSQL: {e}")),
+        }
     }
+}
+
+/// Whether a failed transaction may simply be run again: a deadlock with another writer
+/// (SQLSTATE 40P01) or a serialization failure (40001).
+fn retryable(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(m)
+        if m.starts_with("PostgreSQL [40P01]") || m.starts_with("PostgreSQL [40001]"))
 }
 
 const CONVERSATION: &str = "id, kind, title, owner, last_seq, member_count, created_ms";
@@ -960,40 +1014,57 @@ async fn connect(
     })
 }
 
-/// Runs `batch` in one transaction and answers every job.
+/// Runs `batch` in one transaction and answers every job; runs it again (up to
+/// [`TRANSACTION_RUNS`] times) when PostgreSQL aborted it for a deadlock or a
+/// serialization failure, so that writers of several nodes on one database do not fail
+/// each other's callers.
 async fn commit(conn: &Arc<Conn>, batch: &mut Vec<Job>, stats: &StoreStats) {
     let jobs = batch.len() as u64;
-    let mut done: Vec<Done> = Vec::with_capacity(batch.len());
-    let outcome: Result<(), StoreError> = async {
-        conn.client.batch_execute("BEGIN").await?;
-        for job in batch.drain(..) {
-            let (failed, finish) = job(conn.clone()).await;
-            done.push(finish);
-            if let Some(e) = failed {
-                return Err(e);
+    let mut run = 0;
+    loop {
+        run += 1;
+        let mut done: Vec<Done> = Vec::with_capacity(batch.len());
+        let outcome: Result<(), StoreError> = async {
+            conn.client.batch_execute("BEGIN").await?;
+            for job in batch.iter_mut() {
+                let (failed, finish) = job(conn.clone()).await;
+                done.push(finish);
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+            }
+            conn.client.batch_execute("COMMIT").await?;
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                StoreStats::add(&stats.commits, 1);
+                StoreStats::add(&stats.jobs, jobs);
+                for d in done {
+                    d(Ok(()));
+                }
+            }
+            Err(e) if retryable(&e) && run < TRANSACTION_RUNS && !conn.client.is_closed() => {
+                StoreStats::add(&stats.retried_commits, 1);
+                tracing::debug!(error = %e, jobs, run, "store: a write transaction aborted; run again");
+                let _ = conn.client.batch_execute("ROLLBACK").await;
+                // Apart, so that the two writers do not meet again at once.
+                let pause = rand::random::<u64>() % (5 * u64::from(run)) + 1;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                continue;
+            }
+            Err(e) => {
+                StoreStats::add(&stats.failed_commits, 1);
+                tracing::error!(error = %e, jobs, "store: a write transaction failed");
+                let _ = conn.client.batch_execute("ROLLBACK").await;
+                // Jobs not run (after a failure) answer `unavailable` when dropped.
+                for d in done {
+                    d(Err(e.clone()));
+                }
             }
         }
-        conn.client.batch_execute("COMMIT").await?;
-        Ok(())
-    }
-    .await;
-    // Jobs not run (after a failure) are dropped: their callers get `unavailable`.
-    batch.clear();
-    match outcome {
-        Ok(()) => {
-            StoreStats::add(&stats.commits, 1);
-            StoreStats::add(&stats.jobs, jobs);
-            for d in done {
-                d(Ok(()));
-            }
-        }
-        Err(e) => {
-            StoreStats::add(&stats.failed_commits, 1);
-            tracing::error!(error = %e, jobs, "store: a write transaction failed");
-            let _ = conn.client.batch_execute("ROLLBACK").await;
-            for d in done {
-                d(Err(e.clone()));
-            }
-        }
+        batch.clear();
+        return;
     }
 }

@@ -266,7 +266,7 @@ impl SqliteStore {
         applied: A,
     ) -> impl std::future::Future<Output = Result<MembersChanged, StoreError>> + Send + 'static
     where
-        A: FnOnce(&MembersChanged) + Send + 'static,
+        A: Fn(&MembersChanged) + Send + Sync + 'static,
     {
         let stats = self.inner.stats.clone();
         self.inner.writer.submit(move |conn| {
@@ -304,7 +304,7 @@ impl SqliteStore {
         gate: G,
     ) -> impl std::future::Future<Output = Result<Stored, StoreError>> + Send + 'static
     where
-        G: FnOnce() -> Result<(), StoreError> + Send + 'static,
+        G: Fn() -> Result<(), StoreError> + Send + Sync + 'static,
     {
         let stats = self.inner.stats.clone();
         // Atomic by itself (see `append`): no savepoint around it.

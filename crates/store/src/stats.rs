@@ -74,6 +74,9 @@ pub struct StoreStats {
     pub jobs: AtomicU64,
     /// Write transactions that failed (every job in them was answered `unavailable`).
     pub failed_commits: AtomicU64,
+    /// Write transactions run again after PostgreSQL aborted them (a deadlock with
+    /// another node's writer, a serialization failure).
+    pub retried_commits: AtomicU64,
     /// Jobs refused because the writer's queue was full.
     pub refused: AtomicU64,
     /// Per operation. parking_lot mutex: held for one addition or a copy.

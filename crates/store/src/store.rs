@@ -142,7 +142,7 @@ impl Store {
         applied: A,
     ) -> StoreFuture<MembersChanged>
     where
-        A: FnOnce(&MembersChanged) + Send + 'static,
+        A: Fn(&MembersChanged) + Send + Sync + 'static,
     {
         both!(self, s => s.change_members(conversation, change, applied))
     }
@@ -155,7 +155,7 @@ impl Store {
     /// See [`SqliteStore::append_if`].
     pub fn append_if<G>(&self, message: NewMessage, gate: G) -> StoreFuture<Stored>
     where
-        G: FnOnce() -> Result<(), StoreError> + Send + 'static,
+        G: Fn() -> Result<(), StoreError> + Send + Sync + 'static,
     {
         both!(self, s => s.append_if(message, gate))
     }

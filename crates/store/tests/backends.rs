@@ -466,3 +466,86 @@ async fn postgres_migrates_from_v1() {
         .await
         .unwrap();
 }
+
+/// Two nodes' stores on one database: opened at once (their migrations take turns), then
+/// writing the same conversations in opposite orders, in batched transactions that
+/// deadlock each other in PostgreSQL. Every write succeeds (an aborted transaction is run
+/// again), and every conversation's sequence numbers are contiguous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_writers_on_one_database() {
+    let Some((client, admin)) = postgres_admin().await else {
+        return;
+    };
+    let db = format!("herald_store_two_{}", std::process::id());
+    let config = Config {
+        url: fresh_database(&client, &admin, &db).await,
+        ..Config::default()
+    };
+    let (sa, sb) = (
+        Arc::new(StoreStats::default()),
+        Arc::new(StoreStats::default()),
+    );
+    let a = Store::open(&config, sa.clone()).unwrap();
+    let b = Store::open(&config, sb.clone()).unwrap();
+    ready(&a).await;
+    ready(&b).await;
+    const CONVS: usize = 20;
+    const ROUNDS: usize = 30;
+    let mut ids = Vec::new();
+    for i in 0..CONVS {
+        // The same pair made from both nodes at once: one conversation.
+        let (x, y) = (format!("u{i}"), format!("v{i}"));
+        let (one, two) = tokio::join!(a.create_direct(&x, &y, 1), b.create_direct(&y, &x, 1));
+        let (one, two) = (one.unwrap().0, two.unwrap().0);
+        assert_eq!(one.id, two.id);
+        ids.push(one.id);
+    }
+    type Write = std::pin::Pin<
+        Box<dyn std::future::Future<Output = (i64, Result<store::Stored, StoreError>)> + Send>,
+    >;
+    let mut writes: Vec<Write> = Vec::new();
+    for round in 0..ROUNDS {
+        for (k, &id) in ids.iter().enumerate() {
+            let w = a.append(message(id, &format!("u{k}"), &format!("a{round}")));
+            writes.push(Box::pin(async move { (id, w.await) }) as Write);
+        }
+        for (k, &id) in ids.iter().enumerate().rev() {
+            let w = b.append(message(id, &format!("v{k}"), &format!("b{round}")));
+            writes.push(Box::pin(async move { (id, w.await) }) as Write);
+        }
+    }
+    let mut by_conv: std::collections::HashMap<i64, Vec<u64>> = Default::default();
+    for (id, w) in futures_join(writes).await {
+        let stored = w.expect("every write succeeds");
+        by_conv.entry(id).or_default().push(stored.seq);
+    }
+    for (id, mut seqs) in by_conv {
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=2 * ROUNDS as u64).collect::<Vec<_>>(),
+            "conversation {id}"
+        );
+    }
+    let failed = StoreStats::get(&sa.failed_commits) + StoreStats::get(&sb.failed_commits);
+    let retried = StoreStats::get(&sa.retried_commits) + StoreStats::get(&sb.retried_commits);
+    println!("two writers: {retried} transactions run again, {failed} failed");
+    assert_eq!(failed, 0);
+    drop((a, b));
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
+/// Awaits every future, each on a task of its own.
+async fn futures_join<T: Send + 'static>(
+    futures: Vec<impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}

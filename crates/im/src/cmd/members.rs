@@ -193,8 +193,8 @@ pub(crate) async fn apply(
         move |c: &MembersChanged| {
             applied.store(true, Ordering::Release);
             conv.apply(c);
-            if let Some(ns) = ns {
-                rooms(&ns, conv.id, c);
+            if let Some(ns) = &ns {
+                rooms(ns, conv.id, c);
             }
         }
     };

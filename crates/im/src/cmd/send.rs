@@ -262,8 +262,8 @@ pub(crate) fn append(
 ) -> impl std::future::Future<Output = Result<store::Stored, StoreError>> + std::marker::Send + 'static
 {
     let (conv, sender) = (conv.clone(), sender.cloned());
-    inner.store.append_if(message, move || match sender {
-        Some(user) if conv.role(&user).is_none() => Err(StoreError::NotFound),
+    inner.store.append_if(message, move || match &sender {
+        Some(user) if conv.role(user).is_none() => Err(StoreError::NotFound),
         _ => Ok(()),
     })
 }
