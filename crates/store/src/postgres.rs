@@ -77,8 +77,8 @@ type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// and only the last one's is called.
 type Job = Box<dyn FnMut(Arc<Conn>) -> BoxFuture<(Option<StoreError>, Done)> + Send>;
 
-/// Times a transaction is run when it deadlocks with another writer (another node's, on
-/// the same database) or fails to serialize; PostgreSQL aborts one of the two, and
+/// Times a job is run when its transaction deadlocks with another writer (another node's,
+/// on the same database) or fails to serialize; PostgreSQL aborts one of the two, and
 /// running it again is what its documentation prescribes.
 const TRANSACTION_RUNS: u32 = 5;
 
@@ -1014,57 +1014,87 @@ async fn connect(
     })
 }
 
-/// Runs `batch` in one transaction and answers every job; runs it again (up to
-/// [`TRANSACTION_RUNS`] times) when PostgreSQL aborted it for a deadlock or a
-/// serialization failure, so that writers of several nodes on one database do not fail
-/// each other's callers.
+/// Runs `batch` in one transaction and answers every job. When PostgreSQL aborted it for a
+/// deadlock or a serialization failure (writers of several nodes on one database), its
+/// jobs are run again one transaction each, each up to [`TRANSACTION_RUNS`] times: small
+/// transactions rarely meet in a cycle, so other nodes' writers do not fail this one's
+/// callers.
 async fn commit(conn: &Arc<Conn>, batch: &mut Vec<Job>, stats: &StoreStats) {
     let jobs = batch.len() as u64;
-    let mut run = 0;
-    loop {
-        run += 1;
-        let mut done: Vec<Done> = Vec::with_capacity(batch.len());
-        let outcome: Result<(), StoreError> = async {
-            conn.client.batch_execute("BEGIN").await?;
+    match attempt(conn, batch).await {
+        Ok(done) => {
+            StoreStats::add(&stats.commits, 1);
+            StoreStats::add(&stats.jobs, jobs);
+            for d in done {
+                d(Ok(()));
+            }
+        }
+        Err((e, _)) if retryable(&e) && !conn.client.is_closed() => {
+            StoreStats::add(&stats.retried_commits, 1);
+            tracing::debug!(error = %e, jobs, "store: a write transaction aborted; its jobs run again one by one");
+            let _ = conn.client.batch_execute("ROLLBACK").await;
             for job in batch.iter_mut() {
-                let (failed, finish) = job(conn.clone()).await;
-                done.push(finish);
-                if let Some(e) = failed {
-                    return Err(e);
-                }
-            }
-            conn.client.batch_execute("COMMIT").await?;
-            Ok(())
-        }
-        .await;
-        match outcome {
-            Ok(()) => {
-                StoreStats::add(&stats.commits, 1);
-                StoreStats::add(&stats.jobs, jobs);
-                for d in done {
-                    d(Ok(()));
-                }
-            }
-            Err(e) if retryable(&e) && run < TRANSACTION_RUNS && !conn.client.is_closed() => {
-                StoreStats::add(&stats.retried_commits, 1);
-                tracing::debug!(error = %e, jobs, run, "store: a write transaction aborted; run again");
-                let _ = conn.client.batch_execute("ROLLBACK").await;
-                // Apart, so that the two writers do not meet again at once.
-                let pause = rand::random::<u64>() % (5 * u64::from(run)) + 1;
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-                continue;
-            }
-            Err(e) => {
-                StoreStats::add(&stats.failed_commits, 1);
-                tracing::error!(error = %e, jobs, "store: a write transaction failed");
-                let _ = conn.client.batch_execute("ROLLBACK").await;
-                // Jobs not run (after a failure) answer `unavailable` when dropped.
-                for d in done {
-                    d(Err(e.clone()));
+                let mut run = 1;
+                loop {
+                    run += 1;
+                    match attempt(conn, std::slice::from_mut(job)).await {
+                        Ok(done) => {
+                            StoreStats::add(&stats.commits, 1);
+                            StoreStats::add(&stats.jobs, 1);
+                            for d in done {
+                                d(Ok(()));
+                            }
+                        }
+                        Err((e, _))
+                            if retryable(&e)
+                                && run < TRANSACTION_RUNS
+                                && !conn.client.is_closed() =>
+                        {
+                            StoreStats::add(&stats.retried_commits, 1);
+                            let _ = conn.client.batch_execute("ROLLBACK").await;
+                            // Apart, so that the two writers do not meet again at once.
+                            let pause = rand::random::<u64>() % (5 * u64::from(run)) + 1;
+                            tokio::time::sleep(Duration::from_millis(pause)).await;
+                            continue;
+                        }
+                        Err((e, done)) => failed(conn, stats, &e, done, 1).await,
+                    }
+                    break;
                 }
             }
         }
-        batch.clear();
-        return;
+        Err((e, done)) => failed(conn, stats, &e, done, jobs).await,
+    }
+    // Jobs not run (after a failure) answer `unavailable` when dropped.
+    batch.clear();
+}
+
+/// Runs `jobs` in one transaction: what each leaves to do, or the failure and what the
+/// jobs run before it left.
+async fn attempt(conn: &Arc<Conn>, jobs: &mut [Job]) -> Result<Vec<Done>, (StoreError, Vec<Done>)> {
+    let mut done: Vec<Done> = Vec::with_capacity(jobs.len());
+    if let Err(e) = conn.client.batch_execute("BEGIN").await {
+        return Err((e.into(), done));
+    }
+    for job in jobs.iter_mut() {
+        let (failed, finish) = job(conn.clone()).await;
+        done.push(finish);
+        if let Some(e) = failed {
+            return Err((e, done));
+        }
+    }
+    match conn.client.batch_execute("COMMIT").await {
+        Ok(()) => Ok(done),
+        Err(e) => Err((e.into(), done)),
+    }
+}
+
+/// A transaction failed for good: rolled back, its jobs answered with the error.
+async fn failed(conn: &Conn, stats: &StoreStats, e: &StoreError, done: Vec<Done>, jobs: u64) {
+    StoreStats::add(&stats.failed_commits, 1);
+    tracing::error!(error = %e, jobs, "store: a write transaction failed");
+    let _ = conn.client.batch_execute("ROLLBACK").await;
+    for d in done {
+        d(Err(e.clone()));
     }
 }
