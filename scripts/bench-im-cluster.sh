@@ -24,7 +24,7 @@ base=${PORT:-3391}
 redis_port=${REDIS_PORT:-6392}
 secret=bench-im-secret-bench-im-secret-0123456789
 bin=target/release
-cargo build --release -p herald-server >/dev/null
+[ -n "${NO_BUILD:-}" ] || cargo build --release -p herald-server >/dev/null
 
 pids=()
 dirs=()

@@ -23,7 +23,15 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 use tokio::sync::{mpsc, Notify};
 
-use crate::classic::ClassicAdapter;
+/// What an adapter does with the messages of its namespace's channels.
+pub(crate) trait Inbound: Send + Sync {
+    /// A message on `<prefix>#<nsp>#<rest>`.
+    fn on_broadcast(&self, rest: &str, payload: &[u8]) -> Result<(), String>;
+    /// A message on `<prefix>-request#<nsp>#`.
+    fn on_request(&self, payload: &[u8]) -> Result<(), String>;
+    /// A message on `<prefix>-response#<nsp>#...`.
+    fn on_response(&self, payload: &[u8]) -> Result<(), String>;
+}
 
 /// At most this many publishes wait for Redis; beyond it (Redis down or too slow) new
 /// ones are dropped and counted.
@@ -84,7 +92,9 @@ pub(crate) struct Bus {
     lost: Notify,
     out: mpsc::UnboundedSender<Publish>,
     queued: AtomicUsize,
-    routes: RwLock<HashMap<String, Weak<ClassicAdapter>>>,
+    routes: RwLock<HashMap<String, Weak<dyn Inbound>>>,
+    /// Sharded pub/sub (`SSUBSCRIBE`, `SPUBLISH`, `SHARDNUMSUB`) rather than the classic.
+    pub(crate) sharded: bool,
     /// `<prefix>-herald-nodes#`: Herald nodes' heartbeats (Node servers never use it).
     pub(crate) nodes_channel: String,
     /// The last heartbeat of each Herald node, by node id.
@@ -110,7 +120,7 @@ impl redis::aio::AsyncPushSender for Pushes {
 impl Bus {
     /// Starts the link's tasks on the current runtime; the first connection is tried at
     /// once and retried until Redis answers.
-    pub(crate) fn start(client: redis::Client, prefix: String) -> Arc<Bus> {
+    pub(crate) fn start(client: redis::Client, prefix: String, sharded: bool) -> Arc<Bus> {
         let (out, out_rx) = mpsc::unbounded_channel();
         let bus = Arc::new(Bus {
             nodes_channel: format!("{prefix}-herald-nodes#"),
@@ -124,6 +134,7 @@ impl Bus {
             out,
             queued: AtomicUsize::new(0),
             routes: RwLock::new(HashMap::new()),
+            sharded,
             stats: BusStats::default(),
         });
         let (push_tx, push_rx) = mpsc::unbounded_channel();
@@ -140,7 +151,7 @@ impl Bus {
     }
 
     /// Routes the namespace's messages to `adapter`.
-    pub(crate) fn register(&self, nsp: &str, adapter: Weak<ClassicAdapter>) {
+    pub(crate) fn register(&self, nsp: &str, adapter: Weak<dyn Inbound>) {
         self.routes.write().insert(nsp.to_owned(), adapter);
     }
 
@@ -201,12 +212,16 @@ impl Bus {
         }
     }
 
-    /// How many connections subscribe `channel` (`PUBSUB NUMSUB`); `None` when Redis
-    /// does not answer.
+    /// How many connections subscribe `channel` (`PUBSUB NUMSUB`, or `SHARDNUMSUB` on
+    /// sharded pub/sub); `None` when Redis does not answer.
     pub(crate) async fn numsub(&self, channel: &str) -> Option<usize> {
         let mut conn = self.connection()?;
         let reply: redis::Value = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
+            .arg(if self.sharded {
+                "SHARDNUMSUB"
+            } else {
+                "NUMSUB"
+            })
             .arg(channel)
             .query_async(&mut conn)
             .await
@@ -458,14 +473,41 @@ async fn subscriber(bus: Weak<Bus>) {
         };
         for chunk in add.chunks(SUBSCRIBE_CHUNK) {
             let names: Vec<&str> = chunk.iter().map(|c| &**c).collect();
-            let done = conn.subscribe(&names).await;
+            let done = if strong.sharded {
+                shard_subscription(&mut conn, "SSUBSCRIBE", &names).await
+            } else {
+                conn.subscribe(&names).await
+            };
             settle(&strong, generation, chunk, done.is_ok(), true);
         }
         for chunk in remove.chunks(SUBSCRIBE_CHUNK) {
             let names: Vec<&str> = chunk.iter().map(|c| &**c).collect();
-            let done = conn.unsubscribe(&names).await;
+            let done = if strong.sharded {
+                shard_subscription(&mut conn, "SUNSUBSCRIBE", &names).await
+            } else {
+                conn.unsubscribe(&names).await
+            };
             settle(&strong, generation, chunk, done.is_ok(), false);
         }
+    }
+}
+
+/// `SSUBSCRIBE` or `SUNSUBSCRIBE` of `channels` on the command connection. The client
+/// library has no such call on a standalone connection (only on its cluster client), and
+/// in RESP3 the server confirms them with pushes, not replies: the command goes out with
+/// a `PING` behind it, whose reply is the one awaited (the connection answers in order,
+/// so the confirmations came first; they reach the push handler, which ignores them).
+async fn shard_subscription(
+    conn: &mut MultiplexedConnection,
+    command: &str,
+    channels: &[&str],
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    pipe.cmd(command).arg(channels).cmd("PING");
+    let replies = conn.send_packed_commands(&pipe, 0, 1).await?;
+    match replies.first() {
+        Some(redis::Value::ServerError(e)) => Err(e.clone().into()),
+        _ => Ok(()),
     }
 }
 
@@ -538,8 +580,9 @@ async fn publisher(bus: Weak<Bus>, mut rx: mpsc::UnboundedReceiver<Publish>) {
             continue;
         };
         let mut pipe = redis::pipe();
+        let publish = if bus.sharded { "SPUBLISH" } else { "PUBLISH" };
         for p in batch.drain(..) {
-            pipe.cmd("PUBLISH").arg(p.channel).arg(p.payload);
+            pipe.cmd(publish).arg(p.channel).arg(p.payload);
         }
         match pipe.query_async::<Vec<i64>>(&mut conn).await {
             Ok(receivers) => {
@@ -566,7 +609,7 @@ async fn inbound(bus: Weak<Bus>, mut rx: mpsc::UnboundedReceiver<(u64, PushInfo)
     while let Some((generation, info)) = rx.recv().await {
         let Some(bus) = bus.upgrade() else { return };
         match info.kind {
-            PushKind::Message => {
+            PushKind::Message | PushKind::SMessage => {
                 let mut data = info.data.into_iter();
                 if let (
                     Some(redis::Value::BulkString(channel)),

@@ -16,12 +16,10 @@
 //! leave, disconnect) are applied here when made, and applied by every other node on
 //! receipt (from anyone, the emitter included, which signs none).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use rmpv::Value;
 use socketio::adapter::BoxFuture;
 use socketio::{
@@ -31,7 +29,8 @@ use socketio::{
 use socketio_proto::Data;
 use tokio::sync::mpsc;
 
-use crate::bus::Bus;
+use crate::bus::{Bus, Inbound};
+use crate::pending::Pending;
 use crate::value::{self, field, map, text, texts, RemoteArgs};
 
 /// Request types of the classic adapter.
@@ -49,7 +48,7 @@ mod kind {
 }
 
 /// The Socket.IO packet type of an event.
-const EVENT: u64 = 2;
+pub(crate) const EVENT: u64 = 2;
 
 /// The adapter of one namespace on the classic Redis adapter.
 pub(crate) struct ClassicAdapter {
@@ -63,8 +62,8 @@ pub(crate) struct ClassicAdapter {
     response_channel: String,
     specific_response_channel: String,
     timeout: Duration,
-    /// Requests of this node waiting for answers, by request id.
-    pending: Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>,
+    /// Requests of this node waiting for answers.
+    pending: Pending,
     me: Weak<ClassicAdapter>,
 }
 
@@ -87,7 +86,7 @@ impl ClassicAdapter {
             nsp: nsp.to_owned(),
             uid,
             timeout,
-            pending: Mutex::new(HashMap::new()),
+            pending: Pending::default(),
             me: me.clone(),
         })
     }
@@ -124,37 +123,18 @@ impl ClassicAdapter {
         self.bus.publish(channel, payload);
     }
 
-    /// Waits for answers to the request `id`: returns those that came until `done` says
-    /// enough, or until the timeout; `complete` tells which.
     async fn gather(
-        self: &Arc<Self>,
+        &self,
         id: String,
-        mut rx: mpsc::UnboundedReceiver<Value>,
+        rx: mpsc::UnboundedReceiver<Value>,
         timeout: Duration,
-        mut done: impl FnMut(&Value) -> bool,
+        done: impl FnMut(&Value) -> bool,
     ) -> (Vec<Value>, bool) {
-        let mut answers = Vec::new();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let complete = loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(answer)) => {
-                    let finished = done(&answer);
-                    answers.push(answer);
-                    if finished {
-                        break true;
-                    }
-                }
-                Ok(None) | Err(_) => break false,
-            }
-        };
-        self.pending.lock().remove(&id);
-        (answers, complete)
+        self.pending.gather(id, rx, timeout, done).await
     }
 
     fn expect(&self, id: &str) -> mpsc::UnboundedReceiver<Value> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.pending.lock().insert(id.to_owned(), tx);
-        rx
+        self.pending.expect(id)
     }
 
     /// Node counts of the namespace: this node included; 1 when Redis does not answer
@@ -166,7 +146,7 @@ impl ClassicAdapter {
     // --- inbound ---
 
     /// A message on a broadcast channel; `rest` is the room with its `#`, or empty.
-    pub(crate) fn on_broadcast(&self, rest: &str, payload: &[u8]) -> Result<(), String> {
+    fn broadcast_in(&self, rest: &str, payload: &[u8]) -> Result<(), String> {
         let Some(ns) = self.namespace() else {
             return Ok(());
         };
@@ -202,7 +182,7 @@ impl ClassicAdapter {
     }
 
     /// A message on the request channel.
-    pub(crate) fn on_request(&self, payload: &[u8]) -> Result<(), String> {
+    fn request_in(&self, payload: &[u8]) -> Result<(), String> {
         let Some(ns) = self.namespace() else {
             return Ok(());
         };
@@ -416,15 +396,27 @@ impl ClassicAdapter {
     }
 
     /// A message on a response channel.
-    pub(crate) fn on_response(&self, payload: &[u8]) -> Result<(), String> {
+    fn response_in(&self, payload: &[u8]) -> Result<(), String> {
         let response = value::decode(payload)?;
         let Some(id) = field(&response, "requestId").and_then(text) else {
             return Err("a response without a request id".into());
         };
-        if let Some(tx) = self.pending.lock().get(&id) {
-            let _ = tx.send(response);
-        }
+        self.pending.answer(&id, response);
         Ok(())
+    }
+}
+
+impl Inbound for ClassicAdapter {
+    fn on_broadcast(&self, rest: &str, payload: &[u8]) -> Result<(), String> {
+        self.broadcast_in(rest, payload)
+    }
+
+    fn on_request(&self, payload: &[u8]) -> Result<(), String> {
+        self.request_in(payload)
+    }
+
+    fn on_response(&self, payload: &[u8]) -> Result<(), String> {
+        self.response_in(payload)
     }
 }
 
@@ -439,7 +431,7 @@ pub(crate) fn random_id(n: usize) -> String {
 }
 
 /// `opts` of a broadcast or request: `{rooms, except, flags: {volatile}}`.
-fn read_opts(opts: Option<&Value>) -> BroadcastOptions {
+pub(crate) fn read_opts(opts: Option<&Value>) -> BroadcastOptions {
     let strs = |key: &str| -> Vec<Str> {
         texts(opts.and_then(|o| field(o, key)))
             .into_iter()
@@ -462,7 +454,7 @@ fn read_opts(opts: Option<&Value>) -> BroadcastOptions {
 }
 
 /// `opts` as they go out; the socket left out is named in `except`, as Node does.
-fn write_opts(opts: &BroadcastOptions, timeout: Option<Duration>) -> Value {
+pub(crate) fn write_opts(opts: &BroadcastOptions, timeout: Option<Duration>) -> Value {
     let strs =
         |rooms: &[Str]| Value::Array(rooms.iter().map(|r| Value::from(r.as_str())).collect());
     let mut except = strs(&opts.except);
@@ -487,7 +479,12 @@ fn write_opts(opts: &BroadcastOptions, timeout: Option<Duration>) -> Value {
 }
 
 /// `{type: 2, data: [event, ...args], nsp}`, with `id` when acks are wanted.
-fn write_packet(nsp: &str, event: &str, args: &dyn Args, id: Option<u64>) -> Result<Value, Error> {
+pub(crate) fn write_packet(
+    nsp: &str,
+    event: &str,
+    args: &dyn Args,
+    id: Option<u64>,
+) -> Result<Value, Error> {
     let mut data = vec![Value::from(event)];
     data.extend(value::args_to_msgpack(args)?);
     let mut fields = vec![
@@ -502,7 +499,7 @@ fn write_packet(nsp: &str, event: &str, args: &dyn Args, id: Option<u64>) -> Res
 }
 
 /// The event name and arguments of a packet another node sent.
-fn event_of(packet: &Value, parser: Parser) -> Result<(String, RemoteArgs), String> {
+pub(crate) fn event_of(packet: &Value, parser: Parser) -> Result<(String, RemoteArgs), String> {
     let data = field(packet, "data")
         .and_then(Value::as_array)
         .ok_or("a packet without data")?;
@@ -514,7 +511,7 @@ fn event_of(packet: &Value, parser: Parser) -> Result<(String, RemoteArgs), Stri
 }
 
 /// A client's ack as Node's adapters pass it on: its first argument.
-fn first_ack_arg(answer: &AckResponse) -> Value {
+pub(crate) fn first_ack_arg(answer: &AckResponse) -> Value {
     match answer.data() {
         Data::Msgpack(raw) => match value::decode(raw) {
             Ok(Value::Array(mut items)) if !items.is_empty() => items.swap_remove(0),
@@ -536,7 +533,7 @@ fn json_first(raw: &[u8], attachments: &[Bytes]) -> Value {
 }
 
 /// Another node's client ack as this node's parser would have read it.
-fn ack_response(arg: &Value, parser: Parser) -> AckResponse {
+pub(crate) fn ack_response(arg: &Value, parser: Parser) -> AckResponse {
     let args = Value::Array(vec![arg.clone()]);
     let data = match parser {
         Parser::Msgpack => Data::Msgpack(Bytes::from(value::to_msgpack(&args))),
@@ -842,7 +839,7 @@ impl ClassicAdapter {
     }
 }
 
-fn json_opts(opts: &BroadcastOptions) -> serde_json::Value {
+pub(crate) fn json_opts(opts: &BroadcastOptions) -> serde_json::Value {
     let mut except: Vec<&str> = opts.except.iter().map(Str::as_str).collect();
     if let Some(id) = &opts.except_socket {
         except.push(id.as_str());
@@ -854,7 +851,7 @@ fn json_opts(opts: &BroadcastOptions) -> serde_json::Value {
 }
 
 /// A socket another node described in a fetch answer.
-fn remote_socket(socket: &Value) -> Option<FetchedSocket> {
+pub(crate) fn remote_socket(socket: &Value) -> Option<FetchedSocket> {
     let id = field(socket, "id").and_then(Value::as_str)?;
     Some(FetchedSocket {
         id: Str::from(id.to_owned()),

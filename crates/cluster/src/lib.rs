@@ -1,5 +1,5 @@
 //! Herald nodes in a cluster over Redis, wire-compatible with the npm
-//! `@socket.io/redis-adapter` (8.x, classic mode) and `@socket.io/redis-emitter`: Herald
+//! `@socket.io/redis-adapter` (8.x, classic and sharded) and `@socket.io/redis-emitter`: Herald
 //! nodes, Node `socket.io` servers and emitters share one Redis and reach each other's
 //! clients (`PROTOCOL.md` §4).
 //!
@@ -9,6 +9,8 @@
 //!   publishes, reconnects and resubscription.
 //! - [`classic`]: the classic adapter, one per namespace: broadcasts, requests and
 //!   responses as Node's adapter writes them.
+//! - [`sharded`]: the sharded adapter (Redis 7 sharded pub/sub), one per namespace: the
+//!   cluster messages of Node's `ClusterAdapter`.
 //! - [`value`]: msgpack and JSON values, converted both ways, binary included.
 //!
 //! # Example
@@ -32,9 +34,12 @@ use socketio::{Adapter, AdapterFactory, Namespace};
 
 pub mod bus;
 pub mod classic;
+mod pending;
+pub mod sharded;
 pub mod value;
 
 pub use bus::BusStats;
+pub use sharded::SubscriptionMode;
 
 /// How a node joins the cluster.
 #[derive(Debug, Clone)]
@@ -47,6 +52,9 @@ pub struct Options {
     /// How long requests to the other nodes wait for their answers (Node's
     /// `requestsTimeout`, 5 s).
     pub request_timeout: Duration,
+    /// The adapter: Node's classic one (`createAdapter`, the default), or its sharded one
+    /// (`createShardedAdapter`, Redis 7 sharded pub/sub) with its subscription mode.
+    pub sharded: Option<SubscriptionMode>,
 }
 
 impl Options {
@@ -56,6 +64,7 @@ impl Options {
             url: url.into(),
             key_prefix: "socket.io".into(),
             request_timeout: Duration::from_secs(5),
+            sharded: None,
         }
     }
 }
@@ -75,6 +84,7 @@ pub enum ClusterError {
 pub struct RedisCluster {
     bus: Arc<bus::Bus>,
     timeout: Duration,
+    sharded: Option<SubscriptionMode>,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -101,8 +111,9 @@ impl RedisCluster {
         let client =
             redis::Client::open(url.as_str()).map_err(|e| ClusterError::Url(e.to_string()))?;
         Ok(RedisCluster {
-            bus: bus::Bus::start(client, options.key_prefix),
+            bus: bus::Bus::start(client, options.key_prefix, options.sharded.is_some()),
             timeout: options.request_timeout,
+            sharded: options.sharded,
         })
     }
 
@@ -162,18 +173,26 @@ impl RedisCluster {
         out
     }
 
-    /// How many connections subscribe the request channel of `nsp`: the servers of the
-    /// namespace, Node ones included (`None` when Redis does not answer).
+    /// How many connections subscribe the request channel of `nsp` (on the sharded
+    /// adapter: its channel): the servers of the namespace, Node ones included (`None`
+    /// when Redis does not answer).
     pub async fn server_count(&self, nsp: &str) -> Option<usize> {
-        self.bus
-            .numsub(&format!("{}-request#{nsp}#", self.bus.prefix))
-            .await
+        let channel = match self.sharded {
+            Some(_) => format!("{}#{nsp}#", self.bus.prefix),
+            None => format!("{}-request#{nsp}#", self.bus.prefix),
+        };
+        self.bus.numsub(&channel).await
     }
 }
 
 impl AdapterFactory for RedisCluster {
     fn create(&self, name: &str, ns: Weak<Namespace>) -> Arc<dyn Adapter> {
-        classic::ClassicAdapter::new(self.bus.clone(), name, ns, self.timeout)
+        match self.sharded {
+            Some(mode) => {
+                sharded::ShardedAdapter::new(self.bus.clone(), name, ns, self.timeout, mode)
+            }
+            None => classic::ClassicAdapter::new(self.bus.clone(), name, ns, self.timeout),
+        }
     }
 }
 

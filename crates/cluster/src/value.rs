@@ -37,6 +37,16 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Value, String> {
 }
 
 /// Writes a value as msgpack.
+/// Whether `value` holds binary anywhere.
+pub(crate) fn has_binary(value: &Value) -> bool {
+    match value {
+        Value::Binary(_) => true,
+        Value::Array(items) => items.iter().any(has_binary),
+        Value::Map(pairs) => pairs.iter().any(|(k, v)| has_binary(k) || has_binary(v)),
+        _ => false,
+    }
+}
+
 pub(crate) fn to_msgpack(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing into a vector cannot fail.

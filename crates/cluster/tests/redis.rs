@@ -90,6 +90,31 @@ impl Redis {
         }
     }
 
+    /// `PUBSUB SHARDNUMSUB channel`, once it is `n`.
+    async fn wait_shardnumsub(&self, channel: &str, n: i64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let reply: Vec<redis::Value> = redis::cmd("PUBSUB")
+                .arg("SHARDNUMSUB")
+                .arg(channel)
+                .query_async(&mut self.conn().await)
+                .await
+                .unwrap();
+            let now = match reply.get(1) {
+                Some(redis::Value::Int(k)) => *k,
+                _ => -1,
+            };
+            if now == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "SHARDNUMSUB {channel}: {now}, not {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn numsub(&self, channel: &str) -> i64 {
         let (_, n): (String, i64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")
@@ -115,7 +140,12 @@ struct Node {
 
 impl Node {
     async fn start(redis_url: &str) -> Node {
+        Node::start_with(redis_url, None).await
+    }
+
+    async fn start_with(redis_url: &str, sharded: Option<cluster::SubscriptionMode>) -> Node {
         let mut options = Options::new(redis_url);
+        options.sharded = sharded;
         options.request_timeout = Duration::from_millis(1500);
         let cluster = RedisCluster::new(options).unwrap();
         let server = Server::builder()
@@ -541,4 +571,100 @@ async fn malformed_messages_are_ignored() {
         .await
         .unwrap();
     assert_eq!(next_text(&mut ca).await, r#"42["ok"]"#);
+}
+
+/// The sharded adapter (`SSUBSCRIBE`, `SPUBLISH`, Node's cluster messages): in the
+/// dynamic mode a room has a channel of its own, subscribed while it has members here,
+/// and a socket's own room has none; broadcasts, binary, socketsJoin/Leave,
+/// fetchSockets, serverSideEmit with acks, broadcasts with acks and disconnectSockets
+/// cross the nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_adapter_cross_nodes() {
+    let redis = Redis::start();
+    let mode = Some(cluster::SubscriptionMode::Dynamic);
+    let (a, b) = (
+        Node::start_with(&redis.url(), mode).await,
+        Node::start_with(&redis.url(), mode).await,
+    );
+    a.ready().await;
+    b.ready().await;
+    let (mut ca, _) = client(a.addr, "ann").await;
+    let (mut cb, b_id) = client(b.addr, "bob").await;
+    redis.wait_shardnumsub("socket.io#/#", 2).await;
+    assert_eq!(a.ns().server_count().await, 2);
+    call(&mut ca, "join", "team").await;
+    redis.wait_shardnumsub("socket.io#/#team#", 1).await;
+    redis
+        .wait_shardnumsub(&format!("socket.io#/#{b_id}#"), 0)
+        .await;
+
+    b.ns().to("team").emit("news", ("from b",)).unwrap();
+    assert_eq!(next_text(&mut ca).await, r#"42["news","from b"]"#);
+    silent(&mut cb).await;
+    a.ns().to(b_id.clone()).emit("direct", (1,)).unwrap();
+    assert_eq!(next_text(&mut cb).await, r#"42["direct",1]"#);
+    b.ns()
+        .to("team")
+        .emit("bin", (socketio::Binary::from(vec![1u8, 2, 3]),))
+        .unwrap();
+    assert_eq!(
+        next_text(&mut ca).await,
+        r#"451-["bin",{"_placeholder":true,"num":0}]"#
+    );
+    match ca.next().await.unwrap().unwrap() {
+        Message::Binary(data) => assert_eq!(&data[..], &[1, 2, 3]),
+        other => panic!("expected the attachment, got {other:?}"),
+    }
+
+    let found = a.ns().broadcast().fetch_sockets().await;
+    let bob = found
+        .iter()
+        .find(|s| s.id.as_str() == b_id)
+        .expect("bob fetched");
+    assert_eq!(bob.data, serde_json::json!({"name": "bob"}));
+    assert_eq!(bob.handshake["auth"], serde_json::json!({"name": "bob"}));
+    assert_eq!(found.len(), 2);
+
+    a.ns().to(b_id.clone()).join("green");
+    wait_for(|| b.ns().rooms().iter().any(|(r, _)| r.as_str() == "green")).await;
+    a.ns().broadcast().leave("green");
+    wait_for(|| !b.ns().rooms().iter().any(|(r, _)| r.as_str() == "green")).await;
+
+    let acks = a
+        .ns()
+        .server_side_emit_with_ack("count", &[serde_json::json!(7)], Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(acks.complete);
+    assert_eq!(
+        acks.responses,
+        [serde_json::json!({"sockets": 1, "event": "count", "args": [7]})]
+    );
+
+    let a_ns = a.ns();
+    let wait = tokio::spawn(async move {
+        a_ns.broadcast()
+            .timeout(Duration::from_secs(2))
+            .emit_with_ack("ask", ("q",))
+            .await
+    });
+    for ws in [&mut ca, &mut cb] {
+        let packet = next_text(ws).await;
+        let rest = packet.strip_prefix("42").unwrap();
+        let id: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        ws.send(Message::text(format!(r#"43{id}["yes"]"#)))
+            .await
+            .unwrap();
+    }
+    let results = wait.await.unwrap();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    // The last member leaves "team": its channel goes.
+    call(&mut ca, "leave", "team").await;
+    redis.wait_shardnumsub("socket.io#/#team#", 0).await;
+
+    a.ns().to(b_id.clone()).disconnect();
+    assert_eq!(next_text(&mut cb).await, "41");
+    wait_for(|| b.ns().is_empty()).await;
 }

@@ -68,8 +68,12 @@ pub struct ClusterSection {
     /// the node runs alone, in-process.
     pub redis_url: String,
     /// `classic` (Node's `createAdapter`, plain pub/sub) or `sharded`
-    /// (`createShardedAdapter`). Defaults to `classic`.
+    /// (`createShardedAdapter`, Redis 7 sharded pub/sub). Defaults to `classic`.
     pub adapter: ClusterAdapterName,
+    /// The sharded adapter's `subscriptionMode`: `dynamic` (a channel per room that is
+    /// not a socket's own), `dynamic-private` (per room, sockets' own too) or `static`
+    /// (two per namespace). Defaults to `dynamic`, as Node.
+    pub subscription_mode: String,
     /// The prefix of the Redis channels; nodes (Herald or Node) sharing it form one
     /// cluster. Defaults to `socket.io`, as Node's adapter.
     pub key_prefix: String,
@@ -96,6 +100,7 @@ impl Default for ClusterSection {
         ClusterSection {
             redis_url: String::new(),
             adapter: ClusterAdapterName::Classic,
+            subscription_mode: "dynamic".to_owned(),
             key_prefix: "socket.io".to_owned(),
             request_timeout_ms: 5000,
             ready_requires_redis: true,
@@ -123,10 +128,14 @@ impl ClusterSection {
                 format!("{:?} is not a redis:// URL", self.redis_url),
             );
         }
-        if self.adapter == ClusterAdapterName::Sharded {
+        let mode = cluster::SubscriptionMode::parse(&self.subscription_mode);
+        if mode.is_none() {
             c.fail(
-                "cluster.adapter",
-                "sharded is not available yet in this build; use classic".to_owned(),
+                "cluster.subscription_mode",
+                format!(
+                    "{:?} is not one of dynamic, dynamic-private, static",
+                    self.subscription_mode
+                ),
             );
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains('#') {
@@ -144,6 +153,9 @@ impl ClusterSection {
         let mut options = cluster::Options::new(self.redis_url.clone());
         options.key_prefix = self.key_prefix.clone();
         options.request_timeout = Duration::from_millis(self.request_timeout_ms);
+        if self.adapter == ClusterAdapterName::Sharded {
+            options.sharded = Some(mode.unwrap_or_default());
+        }
         Some(ClusterConfig {
             options,
             ready_requires_redis: self.ready_requires_redis,
@@ -1971,9 +1983,9 @@ mod tests {
         }
     }
 
-    /// The cluster's keys, and what is refused: a URL that is not Redis's, the sharded
-    /// adapter (not in this build), a prefix with `#`, and the IM service on SQLite
-    /// shared by many nodes.
+    /// The cluster's keys, and what is refused: a URL that is not Redis's, an unknown
+    /// subscription mode, a prefix with `#`, and the IM service on SQLite shared by many
+    /// nodes.
     #[test]
     fn cluster_settings() {
         assert!(
@@ -1997,7 +2009,19 @@ mod tests {
         assert_eq!(cluster.options.key_prefix, "chat");
         assert_eq!(cluster.options.request_timeout, Duration::from_millis(1500));
         assert!(!cluster.ready_requires_redis);
+        assert_eq!(cluster.options.sharded, None);
         let off = ("HERALD_IM__ENABLED", "false");
+        let sharded = load_env(&[
+            ("HERALD_CLUSTER__REDIS_URL", "redis://r:1"),
+            ("HERALD_CLUSTER__ADAPTER", "sharded"),
+            ("HERALD_CLUSTER__SUBSCRIPTION_MODE", "dynamic-private"),
+            off,
+        ])
+        .unwrap();
+        assert_eq!(
+            sharded.config.cluster.as_ref().unwrap().options.sharded,
+            Some(cluster::SubscriptionMode::DynamicPrivate)
+        );
         assert!(load_env(&[("HERALD_CLUSTER__REDIS_URL", "redis://r:1"), off]).is_ok());
         for (pairs, named) in [
             (
@@ -2008,9 +2032,10 @@ mod tests {
                 vec![
                     ("HERALD_CLUSTER__REDIS_URL", "redis://r:1"),
                     ("HERALD_CLUSTER__ADAPTER", "sharded"),
+                    ("HERALD_CLUSTER__SUBSCRIPTION_MODE", "shards"),
                     off,
                 ],
-                "cluster.adapter",
+                "cluster.subscription_mode",
             ),
             (
                 vec![

@@ -220,9 +220,13 @@ pub async fn start_with(
         Some(c) => {
             let joined = cluster::RedisCluster::new(c.options.clone())
                 .map_err(|e| StartError::Cluster(e.to_string()))?;
+            let adapter = match c.options.sharded {
+                Some(mode) => format!("sharded adapter, {mode:?} subscriptions"),
+                None => "classic adapter".to_owned(),
+            };
             tracing::info!(
                 prefix = %c.options.key_prefix,
-                "cluster: joining over redis (classic adapter); until redis answers, this node serves its own clients only"
+                "cluster: joining over redis ({adapter}); until redis answers, this node serves its own clients only"
             );
             Some(joined)
         }

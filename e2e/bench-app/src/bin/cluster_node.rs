@@ -39,6 +39,18 @@ fn main() {
     {
         options.key_prefix = key.clone();
     }
+    // `--sharded dynamic|dynamic-private|static`: Node's createShardedAdapter.
+    if let Some(mode) = args
+        .iter()
+        .position(|a| a == "--sharded")
+        .and_then(|i| args.get(i + 1))
+    {
+        let Some(mode) = cluster::SubscriptionMode::parse(mode) else {
+            eprintln!("cluster-node: --sharded takes dynamic, dynamic-private or static");
+            std::process::exit(64)
+        };
+        options.sharded = Some(mode);
+    }
     options.request_timeout = Duration::from_secs(2);
     let runtime = bench_app::runtime("cluster-node");
     runtime.block_on(async move {
@@ -69,10 +81,7 @@ fn main() {
             })
             .on("emit", |socket, ev| {
                 let Ok(req) = ev.data::<Value>() else { return };
-                let mut op = targets(socket.namespace(), &req);
-                if req["local"] == true {
-                    op = op.local();
-                }
+                let op = targets(socket.namespace(), &req);
                 let event = req["event"].as_str().unwrap_or("msg").to_owned();
                 let sent = op.emit(&event, args_of(&req));
                 let _ = ev.ack((sent.unwrap_or(0),));
@@ -218,6 +227,9 @@ fn targets(ns: &Arc<Namespace>, req: &Value) -> BroadcastOperator {
         if let Some(r) = room.as_str() {
             op = op.except(r.to_owned());
         }
+    }
+    if req["local"] == true {
+        op = op.local();
     }
     op
 }
