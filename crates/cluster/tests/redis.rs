@@ -668,3 +668,34 @@ async fn sharded_adapter_cross_nodes() {
     assert_eq!(next_text(&mut cb).await, "41");
     wait_for(|| b.ns().is_empty()).await;
 }
+
+/// The sharded adapter after a Redis restart: both nodes back on the namespace's channel
+/// and the room's within 1 s of Redis, and delivery resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_redis_restart_resubscribes() {
+    let mut redis = Redis::start();
+    let mode = Some(cluster::SubscriptionMode::Dynamic);
+    let (a, b) = (
+        Node::start_with(&redis.url(), mode).await,
+        Node::start_with(&redis.url(), mode).await,
+    );
+    a.ready().await;
+    b.ready().await;
+    let (mut ca, _) = client(a.addr, "ann").await;
+    call(&mut ca, "join", "team").await;
+    redis.wait_shardnumsub("socket.io#/#team#", 1).await;
+    redis.stop();
+    wait_for(|| !a.cluster.is_connected() && !b.cluster.is_connected()).await;
+    redis.restart();
+    let back = Instant::now();
+    redis.wait_shardnumsub("socket.io#/#", 2).await;
+    redis.wait_shardnumsub("socket.io#/#team#", 1).await;
+    assert!(
+        back.elapsed() < Duration::from_secs(1),
+        "resubscribed {} ms after Redis was back",
+        back.elapsed().as_millis()
+    );
+    wait_for(|| b.cluster.is_connected()).await;
+    b.ns().to("team").emit("after", ()).unwrap();
+    assert_eq!(next_text(&mut ca).await, r#"42["after"]"#);
+}
