@@ -148,6 +148,43 @@ test("a paused node costs a request its timeout, never a hang", async () => {
   }
 });
 
+test("a node too slow for Redis's output buffer limit (1 MB): dropped, counted and logged, then back", async () => {
+  await until(async () => (await api(h1, "GET", "/api/cluster")).json.servers === 3, "three servers counted");
+  const admin = createClient({ url: redis.url });
+  admin.on("error", () => {});
+  await admin.connect();
+  redisClients.push(admin);
+  const limits = await admin.configGet("client-output-buffer-limit");
+  // Whichever class Redis puts a RESP3 subscriber in.
+  await admin.configSet("client-output-buffer-limit", "normal 1048576 0 0 pubsub 1048576 0 0");
+  process.kill(h2.pid, "SIGSTOP");
+  try {
+    // On the heartbeat channel: only the Herald nodes subscribe it.
+    // Each far below the limit (a node that reads keeps up), all together far above
+    // what the kernel's socket buffers hold.
+    const big = "x".repeat(16 * 1024);
+    for (let i = 0; i < 1000; i++) await admin.publish("socket.io-herald-nodes#", big);
+  } finally {
+    process.kill(h2.pid, "SIGCONT");
+    await admin.configSet(limits);
+  }
+  const dropped = async () => {
+    const m = /^herald_cluster_dropped_total (\d+)$/m.exec(await (await fetch(`${h2.url}/metrics`)).text());
+    return m ? Number(m[1]) : 0;
+  };
+  await until(async () => (await dropped()) >= 1, "the drop counted", 10_000);
+  assert.ok(
+    h2.logs.some((l) => /closed this node's connection while it kept running/.test(l)),
+    "and logged",
+  );
+  assert.equal(
+    /^herald_cluster_dropped_total (\d+)$/m.exec(await (await fetch(`${h1.url}/metrics`)).text())?.[1],
+    "0",
+    "the node that kept up was not dropped",
+  );
+  await until(async () => (await api(h1, "GET", "/api/cluster")).json.servers === 3, "the slow node back in the count");
+});
+
 test("Redis restarted: /readyz says so, and the nodes come back by themselves", async () => {
   const cat = await connected(h1.url, { token: token("cat", ["news"]) });
   assert.deepEqual(await cat.emitWithAck("subscribe", "news"), { ok: true });

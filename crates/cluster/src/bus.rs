@@ -61,8 +61,12 @@ pub struct BusStats {
     /// Channels subscribed now.
     pub subscriptions: AtomicUsize,
     /// Times Redis closed the connection for its output buffer limit (a subscriber too
-    /// slow for what it is sent), seen in `INFO stats` after a reconnect.
+    /// slow for what it is sent), seen in `INFO stats` after a reconnect (Redis 7.2+).
     pub buffer_overflows: AtomicU64,
+    /// Times Redis closed this node's connection while it kept running (the same
+    /// `run_id` after the reconnect): a subscriber too slow for its output buffer limit
+    /// (`client-output-buffer-limit pubsub`), or a `CLIENT KILL`. Logged as such.
+    pub dropped: AtomicU64,
 }
 
 struct Sub {
@@ -215,24 +219,38 @@ impl Bus {
     /// How many connections subscribe `channel` (`PUBSUB NUMSUB`, or `SHARDNUMSUB` on
     /// sharded pub/sub); `None` when Redis does not answer.
     pub(crate) async fn numsub(&self, channel: &str) -> Option<usize> {
-        let mut conn = self.connection()?;
-        let reply: redis::Value = redis::cmd("PUBSUB")
-            .arg(if self.sharded {
-                "SHARDNUMSUB"
-            } else {
-                "NUMSUB"
-            })
-            .arg(channel)
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        // RESP2 answers [channel, n], RESP3 may answer a map {channel: n}.
-        let n = match reply {
-            redis::Value::Array(items) => items.get(1).and_then(int),
-            redis::Value::Map(pairs) => pairs.first().and_then(|(_, v)| int(v)),
-            _ => None,
-        }?;
-        usize::try_from(n).ok()
+        // Asked again when the answer is not a count: a node counted as alone would end
+        // a request at once, without asking the others.
+        for _ in 0..3 {
+            let mut conn = self.connection()?;
+            let reply = redis::cmd("PUBSUB")
+                .arg(if self.sharded {
+                    "SHARDNUMSUB"
+                } else {
+                    "NUMSUB"
+                })
+                .arg(channel)
+                .query_async::<redis::Value>(&mut conn)
+                .await;
+            // RESP2 answers [channel, n], RESP3 may answer a map {channel: n}.
+            let n = match &reply {
+                Ok(redis::Value::Array(items)) => items.get(1).and_then(int),
+                Ok(redis::Value::Map(pairs)) => pairs.first().and_then(|(_, v)| int(v)),
+                _ => None,
+            };
+            match n.and_then(|n| usize::try_from(n).ok()) {
+                Some(n) => return Some(n),
+                None => {
+                    tracing::debug!(
+                        ?reply,
+                        channel,
+                        "cluster: a server count not read; asking again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        None
     }
 
     fn route(&self, channel: &[u8], payload: Vec<u8>) {
@@ -349,6 +367,7 @@ async fn connect_loop(
     let mut first = true;
     let mut failing_since: Option<tokio::time::Instant> = None;
     let mut overflows_seen: Option<u64> = None;
+    let mut last_run_id: Option<String> = None;
     loop {
         let Some(next) = bus
             .upgrade()
@@ -370,7 +389,18 @@ async fn connect_loop(
             Ok(mut conn) => {
                 delay = Duration::from_millis(100);
                 let overflows = output_buffer_disconnections(&mut conn).await;
+                let run_id = server_run_id(&mut conn).await;
                 let Some(bus) = bus.upgrade() else { return };
+                if !first && run_id.is_some() && run_id == last_run_id {
+                    bus.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "cluster: redis closed this node's connection while it kept running: \
+                         most likely the output buffer limit of a subscriber too slow for what it \
+                         is sent (client-output-buffer-limit pubsub), or a CLIENT KILL; messages \
+                         sent meanwhile were lost; resubscribing"
+                    );
+                }
+                last_run_id = run_id.or(last_run_id);
                 if let (Some(before), Some(now)) = (overflows_seen, overflows) {
                     if now > before {
                         bus.stats
@@ -429,7 +459,19 @@ async fn watch(bus: &Bus, conn: &mut MultiplexedConnection) {
     }
 }
 
-/// `client_output_buffer_limit_disconnections` of `INFO stats` (Redis 7+).
+/// `run_id` of `INFO server`: a new one means Redis restarted.
+async fn server_run_id(conn: &mut MultiplexedConnection) -> Option<String> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(conn)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+}
+
+/// `client_output_buffer_limit_disconnections` of `INFO stats` (Redis 7.2+).
 async fn output_buffer_disconnections(conn: &mut MultiplexedConnection) -> Option<u64> {
     let info: String = redis::cmd("INFO")
         .arg("stats")

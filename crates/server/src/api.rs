@@ -389,6 +389,7 @@ async fn cluster_state(_key: ApiKey, State(state): State<Arc<AppState>>) -> Json
             "malformed": load(&stats.malformed),
             "reconnects": load(&stats.reconnects),
             "buffer_overflows": load(&stats.buffer_overflows),
+            "dropped": load(&stats.dropped),
             "subscriptions": stats.subscriptions.load(Ordering::Relaxed),
         },
     }))

@@ -557,6 +557,12 @@ pub fn render(state: &AppState, tls: Option<&crate::tls::Tls>) -> String {
                 "Times Redis closed subscriber connections for their output buffer limit.",
                 &c.buffer_overflows,
             ),
+            (
+                "herald_cluster_dropped_total",
+                "Times Redis closed this node's connection while it kept running (a slow \
+                 subscriber over its output buffer limit, or a CLIENT KILL).",
+                &c.dropped,
+            ),
         ] {
             out.one(name, "counter", help, load(counter));
         }
