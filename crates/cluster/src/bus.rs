@@ -535,19 +535,22 @@ async fn subscriber(bus: Weak<Bus>) {
 }
 
 /// `SSUBSCRIBE` or `SUNSUBSCRIBE` of `channels` on the command connection. The client
-/// library has no such call on a standalone connection (only on its cluster client), and
-/// in RESP3 the server confirms them with pushes, not replies: the command goes out with
-/// a `PING` behind it, whose reply is the one awaited (the connection answers in order,
-/// so the confirmations came first; they reach the push handler, which ignores them).
+/// library has no such call on a standalone connection (only on its cluster client); in
+/// RESP3 the server confirms each channel with a push, and the library counts those
+/// confirmations as the command's replies: the call waits for one per channel, so none is
+/// left over to be taken for the reply of the next command on the connection.
 async fn shard_subscription(
     conn: &mut MultiplexedConnection,
     command: &str,
     channels: &[&str],
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
-    pipe.cmd(command).arg(channels).cmd("PING");
-    let replies = conn.send_packed_commands(&pipe, 0, 1).await?;
-    match replies.first() {
+    pipe.cmd(command).arg(channels);
+    let replies = conn.send_packed_commands(&pipe, 0, channels.len()).await?;
+    match replies
+        .iter()
+        .find(|r| matches!(r, redis::Value::ServerError(_)))
+    {
         Some(redis::Value::ServerError(e)) => Err(e.clone().into()),
         _ => Ok(()),
     }

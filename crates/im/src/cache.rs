@@ -182,6 +182,17 @@ impl Conv {
         *self.owner.write() = change.conversation.owner.as_deref().map(Arc::from);
     }
 
+    /// Message `seq` was committed elsewhere while nobody here is in the conversation:
+    /// its turn passes with nothing pushed (a member who joins later starts after it,
+    /// not from a stale place).
+    pub(crate) fn passed(&self, seq: u64) {
+        let mut p = self.pushes.lock();
+        if seq >= p.next && !p.running {
+            p.next = seq + 1;
+            p.waiting.retain(|s, _| *s > seq);
+        }
+    }
+
     /// Runs `push` (the push of message `seq`) once every message before it has been
     /// pushed, and then any that waited for it. One caller at a time runs the pushes
     /// that are ready (the others only queue theirs), so they go out in order even
@@ -539,6 +550,11 @@ mod tests {
             "stored before the load: pushed"
         );
         assert_eq!(*out.lock(), vec![4, 5, 6, 2]);
+        // Committed elsewhere while nobody here was in it: its turn passes.
+        c.passed(7);
+        c.passed(8);
+        assert!(!c.push_in_order(9, push(9)), "9 is next, not behind a gap");
+        assert_eq!(*out.lock(), vec![4, 5, 6, 2, 9]);
     }
 
     /// A conversation unused for the idle time leaves the cache, and comes back from the

@@ -248,6 +248,7 @@ impl Presence {
     /// Socket `sid` of `user` connected, from `device` on `platform`: the sockets the
     /// device policy puts out (to be told `kicked` and disconnected). On many nodes, that
     /// may be this one, when a later session in its way is on another node.
+    #[cfg(test)]
     pub(crate) fn connected(
         &self,
         user: &Arc<str>,
@@ -257,6 +258,22 @@ impl Presence {
         now: Instant,
         now_ms: i64,
     ) -> Vec<Kicked> {
+        self.connected_noticed(user, sid, device, platform, now, now_ms)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// As `connected`, each socket put out with the notice it is told (who won).
+    pub(crate) fn connected_noticed(
+        &self,
+        user: &Arc<str>,
+        sid: Sid,
+        device: Arc<str>,
+        platform: Platform,
+        now: Instant,
+        now_ms: i64,
+    ) -> Vec<(Kicked, Value)> {
         let session = Session {
             sid,
             device,
@@ -266,9 +283,6 @@ impl Presence {
             node: None,
         };
         self.arrive(user, session, now, now_ms)
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect()
     }
 
     /// A session on another node connected: this node's sockets the device policy puts
@@ -944,8 +958,10 @@ mod tests {
         assert_eq!(p.snapshot("alice").map(|s| s.devices), Some(1));
         // A socket connecting here while a later one is on node b (clocks apart): the new
         // one is out at once.
-        let beaten = p.connected(&alice, sid(4), user("watch"), Platform::Other, t0, 1900);
-        assert_eq!(beaten, vec![Kicked(sid(4))]);
+        let beaten = p.connected_noticed(&alice, sid(4), user("watch"), Platform::Other, t0, 1900);
+        assert_eq!(beaten.len(), 1);
+        assert_eq!(beaten[0].0, Kicked(sid(4)));
+        assert_eq!(beaten[0].1["device"], "laptop", "told who won");
         assert_eq!(p.snapshot("alice").map(|s| s.devices), Some(1));
     }
 

@@ -53,8 +53,9 @@ pub(crate) const TYPING: &str = "herald:im:typing";
 pub(crate) const UP: &str = "herald:im:up";
 /// A session left: `{ n, u, sid, closed }`.
 pub(crate) const DOWN: &str = "herald:im:down";
-/// A node's sessions, all of them: `{ n, s: [[u, sid, d, p, at]] }`, answered with the
-/// others' (when the bus comes back).
+/// A node's sessions, all of them: `{ n, s: [[u, sid, d, p, at]], again }`, answered with
+/// the others' (when the bus comes up; `again` when it comes back: the others then catch
+/// up from the store too).
 pub(crate) const SESSIONS: &str = "herald:im:sessions";
 /// A node is alive: `{ n }`, every [`BEAT`].
 pub(crate) const ALIVE: &str = "herald:im:alive";
@@ -78,6 +79,10 @@ pub(crate) struct Relay {
     /// Whether this node's bus is up: while it is down, silence says nothing of the
     /// others.
     bus_up: AtomicBool,
+    /// The nodes dropped for their silence. parking_lot mutex: held to note or take one.
+    dropped: Mutex<std::collections::HashSet<Arc<str>>>,
+    /// Whether the bus was ever up here (a later `back` is a return).
+    was_up: AtomicBool,
 }
 
 impl Relay {
@@ -86,6 +91,8 @@ impl Relay {
             node: Arc::from(format!("{:016x}", rand::random::<u64>()).as_str()),
             heard: Mutex::default(),
             bus_up: AtomicBool::new(false),
+            dropped: Mutex::default(),
+            was_up: AtomicBool::new(false),
         }
     }
 
@@ -101,13 +108,20 @@ impl Relay {
         }
     }
 
-    fn heard(&self, node: &str) {
+    /// Notes `node` heard from now; whether it is back after it was dropped for its
+    /// silence (its sessions are then asked again).
+    fn heard(&self, node: &str) -> bool {
         let now = Instant::now();
         let mut heard = self.heard.lock();
         match heard.get_mut(node) {
-            Some(at) => *at = now,
+            Some(at) => {
+                *at = now;
+                false
+            }
             None => {
                 heard.insert(Arc::from(node), now);
+                drop(heard);
+                self.dropped.lock().remove(node)
             }
         }
     }
@@ -127,6 +141,7 @@ impl Relay {
             }
             alive
         });
+        self.dropped.lock().extend(gone.iter().cloned());
         gone
     }
 }
@@ -251,7 +266,7 @@ fn sessions_out(inner: &Inner) -> Value {
     json!({ "n": &*inner.relay.node, "s": list })
 }
 
-/// A node's whole list of sessions (`{ n, s }`): replaces what was known of it.
+/// A node's whole list of sessions (`{ n, s, again }`): replaces what was known of it.
 fn sessions_in(inner: &Arc<Inner>, v: &Value) {
     let Some(node) = v.get("n").and_then(Value::as_str).map(Arc::<str>::from) else {
         return;
@@ -292,7 +307,12 @@ pub(crate) fn received(inner: &Arc<Inner>, ns: &Arc<Namespace>, ev: ServerEvent)
         return;
     }
     if let Some(node) = node {
-        inner.relay.heard(node);
+        if inner.relay.heard(node) && ev.name != SESSIONS {
+            // Back after it was dropped (a stall too short for Redis to close its
+            // connection): the two exchange sessions again, and catch up.
+            tracing::info!(%node, "im: a node silent for long is heard again; exchanging sessions");
+            tokio::spawn(back(inner.clone()));
+        }
     }
     match ev.name.as_str() {
         MESSAGE => {
@@ -304,7 +324,9 @@ pub(crate) fn received(inner: &Arc<Inner>, ns: &Arc<Namespace>, ev: ServerEvent)
             if ns.room_len(&conv_room(id)) == 0 {
                 // Nobody here to push to: a copy held here still learns its head.
                 if let Some(conv) = inner.cache.peek(id) {
+                    let seq = m.seq;
                     crate::cmd::send::noted(inner, &conv, &Arc::new(m), false);
+                    conv.passed(seq);
                 }
                 return;
             }
@@ -420,6 +442,11 @@ pub(crate) fn received(inner: &Arc<Inner>, ns: &Arc<Namespace>, ev: ServerEvent)
             sessions_in(inner, body);
             if let Some(ack) = ev.ack {
                 ack(sessions_out(inner));
+                // The asking node's bus was down: what it committed meanwhile never
+                // came here, nor its member changes.
+                if body.get("again").and_then(Value::as_bool) == Some(true) {
+                    tokio::spawn(catch_up(inner.clone()));
+                }
             }
         }
         ALIVE => {}
@@ -501,8 +528,13 @@ pub(crate) async fn back(inner: Arc<Inner>) {
     let Some(ns) = inner.ns.get().cloned() else {
         return;
     };
+    // Not the first time: the others catch up too (what this node committed while its
+    // bus was down never reached them). A node starting has nothing of that kind.
+    let again = inner.relay.was_up.swap(true, Ordering::AcqRel);
+    let mut asking = sessions_out(&inner);
+    asking["again"] = Value::Bool(again);
     match ns
-        .server_side_emit_with_ack(SESSIONS, &[sessions_out(&inner)], Duration::from_secs(5))
+        .server_side_emit_with_ack(SESSIONS, &[asking], Duration::from_secs(5))
         .await
     {
         Ok(acks) => {
@@ -512,6 +544,16 @@ pub(crate) async fn back(inner: Arc<Inner>) {
         }
         Err(e) => tracing::warn!(error = %e, "im: sessions not exchanged with the other nodes"),
     }
+    catch_up(inner).await;
+}
+
+/// Every conversation with members here read from the store after the last message
+/// pushed here, and the members of every cached one read again: what other nodes said
+/// while the bus was down.
+pub(crate) async fn catch_up(inner: Arc<Inner>) {
+    let Some(ns) = inner.ns.get().cloned() else {
+        return;
+    };
     let mut ids: Vec<ConversationId> = ns
         .rooms()
         .into_iter()
@@ -534,6 +576,12 @@ pub(crate) async fn back(inner: Arc<Inner>) {
                 None => continue,
             }
         };
+        if let Ok(conv) = &conv {
+            if let Err(e) = inner.cache.reload_members(&inner.store, conv).await {
+                tracing::warn!(conversation = id, error = %e, "im: members not read again; the copy is dropped");
+                inner.cache.forget(id);
+            }
+        }
         match conv {
             Ok(conv) => match fill(&inner, &conv).await {
                 Ok(n) => filled += n,
@@ -546,10 +594,7 @@ pub(crate) async fn back(inner: Arc<Inner>) {
             }
         }
     }
-    tracing::info!(
-        filled,
-        "im: caught up with the other nodes after the bus came back"
-    );
+    tracing::info!(filled, "im: caught up with the other nodes");
 }
 
 /// Says this node is alive, and drops the sessions of the nodes gone silent, until the

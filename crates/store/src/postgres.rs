@@ -646,10 +646,14 @@ impl From<tokio_postgres::Error> for StoreError {
 }
 
 /// Whether a failed transaction may simply be run again: a deadlock with another writer
-/// (SQLSTATE 40P01) or a serialization failure (40001).
+/// (SQLSTATE 40P01), a serialization failure (40001), or a unique key another node's
+/// writer took meanwhile (23505: the same cid sent through two nodes at once; run again on
+/// its own, the job finds the row and answers as for a retry).
 fn retryable(e: &StoreError) -> bool {
     matches!(e, StoreError::Unavailable(m)
-        if m.starts_with("PostgreSQL [40P01]") || m.starts_with("PostgreSQL [40001]"))
+        if m.starts_with("PostgreSQL [40P01]")
+            || m.starts_with("PostgreSQL [40001]")
+            || m.starts_with("PostgreSQL [23505]"))
 }
 
 const CONVERSATION: &str = "id, kind, title, owner, last_seq, member_count, created_ms";

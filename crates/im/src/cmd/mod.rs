@@ -51,7 +51,7 @@ pub(crate) fn connected(inner: &Arc<Inner>, socket: &SocketRef) {
     };
     let device = device.unwrap_or_else(|| Arc::from(socket.id().as_str()));
     let at_ms = now_ms();
-    let kicked = inner.presence.connected(
+    let kicked = inner.presence.connected_noticed(
         &user,
         socket.id(),
         device.clone(),
@@ -76,12 +76,9 @@ pub(crate) fn connected(inner: &Arc<Inner>, socket: &SocketRef) {
     }
     crate::relay::up(inner, &user, socket.id(), &device, platform, at_ms);
     if !kicked.is_empty() {
-        let notice = serde_json::json!({
-            "reason": "login_elsewhere",
-            "device": &*device,
-            "platform": platform.as_str(),
-        });
-        for crate::presence::Kicked(sid) in kicked {
+        // Each told who won: this new device, or (on many nodes) a later one elsewhere
+        // when the socket put out is this one.
+        for (crate::presence::Kicked(sid), notice) in kicked {
             if let Some(old) = socket.namespace().socket(sid) {
                 tracing::debug!(%user, old = %sid, new = %socket.id(), "im: device put out by the device policy");
                 // In order on the old socket's connection: the notice, then the disconnect.
