@@ -91,6 +91,8 @@ pub(crate) struct Bus {
     pub(crate) prefix: String,
     conn: RwLock<Option<(u64, MultiplexedConnection)>>,
     generation: AtomicU64,
+    /// The generation of the connection on which every wanted channel is subscribed.
+    subscribed: AtomicU64,
     subs: Mutex<Subs>,
     resubscribe: Notify,
     lost: Notify,
@@ -132,6 +134,7 @@ impl Bus {
             prefix,
             conn: RwLock::new(None),
             generation: AtomicU64::new(0),
+            subscribed: AtomicU64::new(0),
             subs: Mutex::new(Subs::default()),
             resubscribe: Notify::new(),
             lost: Notify::new(),
@@ -147,6 +150,13 @@ impl Bus {
         tokio::spawn(publisher(Arc::downgrade(&bus), out_rx));
         tokio::spawn(inbound(Arc::downgrade(&bus), push_rx));
         bus
+    }
+
+    /// Whether the connection is up and every wanted channel subscribed on it (after a
+    /// reconnect, the node hears the others again only then).
+    pub(crate) fn is_subscribed(&self) -> bool {
+        self.stats.connected.load(Ordering::Acquire)
+            && self.subscribed.load(Ordering::Acquire) == self.generation.load(Ordering::Acquire)
     }
 
     /// The connection, when Redis is up.
@@ -513,6 +523,7 @@ async fn subscriber(bus: Weak<Bus>) {
             remove.dedup();
             (add, remove)
         };
+        let mut all_ok = true;
         for chunk in add.chunks(SUBSCRIBE_CHUNK) {
             let names: Vec<&str> = chunk.iter().map(|c| &**c).collect();
             let done = if strong.sharded {
@@ -520,6 +531,7 @@ async fn subscriber(bus: Weak<Bus>) {
             } else {
                 conn.subscribe(&names).await
             };
+            all_ok &= done.is_ok();
             settle(&strong, generation, chunk, done.is_ok(), true);
         }
         for chunk in remove.chunks(SUBSCRIBE_CHUNK) {
@@ -530,6 +542,11 @@ async fn subscriber(bus: Weak<Bus>) {
                 conn.unsubscribe(&names).await
             };
             settle(&strong, generation, chunk, done.is_ok(), false);
+        }
+        // The first batch on a connection holds every channel wanted then: once it went
+        // through, the node hears the others (later batches are the changes since).
+        if all_ok && strong.generation.load(Ordering::Acquire) == generation {
+            strong.subscribed.store(generation, Ordering::Release);
         }
     }
 }

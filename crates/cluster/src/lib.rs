@@ -122,6 +122,12 @@ impl RedisCluster {
         self.bus.stats.connected.load(Ordering::Acquire)
     }
 
+    /// Whether the connection is up and every channel this node wants is subscribed on
+    /// it: it hears the other nodes (just after a reconnect it may not yet).
+    pub fn is_subscribed(&self) -> bool {
+        self.bus.is_subscribed()
+    }
+
     /// The link's counters.
     pub fn stats(&self) -> &BusStats {
         &self.bus.stats

@@ -345,8 +345,10 @@ async fn watch_bus(cluster: cluster::RedisCluster, state: std::sync::Weak<AppSta
         tick.tick().await;
         let Some(state) = state.upgrade() else { return };
         let stats = cluster.stats();
+        // Up once the channels are subscribed again: what the services ask the others
+        // then is answered to a node that hears.
         let now = (
-            cluster.is_connected(),
+            cluster.is_connected() && cluster.is_subscribed(),
             stats.reconnects.load(Ordering::Relaxed),
         );
         // Down, or up after being down (or reconnected since: an outage shorter than a
