@@ -135,8 +135,6 @@ pub(crate) struct Inner {
     pub(crate) ns: OnceLock<Arc<Namespace>>,
     /// On many nodes: this node's id and what it heard of the others.
     pub(crate) relay: relay::Relay,
-    /// Itself, for the tasks its callbacks spawn.
-    pub(crate) this: std::sync::Weak<Inner>,
 }
 
 impl std::fmt::Debug for Im {
@@ -160,7 +158,7 @@ impl Im {
     ) -> Result<Im, ImError> {
         let store = Store::open(&config.store, store_stats)?;
         Ok(Im {
-            inner: Arc::new_cyclic(|this| Inner {
+            inner: Arc::new(Inner {
                 presence: presence::Presence::new(&config, stats.clone()),
                 stats,
                 recent: moka::sync::Cache::builder()
@@ -174,7 +172,6 @@ impl Im {
                 cache: cache::Cache::default(),
                 ns: OnceLock::new(),
                 relay: relay::Relay::new(),
-                this: this.clone(),
             }),
         })
     }
@@ -333,7 +330,7 @@ async fn sweep_cache(inner: std::sync::Weak<Inner>) {
             // is where the next message's news is checked against.
             let ns = inner.ns.get().filter(|_| inner.config.clustered);
             let evicted = inner.cache.evict_idle(idle, |id| {
-                ns.is_some_and(|ns| ns.room_len(&conv_room(id)) > 0)
+                ns.is_some_and(|ns| ns.room_len(&conv_room(id).into()) > 0)
             });
             if evicted > 0 {
                 tracing::debug!(

@@ -400,7 +400,7 @@ impl Presence {
     }
 
     /// Drops the sessions of `node` (gone silent); how many.
-    pub(crate) fn drop_node(&self, node: &str, now: Instant, _now_ms: i64) -> usize {
+    pub(crate) fn drop_node(&self, node: &str, now: Instant) -> usize {
         self.drop_sessions(now, |s| s.node.as_deref() == Some(node))
     }
 
@@ -992,7 +992,7 @@ mod tests {
         assert!(p.disconnected(&bob, sid(2), true, t0, 30, false));
         assert!(p.take_unsaved(false, 40).is_empty());
         p.connected_remote(remote("bob", 5, "pc", Platform::Desktop, 50, "b"), t0, 50);
-        assert_eq!(p.drop_node("b", t0, 60), 1);
+        assert_eq!(p.drop_node("b", t0), 1);
         p.tick(t0);
         assert_eq!(p.snapshot("bob").map(|s| s.online), Some(false));
         assert_eq!(p.take_unsaved(true, 70), vec![("alice".to_owned(), 70)]);

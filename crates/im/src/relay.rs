@@ -46,7 +46,7 @@ use crate::{conv_room, Inner};
 pub(crate) const MESSAGE: &str = "herald:im:message";
 /// A conversation's members changed: `{ c }`.
 pub(crate) const MEMBERS: &str = "herald:im:members";
-/// A user typed or stopped: `{ c, u, on }`.
+/// A user typed or stopped: `{ c, u, on }` (`on` again every half TTL while typing).
 pub(crate) const TYPING: &str = "herald:im:typing";
 /// A session connected: `{ n, u, sid, d, p, at }` (node, user, socket, device, platform,
 /// connect time in ms).
@@ -83,6 +83,9 @@ pub(crate) struct Relay {
     dropped: Mutex<std::collections::HashSet<Arc<str>>>,
     /// Whether the bus was ever up here (a later `back` is a return).
     was_up: AtomicBool,
+    /// When the others were last told that a user types in a conversation (see
+    /// [`typing`]). parking_lot mutex: held to look up or note one; swept every beat.
+    typing_told: Mutex<HashMap<(ConversationId, Arc<str>), Instant>>,
 }
 
 impl Relay {
@@ -93,6 +96,7 @@ impl Relay {
             bus_up: AtomicBool::new(false),
             dropped: Mutex::default(),
             was_up: AtomicBool::new(false),
+            typing_told: Mutex::default(),
         }
     }
 
@@ -205,8 +209,31 @@ pub(crate) fn members_changed(inner: &Inner, id: ConversationId) {
 }
 
 /// `user` typed (`on`) or stopped in conversation `id`, here.
-pub(crate) fn typing(inner: &Inner, id: ConversationId, user: &str, on: bool) {
-    tell(inner, TYPING, json!({ "c": id, "u": user, "on": on }));
+///
+/// A typer's `typing: true` comes at every keystroke or so; the others are told once,
+/// then again every half of `im.typing_ttl` while it goes on (each node counts a typer
+/// for the TTL after the last news).
+pub(crate) fn typing(inner: &Inner, id: ConversationId, user: &Arc<str>, on: bool) {
+    if !inner.config.clustered {
+        return;
+    }
+    let now = Instant::now();
+    {
+        let mut told = inner.relay.typing_told.lock();
+        if on {
+            let every = inner.config.typing_ttl / 2;
+            match told.get_mut(&(id, user.clone())) {
+                Some(at) if now.duration_since(*at) < every => return,
+                Some(at) => *at = now,
+                None => {
+                    told.insert((id, user.clone()), now);
+                }
+            }
+        } else {
+            told.remove(&(id, user.clone()));
+        }
+    }
+    tell(inner, TYPING, json!({ "c": id, "u": &**user, "on": on }));
 }
 
 /// A session of `user` connected here.
@@ -321,7 +348,7 @@ pub(crate) fn received(inner: &Arc<Inner>, ns: &Arc<Namespace>, ev: ServerEvent)
                 return;
             };
             let id = m.conversation;
-            if ns.room_len(&conv_room(id)) == 0 {
+            if ns.room_len(&conv_room(id).into()) == 0 {
                 // Nobody here to push to: a copy held here still learns its head.
                 if let Some(conv) = inner.cache.peek(id) {
                     let seq = m.seq;
@@ -370,7 +397,7 @@ pub(crate) fn received(inner: &Arc<Inner>, ns: &Arc<Namespace>, ev: ServerEvent)
             ) else {
                 return;
             };
-            if ns.room_len(&conv_room(id)) == 0 {
+            if ns.room_len(&conv_room(id).into()) == 0 {
                 return;
             }
             let note = move |inner: &Inner, conv: &Conv| {
@@ -449,13 +476,13 @@ pub(crate) fn received(inner: &Arc<Inner>, ns: &Arc<Namespace>, ev: ServerEvent)
                 }
             }
         }
-        ALIVE => {}
+        // ALIVE said who it is (noted above); anything else is not for this build.
         _ => {}
     }
 }
 
 /// A message another node committed, for this node's sockets.
-fn remote_message(inner: &Inner, conv: &Arc<Conv>, m: Message) {
+fn remote_message(inner: &Arc<Inner>, conv: &Arc<Conv>, m: Message) {
     let m = Arc::new(m);
     crate::cmd::send::noted(inner, conv, &m, false);
     crate::cmd::send::push(inner, conv, m, None);
@@ -463,14 +490,11 @@ fn remote_message(inner: &Inner, conv: &Arc<Conv>, m: Message) {
 
 /// Pushes waited behind a gap in `conv`: unless its news comes within [`GAP_WAIT`], the
 /// store is read.
-pub(crate) fn gap(inner: &Inner, conv: &Arc<Conv>) {
+pub(crate) fn gap(inner: &Arc<Inner>, conv: &Arc<Conv>) {
     if !inner.config.clustered || conv.gap_check.swap(true, Ordering::AcqRel) {
         return;
     }
-    let Some(inner) = inner.this.upgrade() else {
-        return;
-    };
-    let conv = conv.clone();
+    let (inner, conv) = (inner.clone(), conv.clone());
     tokio::spawn(async move {
         tokio::time::sleep(GAP_WAIT).await;
         conv.gap_check.store(false, Ordering::Release);
@@ -568,7 +592,7 @@ pub(crate) async fn catch_up(inner: Arc<Inner>) {
     ids.dedup();
     let mut filled = 0;
     for id in ids {
-        let conv = if ns.room_len(&conv_room(id)) > 0 {
+        let conv = if ns.room_len(&conv_room(id).into()) > 0 {
             inner.cache.get(&inner.store, id).await
         } else {
             match inner.cache.peek(id) {
@@ -606,16 +630,20 @@ pub(crate) async fn run(inner: std::sync::Weak<Inner>) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         tell(&inner, ALIVE, json!({ "n": &*inner.relay.node }));
+        let ttl = inner.config.typing_ttl;
+        inner
+            .relay
+            .typing_told
+            .lock()
+            .retain(|_, at| at.elapsed() < ttl);
         for node in inner.relay.silent() {
-            let dropped = inner
-                .presence
-                .drop_node(&node, Instant::now(), crate::cmd::now_ms());
+            let dropped = inner.presence.drop_node(&node, Instant::now());
             tracing::info!(%node, sessions = dropped, "im: a node went silent; its sessions dropped");
         }
         if let Some(ns) = inner.ns.get() {
             inner
                 .cache
-                .sweep_baselines(|id| ns.room_len(&conv_room(id)) > 0);
+                .sweep_baselines(|id| ns.room_len(&conv_room(id).into()) > 0);
         }
     }
 }

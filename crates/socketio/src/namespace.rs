@@ -170,11 +170,11 @@ impl Namespace {
     }
 
     /// How many of this node's sockets are in `room` (a socket's own id room included).
-    pub fn room_len(&self, room: &str) -> usize {
-        if let Some(r) = self.rooms.get(&Str::from(room.to_owned())) {
+    pub fn room_len(&self, room: &Str) -> usize {
+        if let Some(r) = self.rooms.get(room) {
             return r.len();
         }
-        Sid::parse(room).map_or(0, |sid| usize::from(self.sockets.contains_key(&sid)))
+        Sid::parse(room.as_str()).map_or(0, |sid| usize::from(self.sockets.contains_key(&sid)))
     }
 
     /// A broadcast to the namespace.

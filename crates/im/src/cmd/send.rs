@@ -123,7 +123,7 @@ pub(crate) fn send(inner: Arc<Inner>, socket: SocketRef, ev: Event) {
 /// the message is pushed, in sequence order, to every socket of the conversation but
 /// `except` (the sending one); on many nodes, the others are told.
 pub(crate) fn committed(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     conv: &Arc<Conv>,
     message: NewMessage,
     stored: &store::Stored,
@@ -182,7 +182,12 @@ pub(crate) fn noted(inner: &Inner, conv: &Conv, message: &Arc<Message>, here: bo
 
 /// Pushes `message` to this node's sockets of its conversation but `except`, in
 /// sequence order; one encoding, one ack id that names the message.
-pub(crate) fn push(inner: &Inner, conv: &Arc<Conv>, message: Arc<Message>, except: Option<String>) {
+pub(crate) fn push(
+    inner: &Arc<Inner>,
+    conv: &Arc<Conv>,
+    message: Arc<Message>,
+    except: Option<String>,
+) {
     let ns = inner.ns.get().cloned();
     let clustered = inner.config.clustered;
     let gap = conv.push_in_order(
