@@ -23,6 +23,7 @@ command -v openssl >/dev/null || { echo "openssl is required (apt-get install op
 export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
 export HERALD_BIN_DIR="${HERALD_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/../../target}/debug}"
 node --test --test-concurrency=1 --test-reporter=spec ./*.test.mjs
-# The IM tests again with every server on PostgreSQL (a database of its own each).
-echo "=== the IM tests on PostgreSQL"
-IM_TEST_STORE=postgres exec node --test --test-concurrency=1 --test-reporter=spec ./im*.test.mjs
+# The IM and document tests again with every server on PostgreSQL (a database of its
+# own each).
+echo "=== the IM and document tests on PostgreSQL"
+IM_TEST_STORE=postgres exec node --test --test-concurrency=1 --test-reporter=spec ./im*.test.mjs ./docs.test.mjs

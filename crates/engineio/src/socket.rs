@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Weak;
 
 use engineio_proto::{Sid, Transport};
@@ -91,10 +91,14 @@ impl Opening {
 pub struct Socket<D> {
     /// parking_lot mutex: held for a few instructions at a time, never across `.await`.
     pub(crate) outbox: Mutex<Outbox>,
-    max_buffered: usize,
+    /// Bytes queued at most (see [`Socket::send_all`]); raised by [`Socket::raise_limits`].
+    max_buffered: AtomicUsize,
     sid: Sid,
     /// This session's ping interval in milliseconds; 0 for the engine's.
     ping_interval_ms: AtomicU32,
+    /// The largest message accepted from the peer when raised above the engine's
+    /// `max_payload` ([`Socket::raise_limits`]); 0 for the engine's.
+    max_message: AtomicU32,
     /// Heartbeat, in milliseconds since the engine started: when the next ping is due,
     /// and when an unanswered ping times out (0 while no ping is outstanding).
     pub(crate) next_ping: AtomicU64,
@@ -219,10 +223,26 @@ impl<D> Socket<D> {
                 waker: None,
                 guard: None,
             }),
-            max_buffered,
+            max_buffered: AtomicUsize::new(max_buffered),
+            max_message: AtomicU32::new(0),
             closer,
             data,
         }
+    }
+
+    /// Raises, for this session only, the largest message it takes from the peer (to
+    /// `max_message` bytes, up to 4 GiB) and the bytes it may have queued for the peer
+    /// (to `max_buffered`); never lowers either. For a layer above that learns late what
+    /// a connection is for (a namespace of large documents).
+    pub fn raise_limits(&self, max_message: usize, max_buffered: usize) {
+        let message = u32::try_from(max_message).unwrap_or(u32::MAX);
+        self.max_message.fetch_max(message, Ordering::Relaxed);
+        self.max_buffered.fetch_max(max_buffered, Ordering::Relaxed);
+    }
+
+    /// The largest message taken from the peer: `engine_max`, or more when raised.
+    pub(crate) fn max_message(&self, engine_max: usize) -> usize {
+        engine_max.max(self.max_message.load(Ordering::Relaxed) as usize)
     }
 
     /// The session id.
@@ -358,7 +378,10 @@ impl<D> Socket<D> {
             }
             // An empty queue takes anything, so one large packet can always go out (up to
             // 4 GiB a frame).
-            if too_long || (outbox.bytes > 0 && outbox.bytes + added > self.max_buffered) {
+            if too_long
+                || (outbox.bytes > 0
+                    && outbox.bytes + added > self.max_buffered.load(Ordering::Relaxed))
+            {
                 outbox.queue.truncate(before);
                 return Err(SendError::QueueFull);
             }

@@ -157,7 +157,13 @@ impl Im {
         stats: Arc<ImStats>,
     ) -> Result<Im, ImError> {
         let store = Store::open(&config.store, store_stats)?;
-        Ok(Im {
+        Ok(Im::with_store(config, store, stats))
+    }
+
+    /// The service on a store already open (shared with other services); `config.store`
+    /// is not read.
+    pub fn with_store(config: Config, store: Store, stats: Arc<ImStats>) -> Im {
+        Im {
             inner: Arc::new(Inner {
                 presence: presence::Presence::new(&config, stats.clone()),
                 stats,
@@ -173,7 +179,7 @@ impl Im {
                 ns: OnceLock::new(),
                 relay: relay::Relay::new(),
             }),
-        })
+        }
     }
 
     /// The store's counters.

@@ -73,6 +73,14 @@ impl ApiError {
         }
     }
 
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message,
+        }
+    }
+
     pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,

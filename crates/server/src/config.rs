@@ -56,6 +56,8 @@ pub struct RawConfig {
     pub log: LogSection,
     /// `[im]`: the IM service on namespace `/im`.
     pub im: ImSection,
+    /// `[docs]`: Yjs documents on namespaces `/yjs|<name>`.
+    pub docs: DocsSection,
     /// `[cluster]`: nodes sharing rooms and broadcasts over Redis.
     pub cluster: ClusterSection,
 }
@@ -1133,6 +1135,161 @@ impl ImSection {
     }
 }
 
+/// `[docs]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DocsSection {
+    /// Whether documents are served (`/yjs|<name>`, for the `y-socket.io` client).
+    /// Defaults to true.
+    pub enabled: bool,
+    /// Where documents are stored: a store URL as `im.store`. Defaults to empty: the
+    /// IM service's store.
+    pub store: String,
+    /// Updates arriving within this many milliseconds of the last sent are merged into
+    /// one frame per recipient. Defaults to 10.
+    pub update_window_ms: u64,
+    /// Awareness changes (cursors) of a document are merged per window of this many
+    /// milliseconds. Defaults to 50.
+    pub awareness_window_ms: u64,
+    /// Every update received is stored within this many milliseconds (what a SIGKILL
+    /// may lose at most). Defaults to 1,000.
+    pub flush_ms: u64,
+    /// A document nobody has open leaves memory after this many milliseconds (compacted
+    /// first). Defaults to 30,000.
+    pub idle_unload_ms: u64,
+    /// Stored updates after which a document is compacted into one snapshot. Defaults
+    /// to 500.
+    pub compact_updates: u64,
+    /// Largest message a socket of a document may send or be sent, in bytes (the first
+    /// sync carries the whole document). Defaults to 67,108,864 (64 MiB).
+    pub max_message_bytes: u64,
+    /// Awareness states not renewed within this many milliseconds are removed. Defaults
+    /// to 30,000 (as y-protocols).
+    pub awareness_timeout_ms: u64,
+    /// Malformed updates or events one socket may send before it is disconnected.
+    /// Defaults to 10.
+    pub max_bad_events: u64,
+    /// Events per second one socket of a document may send (updates, cursor moves), in
+    /// place of `limits.events_per_second`; over it the connection is closed (the client
+    /// reconnects and syncs), never an update dropped. 0 for no limit. Defaults to 500.
+    pub events_per_second: f64,
+    /// Events one socket of a document may send at once. Defaults to 2,000.
+    pub events_burst: u64,
+    /// Document patterns clients without a token may edit. Defaults to `["*"]` (with
+    /// no auth configured every client is anonymous).
+    #[serde(deserialize_with = "list")]
+    pub anonymous_edit: Vec<String>,
+    /// Document patterns clients without a token may read only. Defaults to none.
+    #[serde(deserialize_with = "list")]
+    pub anonymous_read: Vec<String>,
+}
+
+impl Default for DocsSection {
+    fn default() -> Self {
+        let d = collab::Config::default();
+        DocsSection {
+            enabled: true,
+            store: String::new(),
+            update_window_ms: d.update_window.as_millis() as u64,
+            awareness_window_ms: d.awareness_window.as_millis() as u64,
+            flush_ms: d.flush.as_millis() as u64,
+            idle_unload_ms: d.idle_unload.as_millis() as u64,
+            compact_updates: d.compact_updates,
+            max_message_bytes: d.max_message_bytes as u64,
+            awareness_timeout_ms: d.awareness_timeout.as_millis() as u64,
+            max_bad_events: u64::from(d.max_bad_events),
+            events_per_second: d.event_rate.map_or(0.0, |r| r.per_second),
+            events_burst: d.event_rate.map_or(1, |r| u64::from(r.burst)),
+            anonymous_edit: vec!["*".to_owned()],
+            anonymous_read: Vec::new(),
+        }
+    }
+}
+
+/// The document service, validated.
+#[derive(Debug, Clone)]
+pub struct DocsConfig {
+    /// The service's own settings (its store included).
+    pub collab: collab::Config,
+    /// What clients without a token may edit and read.
+    pub anonymous_edit: Vec<String>,
+    /// See `anonymous_edit`.
+    pub anonymous_read: Vec<String>,
+}
+
+impl DocsSection {
+    /// The document service's configuration; `None` when it is off.
+    fn check(&self, c: &mut Checker, im: &ImSection) -> Option<DocsConfig> {
+        let url = if self.store.is_empty() {
+            im.store.clone()
+        } else {
+            self.store.clone()
+        };
+        if let Err(why) = store::check_url(&url) {
+            c.fail(
+                "docs.store",
+                format!("{:?}: {why}", store::redacted_url(&url)),
+            );
+        }
+        c.positive("docs.update_window_ms", self.update_window_ms);
+        c.at_most("docs.update_window_ms", self.update_window_ms, 1_000);
+        c.positive("docs.awareness_window_ms", self.awareness_window_ms);
+        c.at_most("docs.awareness_window_ms", self.awareness_window_ms, 10_000);
+        c.positive("docs.flush_ms", self.flush_ms);
+        c.at_most("docs.flush_ms", self.flush_ms, 600_000);
+        c.positive("docs.idle_unload_ms", self.idle_unload_ms);
+        c.at_most("docs.idle_unload_ms", self.idle_unload_ms, 86_400_000);
+        c.positive("docs.compact_updates", self.compact_updates);
+        c.at_most("docs.compact_updates", self.compact_updates, 10_000_000);
+        c.positive("docs.max_message_bytes", self.max_message_bytes);
+        c.at_most("docs.max_message_bytes", self.max_message_bytes, 1 << 30);
+        c.positive("docs.awareness_timeout_ms", self.awareness_timeout_ms);
+        c.at_most(
+            "docs.awareness_timeout_ms",
+            self.awareness_timeout_ms,
+            3_600_000,
+        );
+        let event_rate = c.rate(
+            "docs.events_per_second",
+            self.events_per_second,
+            "docs.events_burst",
+            self.events_burst,
+        );
+        c.patterns("docs.anonymous_edit", &self.anonymous_edit);
+        c.patterns("docs.anonymous_read", &self.anonymous_read);
+        c.positive("docs.max_bad_events", self.max_bad_events);
+        c.at_most("docs.max_bad_events", self.max_bad_events, 1_000_000);
+        let mut store = store::Config {
+            url,
+            ..store::Config::default()
+        };
+        if self.store.is_empty() {
+            store.durability = match im.durability {
+                DurabilityName::Full => store::Durability::Full,
+                DurabilityName::Normal => store::Durability::Normal,
+            };
+        }
+        self.enabled.then(|| DocsConfig {
+            collab: collab::Config {
+                store,
+                update_window: Duration::from_millis(self.update_window_ms),
+                awareness_window: Duration::from_millis(self.awareness_window_ms),
+                flush: Duration::from_millis(self.flush_ms),
+                idle_unload: Duration::from_millis(self.idle_unload_ms),
+                compact_updates: self.compact_updates,
+                max_message_bytes: self.max_message_bytes as usize,
+                awareness_timeout: Duration::from_millis(self.awareness_timeout_ms),
+                max_bad_events: self.max_bad_events.min(u64::from(u32::MAX)) as u32,
+                event_rate: event_rate
+                    .map(|(per_second, burst)| socketio::RateLimit { per_second, burst }),
+                ..collab::Config::default()
+            },
+            anonymous_edit: self.anonymous_edit.clone(),
+            anonymous_read: self.anonymous_read.clone(),
+        })
+    }
+}
+
 /// A list given as a sequence, or as one comma-separated string (what an environment
 /// variable holds: `HERALD_SOCKETIO__TRANSPORTS=polling,websocket`); each item read as
 /// a `T` (a string, or one of a closed set).
@@ -1196,6 +1353,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The IM service; `None` when it is off.
     pub im: Option<im::Config>,
+    /// The document service; `None` when it is off.
+    pub docs: Option<DocsConfig>,
     /// The cluster; `None` for a node on its own.
     pub cluster: Option<ClusterConfig>,
 }
@@ -1359,6 +1518,7 @@ impl Loaded {
             }
         }
         raw.im.store = store::redacted_url(&raw.im.store);
+        raw.docs.store = store::redacted_url(&raw.docs.store);
         let table = match toml::Table::try_from(&raw) {
             Ok(t) => t,
             Err(e) => return format!("# cannot render the configuration: {e}\n"),
@@ -1806,6 +1966,7 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
     let demo = raw.demo.check(&mut c);
     let log = raw.log.check(&mut c);
     let mut im = raw.im.check(&mut c);
+    let docs = raw.docs.check(&mut c, &raw.im);
     let cluster = raw.cluster.check(&mut c);
     if let Some(im) = im.as_mut() {
         im.clustered = cluster.is_some();
@@ -1865,6 +2026,7 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         drain,
         tls,
         im,
+        docs,
         cluster,
     })
 }

@@ -37,10 +37,12 @@ impl ImService {
             let Some(config) = ctx.config.im.clone() else {
                 return Ok(None);
             };
-            let store_stats = ctx.shared.store_stats.clone();
             let url = store::redacted_url(&config.store.url);
-            let im = im::Im::open(config, store_stats, ctx.shared.im_stats.clone())
+            let store = ctx
+                .shared
+                .store(&config.store)
                 .map_err(|e| format!("im store: {e}"))?;
+            let im = im::Im::with_store(config, store, ctx.shared.im_stats.clone());
             tracing::info!(
                 backend = im.store().backend(),
                 store = %url,

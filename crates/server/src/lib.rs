@@ -32,6 +32,7 @@
 pub mod admission;
 pub mod auth;
 pub mod config;
+pub mod docs;
 pub mod im;
 pub mod metrics;
 pub mod rooms;
@@ -123,7 +124,11 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Herald's services, one line each: the rooms app on `/`, IM on `/im` (unless `[im]`
 /// turns it off).
 pub fn default_services() -> Vec<service::Factory> {
-    vec![rooms::Rooms::factory(), im::ImService::factory()]
+    vec![
+        rooms::Rooms::factory(),
+        im::ImService::factory(),
+        docs::DocsService::factory(),
+    ]
 }
 
 /// Binds `config.listen` and starts serving Herald's services ([`default_services`]).
@@ -194,6 +199,8 @@ pub async fn start_with(
         draining: AtomicBool::new(false),
         store_stats: Arc::default(),
         im_stats: Arc::default(),
+        collab_stats: Arc::default(),
+        stores: parking_lot::Mutex::new(Vec::new()),
     });
     let ctx = service::Context {
         config: Arc::new(config.clone()),

@@ -464,6 +464,29 @@ pub fn render(state: &AppState, tls: Option<&crate::tls::Tls>) -> String {
         "Typing sets pushed (one per conversation per window with a change).",
         load(&im.typing_pushes),
     );
+    let docs = &state.shared.collab_stats;
+    out.one(
+        "herald_docs_loaded",
+        "gauge",
+        "Yjs documents in memory.",
+        docs.loaded.load(Ordering::Relaxed),
+    );
+    for (name, help, counter) in [
+        ("herald_docs_loads_total", "Documents loaded from the store.", &docs.loads),
+        ("herald_docs_unloads_total", "Documents unloaded from memory (idle, deleted or reloaded).", &docs.unloads),
+        ("herald_docs_updates_total", "Document updates applied (clients, API).", &docs.updates_in),
+        ("herald_docs_refused_total", "Document updates or events refused: malformed, or from a read-only client.", &docs.updates_refused),
+        ("herald_docs_update_frames_total", "sync-update frames sent (one per recipient per window).", &docs.update_frames_out),
+        ("herald_docs_awareness_total", "Awareness updates received.", &docs.awareness_in),
+        ("herald_docs_awareness_frames_total", "awareness-update frames sent (merged per window).", &docs.awareness_frames_out),
+        ("herald_docs_stored_total", "Rows of document updates stored (one per document per write).", &docs.stored),
+        ("herald_docs_store_errors_total", "Document writes, loads or compactions the store failed (retried).", &docs.store_errors),
+        ("herald_docs_compactions_total", "Documents compacted into their snapshot.", &docs.compactions),
+        ("herald_docs_abusers_total", "Document sockets disconnected for repeated malformed input.", &docs.abusers),
+        ("herald_docs_rate_limited_total", "Document connections closed for going over docs.events_per_second (they reconnect and resync).", &docs.rate_limited),
+    ] {
+        out.one(name, "counter", help, load(counter));
+    }
     // Per operation: a client event of the IM service (`send`, `history`, ...), its
     // `connect`, the `watermarks` written behind, an API call.
     let by_op = st.by_operation();

@@ -32,6 +32,11 @@ pub struct Shared {
     pub store_stats: Arc<store::StoreStats>,
     /// The IM service's counters.
     pub im_stats: Arc<im::ImStats>,
+    /// The document service's counters.
+    pub collab_stats: Arc<collab::CollabStats>,
+    /// The stores the services opened, by URL: services naming the same URL share one
+    /// (one writer per SQLite file).
+    pub stores: parking_lot::Mutex<Vec<(String, store::Store)>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -43,6 +48,22 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// The store at `config.url`, opened on first use and shared after (the first
+    /// opener's batching settings hold).
+    ///
+    /// # Errors
+    ///
+    /// The store's, when it cannot be opened.
+    pub fn store(&self, config: &store::Config) -> Result<store::Store, store::StoreError> {
+        let mut stores = self.stores.lock();
+        if let Some((_, s)) = stores.iter().find(|(url, _)| *url == config.url) {
+            return Ok(s.clone());
+        }
+        let opened = store::Store::open(config, self.store_stats.clone())?;
+        stores.push((config.url.clone(), opened.clone()));
+        Ok(opened)
+    }
+
     /// The tiers' settings.
     pub fn tiers_config(&self) -> &TiersConfig {
         self.tiers.config()

@@ -27,6 +27,11 @@ struct Pending {
 }
 
 impl Decoder {
+    /// Raises the bytes one packet's attachments may add up to (never lowers it).
+    pub fn raise_attachment_bytes(&mut self, max: usize) {
+        self.limits.max_attachment_bytes = self.limits.max_attachment_bytes.max(max);
+    }
+
     /// A decoder with these limits.
     pub fn new(limits: Limits) -> Decoder {
         Decoder {

@@ -109,6 +109,26 @@ impl Args for RawArgs {
     }
 }
 
+/// An event encoded once for the sockets of one namespace, to send to any number of them
+/// ([`crate::Namespace::encode`], [`crate::Socket::send_encoded`]): a service that keeps
+/// its own lists of recipients pays for the encoding once.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub(crate) frames: Vec<Frame>,
+}
+
+impl Encoded {
+    /// Bytes on the wire (frame headers included).
+    pub fn len(&self) -> usize {
+        self.frames.iter().map(Frame::len).sum()
+    }
+
+    /// Whether it is empty (never: a packet has at least its type).
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
 /// What a packet's payload is, before encoding.
 pub(crate) enum Body<'a> {
     /// No payload.

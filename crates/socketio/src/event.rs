@@ -29,6 +29,11 @@ impl fmt::Debug for Event {
 }
 
 impl Event {
+    /// The socket that sent it.
+    pub fn socket(&self) -> &SocketRef {
+        &self.socket
+    }
+
     /// The event name.
     pub fn name(&self) -> Str {
         self.packet.event_name().unwrap_or(Str::ROOT)
@@ -153,6 +158,7 @@ impl AckResponse {
 /// A client asking to join a namespace: its auth payload and the connection it came on.
 /// Middlewares may attach typed data to it; the socket inherits that data.
 pub struct ConnectRequest {
+    pub(crate) nsp: Str,
     pub(crate) auth: Data,
     pub(crate) conn: Arc<Conn>,
     pub(crate) data: parking_lot::Mutex<crate::socket::Extensions>,
@@ -167,6 +173,11 @@ impl fmt::Debug for ConnectRequest {
 }
 
 impl ConnectRequest {
+    /// The namespace asked for (a dynamic namespace's full name).
+    pub fn nsp(&self) -> &str {
+        self.nsp.as_str()
+    }
+
     /// The auth payload read as `T`; an absent payload reads as an empty object.
     ///
     /// # Errors

@@ -69,7 +69,7 @@ pub use adapter::{
     Adapter, AdapterFactory, BroadcastOptions, FetchedSocket, LocalAdapter, ServerAcks,
     ServerEvent, SharedData, SHARED_ACK_IDS,
 };
-pub use args::{Args, RawArgs};
+pub use args::{Args, Encoded, RawArgs};
 pub use binary::Binary;
 pub use broadcast::BroadcastOperator;
 pub use config::{Config, Parser, RateLimit};

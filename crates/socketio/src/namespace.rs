@@ -30,6 +30,8 @@ pub(crate) struct Hooks {
     pub(crate) on_rate_limited: Option<RateLimitedHandler>,
     pub(crate) on_ack: Option<AckHandler>,
     pub(crate) on_server_event: Option<ServerEventHandler>,
+    /// The namespace's own per-socket event rate, in place of the server's.
+    pub(crate) event_rate: Option<Option<crate::RateLimit>>,
 }
 
 impl Hooks {
@@ -42,6 +44,7 @@ impl Hooks {
             on_rate_limited: None,
             on_ack: None,
             on_server_event: None,
+            event_rate: None,
         }
     }
 }
@@ -123,7 +126,7 @@ impl Namespace {
             on_ack: hooks.on_ack,
             adapter,
             stats: common.stats,
-            event_rate: common.event_rate,
+            event_rate: hooks.event_rate.unwrap_or(common.event_rate),
             epoch: common.epoch,
             sockets: DashMap::new(),
             rooms: DashMap::new(),
@@ -143,6 +146,27 @@ impl Namespace {
     /// The namespace's name.
     pub fn name(&self) -> &str {
         self.name.as_str()
+    }
+
+    /// `event` with `args`, encoded once for any number of this namespace's sockets
+    /// (see [`crate::Socket::send_encoded`]).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Serialize`].
+    pub fn encode<A: crate::Args>(
+        &self,
+        event: &str,
+        args: A,
+    ) -> Result<crate::args::Encoded, crate::Error> {
+        crate::args::encode(
+            self.parser,
+            socketio_proto::PacketType::Event,
+            self.name(),
+            None,
+            crate::args::Body::Event(event, &args),
+        )
+        .map(|frames| crate::args::Encoded { frames })
     }
 
     /// The socket with this id.

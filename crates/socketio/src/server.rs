@@ -163,6 +163,21 @@ impl Builder {
         self
     }
 
+    /// Sets the per-socket event rate of the namespace added last, in place of the
+    /// server's [`Config::event_rate`] (`None`: no limit).
+    ///
+    /// # Panics
+    ///
+    /// When no namespace was added yet.
+    pub fn event_rate(mut self, rate: Option<crate::RateLimit>) -> Self {
+        self.specs
+            .last_mut()
+            .expect("add a namespace before its rate")
+            .hooks
+            .event_rate = Some(rate);
+        self
+    }
+
     /// Decides on every request that would open a connection (an Engine.IO handshake,
     /// over either transport), before anything is made for it: `f` may refuse it with a
     /// status and a code, or admit it with a [`Guard`] the connection holds until it
@@ -282,6 +297,27 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// See [`Server::remove_empty_namespace`].
+    fn forget_if_empty(&self, name: &str) -> bool {
+        let is_static = self
+            .specs
+            .iter()
+            .any(|s| matches!(&s.matcher, Matcher::Name(m) if m == name));
+        if is_static {
+            return false;
+        }
+        let removed = self
+            .namespaces
+            .remove_if(&Str::from(name.to_owned()), |_, ns| ns.is_empty());
+        match removed {
+            Some((_, ns)) => {
+                ns.adapter.close();
+                true
+            }
+            None => false,
+        }
+    }
+
     fn namespace(&self, name: &Str) -> Option<Arc<Namespace>> {
         if let Some(ns) = self.namespaces.get(name) {
             return Some(ns.value().clone());
@@ -356,6 +392,13 @@ impl Server {
     /// The layer's counters and histograms.
     pub fn stats(&self) -> &Arc<crate::Stats> {
         &self.inner.common.stats
+    }
+
+    /// Forgets the dynamic namespace `name` if no socket is in it (its adapter closed);
+    /// a later connect makes it again. Returns whether it was removed. Namespaces added
+    /// by name stay.
+    pub fn remove_empty_namespace(&self, name: &str) -> bool {
+        self.inner.forget_if_empty(name)
     }
 
     /// Every namespace (dynamic ones once a client joined).
@@ -476,6 +519,7 @@ impl Handler {
             return;
         };
         let request = ConnectRequest {
+            nsp: packet.nsp.clone(),
             auth: packet.data,
             conn: conn.clone(),
             data: Mutex::new(Extensions::default()),
@@ -483,6 +527,8 @@ impl Handler {
         for middleware in &ns.middlewares {
             if let Err(e) = middleware(&request) {
                 self.refuse(conn, &packet.nsp, &e);
+                // A refused client leaves no dynamic namespace behind.
+                self.inner.forget_if_empty(packet.nsp.as_str());
                 return;
             }
         }

@@ -43,6 +43,15 @@ pub struct ConnState {
 }
 
 impl ConnState {
+    /// Raises, for this connection, the bytes one packet's binary attachments may add
+    /// up to (the default parser's, whose decoder read the CONNECT; msgpack packets are
+    /// bounded by the message size only).
+    pub fn raise_attachment_bytes(&self, max: usize) {
+        if let Some(decoder) = self.decoder.lock().as_mut() {
+            decoder.raise_attachment_bytes(max);
+        }
+    }
+
     pub(crate) fn socket(&self, nsp: &Str) -> Option<SocketRef> {
         self.sockets
             .lock()
@@ -389,6 +398,16 @@ impl Socket {
             Body::Event(event, &args),
         )?;
         self.send_frames(frames)
+    }
+
+    /// Sends an event encoded by [`Namespace::encode`] of this socket's namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`], [`Error::QueueFull`] (the connection is then closed, as
+    /// for [`Socket::emit`]).
+    pub fn send_encoded(&self, packet: &crate::args::Encoded) -> Result<(), Error> {
+        self.send_frames(packet.frames.clone())
     }
 
     /// Emits `event` with `args` and waits up to `timeout` for the client's answer.

@@ -19,11 +19,13 @@
 //! - [`Store`]: the store of either backend, as the IM service holds it.
 //! - [`sqlite`]: [`SqliteStore`]: open, the writer's jobs, the reads.
 //! - [`postgres`]: [`PgStore`]: the same on PostgreSQL, connecting in the background.
+//! - [`docs`]: Yjs documents: [`StoredDocument`], appended updates and snapshots.
 //! - [`members`]: [`MemberChange`]: who may change a group's members, and how.
 //! - `writer`: the group-commit loop.
 //! - `migrate`: the schema versions.
 //! - [`stats`]: [`StoreStats`], reads, writes, transactions and batch sizes.
 
+pub mod docs;
 pub mod error;
 pub mod members;
 mod migrate;
@@ -36,6 +38,7 @@ mod writer;
 
 use std::time::Duration;
 
+pub use docs::{DocumentInfo, StoredDocument};
 pub use error::StoreError;
 pub use members::{MemberChange, MembersChanged};
 pub use model::{

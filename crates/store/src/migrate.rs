@@ -9,12 +9,14 @@ use crate::StoreError;
 const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0001_conversations.sql"),
     include_str!("../migrations/sqlite/0002_presence.sql"),
+    include_str!("../migrations/sqlite/0003_documents.sql"),
 ];
 
 /// Every version's SQL for PostgreSQL, in order, as for SQLite.
 const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0001_conversations.sql"),
     include_str!("../migrations/postgres/0002_presence.sql"),
+    include_str!("../migrations/postgres/0003_documents.sql"),
 ];
 
 /// The version this build writes.

@@ -15,6 +15,8 @@
 //! writes and reads are answered `unavailable` at once, and the service recovers by
 //! itself when the server is back.
 
+mod docs;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;

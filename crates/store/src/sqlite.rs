@@ -1,5 +1,7 @@
 //! The SQLite store: one file in WAL mode, one group-commit writer, a few readers.
 
+mod docs;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -288,6 +288,87 @@ async fn battery(s: &Store) {
     let reads = StoreStats::get(&stats.reads);
     assert!(s.last_seen_of(Vec::new()).await.unwrap().is_empty());
     assert_eq!(StoreStats::get(&stats.reads), reads, "nothing read");
+    documents(s).await;
+}
+
+/// Documents: appends numbered per document, read back in order at one point in time,
+/// compacted (the updates up to a number replaced by a snapshot, later ones kept), listed
+/// by prefix and page, deleted.
+async fn documents(s: &Store) {
+    assert_eq!(s.document("d/a").await.unwrap(), None);
+    let seqs = s
+        .append_documents(
+            vec![
+                ("d/a".into(), vec![1]),
+                ("d/b".into(), vec![9, 9]),
+                ("d/a".into(), vec![2]),
+            ],
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(seqs, [1, 1, 2]);
+    let seqs = s
+        .append_documents(vec![("d/a".into(), vec![3, 3])], 11)
+        .await
+        .unwrap();
+    assert_eq!(seqs, [3]);
+    let a = s.document("d/a").await.unwrap().unwrap();
+    assert_eq!(a.snapshot, Vec::<u8>::new());
+    assert_eq!(a.updates, [(1, vec![1]), (2, vec![2]), (3, vec![3, 3])]);
+    assert_eq!(a.last_seq(), 3);
+    // Compact the first two.
+    assert!(s
+        .compact_document("d/a", 2, vec![7, 7, 7], 12)
+        .await
+        .unwrap());
+    let a = s.document("d/a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.snapshot.as_slice(), a.snapshot_seq),
+        (&[7u8, 7, 7][..], 2)
+    );
+    assert_eq!(a.updates, [(3, vec![3, 3])]);
+    // Not back, not past the last update, not a missing document.
+    assert!(!s.compact_document("d/a", 1, vec![0], 13).await.unwrap());
+    assert!(!s.compact_document("d/a", 9, vec![0], 13).await.unwrap());
+    assert!(!s.compact_document("d/none", 1, vec![0], 13).await.unwrap());
+    // Appends go on after the snapshot.
+    assert_eq!(
+        s.append_documents(vec![("d/a".into(), vec![4])], 14)
+            .await
+            .unwrap(),
+        [4]
+    );
+    let listed = s.documents("d/".into(), None, 10).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["d/a", "d/b"]);
+    assert_eq!(
+        listed[0].bytes,
+        3 + 2 + 1,
+        "the snapshot and the updates after it"
+    );
+    assert_eq!(listed[0].pending_updates, 2);
+    assert_eq!((listed[0].created_ms, listed[0].updated_ms), (10, 14));
+    let page = s
+        .documents("d/".into(), Some("d/a".into()), 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].name, "d/b");
+    assert!(s.documents("d/a".into(), None, 1).await.unwrap().len() == 1);
+    // `%` and `_` in a prefix are themselves.
+    assert!(s.documents("d_".into(), None, 10).await.unwrap().is_empty());
+    assert!(s.documents("%".into(), None, 10).await.unwrap().is_empty());
+    assert!(s.delete_document("d/a").await.unwrap());
+    assert!(!s.delete_document("d/a").await.unwrap());
+    assert_eq!(s.document("d/a").await.unwrap(), None);
+    // A new document of the same name starts again at 1.
+    assert_eq!(
+        s.append_documents(vec![("d/a".into(), vec![5])], 15)
+            .await
+            .unwrap(),
+        [1]
+    );
 }
 
 /// What a store opened on a database of schema version 1 must show: the conversation
@@ -304,6 +385,11 @@ async fn migrated_from_v1(s: &Store, old: i64) {
         s.last_seen_of(vec!["ann".into()]).await.unwrap(),
         [("ann".to_owned(), 7)]
     );
+    // And documents (version 3).
+    s.append_documents(vec![("doc".into(), vec![1])], 1)
+        .await
+        .unwrap();
+    assert_eq!(s.document("doc").await.unwrap().unwrap().last_seq(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,7 +435,7 @@ async fn sqlite_migrates_from_v1() {
     let version: u32 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     drop(conn);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -459,7 +545,7 @@ async fn postgres_migrates_from_v1() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     drop(v1);
     client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))

@@ -60,6 +60,11 @@ impl Decoder {
         self.max_message
     }
 
+    /// Changes the largest message accepted, from the next message on.
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max_message = max_message;
+    }
+
     /// Whether a fragmented message is being assembled.
     pub fn in_message(&self) -> bool {
         self.partial.is_some()

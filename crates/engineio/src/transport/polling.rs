@@ -166,7 +166,7 @@ where
         socket: &*socket,
         get: false,
     };
-    let max = engine.config.max_payload;
+    let max = socket.max_message(engine.config.max_payload);
     let (parts, body) = req.into_parts();
     // v4 payloads are text; octet-stream bodies belong to v3 binary payloads (§1.5).
     if parts

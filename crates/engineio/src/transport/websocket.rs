@@ -691,6 +691,8 @@ fn read_and_dispatch<H: EngineHandler, S: Stream>(
     conn: &mut Conn<S>,
 ) -> Result<bool, (CloseReason, Option<Frame>)> {
     let mut budget = READ_BUDGET;
+    conn.decoder
+        .set_max_message(socket.max_message(engine.config.max_payload));
     let read = match conn.fill(cx, &mut budget) {
         Ok(read) => read,
         Err(_) => return Err((CloseReason::TransportError, None)),

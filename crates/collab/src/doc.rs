@@ -1,0 +1,356 @@
+//! One document in memory: its Yjs document, its awareness, the sockets that have it
+//! open, and what waits to be sent to them or written to the store.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use socketio::{Binary, Event, Sid, SocketRef};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+use crate::awareness::Awareness;
+use crate::Access;
+
+/// A document, loaded or loading.
+pub(crate) struct Document {
+    pub(crate) name: Arc<str>,
+    pub(crate) state: Mutex<State>,
+}
+
+impl Document {
+    pub(crate) fn loading(name: Arc<str>) -> Document {
+        Document {
+            name,
+            state: Mutex::new(State {
+                phase: Phase::Loading(Vec::new()),
+                ydoc: new_doc(),
+                awareness: Awareness::default(),
+                members: Vec::new(),
+                outbox: Vec::new(),
+                out_due: None,
+                last_out: None,
+                aware_due: None,
+                last_aware: None,
+                unsaved: Vec::new(),
+                dirty: false,
+                since_snapshot: 0,
+                compacting: false,
+                idle_since: Instant::now(),
+                out: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// A Yjs document as the server keeps them (garbage collection on: deleted content is
+/// dropped, as the Node server does).
+pub(crate) fn new_doc() -> Doc {
+    Doc::new()
+}
+
+/// Where a document is in its life.
+pub(crate) enum Phase {
+    /// Being read from the store; what arrives meanwhile waits here, in order.
+    Loading(Vec<Op>),
+    /// In memory.
+    Ready,
+    /// Unloaded or deleted: whoever holds it looks it up again.
+    Gone,
+}
+
+/// Something that came for a document while it was loading.
+pub(crate) enum Op {
+    /// A socket joined: it gets the server's `sync-step-1` and the awareness.
+    Join(SocketRef),
+    /// A client's `sync-step-1`, to answer.
+    Step1(Event),
+    /// A client's update.
+    Update(SocketRef, Bytes),
+    /// An update from the HTTP API.
+    Apply(Bytes),
+    /// A client's awareness update.
+    Awareness(SocketRef, Bytes),
+}
+
+/// A socket that has the document open.
+pub(crate) struct Member {
+    pub(crate) socket: SocketRef,
+    pub(crate) access: Access,
+    /// Malformed things it sent.
+    pub(crate) bad: u32,
+}
+
+/// The mutable part of a document (behind its lock).
+pub(crate) struct State {
+    pub(crate) phase: Phase,
+    pub(crate) ydoc: Doc,
+    pub(crate) awareness: Awareness,
+    pub(crate) members: Vec<Member>,
+    /// Updates applied and not yet sent, with the socket they came from.
+    pub(crate) outbox: Vec<(Option<Sid>, Bytes)>,
+    /// When the outbox goes out (a timer is set for it).
+    pub(crate) out_due: Option<Instant>,
+    pub(crate) last_out: Option<Instant>,
+    /// When the awareness changes go out (a timer is set for it).
+    pub(crate) aware_due: Option<Instant>,
+    pub(crate) last_aware: Option<Instant>,
+    /// Updates applied and not yet stored, in order.
+    pub(crate) unsaved: Vec<Bytes>,
+    /// In the service's list of documents with unsaved updates.
+    pub(crate) dirty: bool,
+    /// Rows stored after the snapshot.
+    pub(crate) since_snapshot: u64,
+    pub(crate) compacting: bool,
+    /// Since when no socket has it open.
+    pub(crate) idle_since: Instant,
+    /// What to send once the lock is released (sending may close a slow socket, whose
+    /// leaving takes the lock again).
+    pub(crate) out: Vec<Out>,
+}
+
+/// Something to do for a socket after the document's lock is released.
+pub(crate) enum Out {
+    /// A packet.
+    Send(SocketRef, socketio::Encoded),
+    /// The server's `sync-step-1` with its state vector, and the awareness after it.
+    Sync(SocketRef, Vec<u8>, Vec<u8>),
+    /// An answer to the socket's `sync-step-1`.
+    Ack(Event, Vec<u8>),
+    /// Close the connection (its client comes back).
+    Close(SocketRef),
+    /// Disconnect the socket (its client stays away).
+    Disconnect(SocketRef),
+}
+
+/// Why an update was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Not a Yjs v1 update.
+    Malformed,
+    /// Yrs could not integrate it (or failed on it): the document is reloaded.
+    Broken,
+}
+
+impl State {
+    /// Applies a Yjs v1 update. `Ok(false)` when it carried nothing (an empty answer to
+    /// a sync step): nothing to send or store.
+    pub(crate) fn apply(&mut self, update: &[u8]) -> Result<bool, Refused> {
+        let decoded = decode_update(update)?;
+        if decoded.is_empty() {
+            return Ok(false);
+        }
+        let ydoc = &self.ydoc;
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            ydoc.transact_mut().apply_update(decoded)
+        }));
+        match result {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "an update did not integrate");
+                Err(Refused::Broken)
+            }
+            Err(_) => Err(Refused::Broken),
+        }
+    }
+
+    /// The server's state vector.
+    pub(crate) fn state_vector(&self) -> Vec<u8> {
+        self.ydoc.transact().state_vector().encode_v1()
+    }
+
+    /// What a client with state vector `sv` lacks, as one update.
+    pub(crate) fn diff(&self, sv: &[u8]) -> Option<Vec<u8>> {
+        crate::validate::state_vector_v1(sv).ok()?;
+        let sv = std::panic::catch_unwind(|| StateVector::decode_v1(sv))
+            .ok()?
+            .ok()?;
+        Some(self.ydoc.transact().encode_state_as_update_v1(&sv))
+    }
+
+    pub(crate) fn member(&mut self, id: Sid) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.socket.id() == id)
+    }
+
+    /// Sends the outbox: every recipient gets the updates of the others, merged into one
+    /// frame, never its own.
+    pub(crate) fn send_updates(&mut self, now: Instant) -> u64 {
+        self.out_due = None;
+        self.last_out = Some(now);
+        let items = std::mem::take(&mut self.outbox);
+        if items.is_empty() || self.members.is_empty() {
+            return 0;
+        }
+        let ns = self.members[0].socket.namespace().clone();
+        let encode = |updates: Vec<&[u8]>| -> Vec<socketio::Encoded> {
+            merge(&updates)
+                .into_iter()
+                .filter_map(|u| ns.encode("sync-update", (Binary(Bytes::from(u)),)).ok())
+                .collect()
+        };
+        let all = encode(items.iter().map(|(_, u)| &u[..]).collect());
+        let mut frames = 0;
+        for m in &self.members {
+            let id = m.socket.id();
+            let sent_some = items.iter().any(|(from, _)| *from == Some(id));
+            let packets = if sent_some {
+                let others: Vec<&[u8]> = items
+                    .iter()
+                    .filter(|(from, _)| *from != Some(id))
+                    .map(|(_, u)| &u[..])
+                    .collect();
+                if others.is_empty() {
+                    continue;
+                }
+                encode(others)
+            } else {
+                all.clone()
+            };
+            for p in packets {
+                self.out.push(Out::Send(m.socket.clone(), p));
+                frames += 1;
+            }
+        }
+        frames
+    }
+
+    /// Sends the awareness changes to every socket but the one that made them all.
+    pub(crate) fn send_awareness(&mut self, now: Instant) -> u64 {
+        self.aware_due = None;
+        self.last_aware = Some(now);
+        let Some((update, only)) = self.awareness.take_changes() else {
+            return 0;
+        };
+        let Some(first) = self.members.first() else {
+            return 0;
+        };
+        let Ok(packet) = first
+            .socket
+            .namespace()
+            .encode("awareness-update", (Binary(Bytes::from(update)),))
+        else {
+            return 0;
+        };
+        let mut frames = 0;
+        for m in &self.members {
+            if Some(m.socket.id()) != only {
+                self.out.push(Out::Send(m.socket.clone(), packet.clone()));
+                frames += 1;
+            }
+        }
+        frames
+    }
+}
+
+/// Decodes a Yjs v1 update, never panicking.
+pub(crate) fn decode_update(update: &[u8]) -> Result<Update, Refused> {
+    crate::validate::update_v1(update).map_err(|_| Refused::Malformed)?;
+    match std::panic::catch_unwind(|| Update::decode_v1(update)) {
+        Ok(Ok(u)) => Ok(u),
+        _ => Err(Refused::Malformed),
+    }
+}
+
+/// Merges updates into one; when they do not merge, gives them back as they are.
+/// Only ever given updates that were checked ([`decode_update`]).
+pub(crate) fn merge(updates: &[&[u8]]) -> Vec<Vec<u8>> {
+    if updates.len() == 1 {
+        return vec![updates[0].to_vec()];
+    }
+    match std::panic::catch_unwind(|| yrs::merge_updates_v1(updates)) {
+        Ok(Ok(merged)) => vec![merged],
+        _ => updates.iter().map(|u| u.to_vec()).collect(),
+    }
+}
+
+/// A document made from what the store has: the snapshot, then each update after it (an
+/// update that does not apply is logged and skipped, the others kept).
+pub(crate) fn build(name: &str, stored: &store::StoredDocument) -> Doc {
+    let doc = new_doc();
+    {
+        let mut txn = doc.transact_mut();
+        let parts = std::iter::once((stored.snapshot_seq, &stored.snapshot))
+            .filter(|(_, s)| !s.is_empty())
+            .chain(stored.updates.iter().map(|(seq, u)| (*seq, u)));
+        for (seq, bytes) in parts {
+            let applied = decode_update(bytes)
+                .map(|u| std::panic::catch_unwind(AssertUnwindSafe(|| txn.apply_update(u))));
+            if !matches!(applied, Ok(Ok(Ok(())))) {
+                tracing::error!(
+                    document = name,
+                    seq,
+                    "a stored update does not apply: skipped"
+                );
+            }
+        }
+    }
+    doc
+}
+
+/// The whole document as one update.
+pub(crate) fn encode_whole(doc: &Doc) -> Vec<u8> {
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
+}
+
+/// When a renewal-only awareness change goes out: a third of the timeout, so that the
+/// others' copies never reach it.
+pub(crate) fn renewal_delay(timeout: Duration) -> Duration {
+    timeout / 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{GetString, Text};
+
+    fn update_of(f: impl FnOnce(&Doc)) -> Vec<u8> {
+        let doc = Doc::new();
+        f(&doc);
+        encode_whole(&doc)
+    }
+
+    #[test]
+    fn apply_refuses_garbage_and_merges() {
+        let mut st = Document::loading("d".into()).state.into_inner();
+        assert_eq!(st.apply(&[0xff, 0x01, 0x02]), Err(Refused::Malformed));
+        assert_eq!(st.apply(&[0, 0]), Ok(false), "an empty update");
+        let a = update_of(|d| {
+            let t = d.get_or_insert_text("t");
+            t.insert(&mut d.transact_mut(), 0, "hello");
+        });
+        assert_eq!(st.apply(&a), Ok(true));
+        let text = st.ydoc.get_or_insert_text("t");
+        assert_eq!(text.get_string(&st.ydoc.transact()), "hello");
+        // A client knowing nothing gets it all; one knowing everything gets nothing new.
+        let fresh = st.diff(&[0]).unwrap();
+        let copy = Doc::new();
+        copy.transact_mut()
+            .apply_update(Update::decode_v1(&fresh).unwrap())
+            .unwrap();
+        assert_eq!(
+            copy.get_or_insert_text("t").get_string(&copy.transact()),
+            "hello"
+        );
+        assert!(st.diff(&[0xff]).is_none(), "a malformed state vector");
+        let merged = merge(&[&a, &update_of(|_| {})]);
+        assert_eq!(merged.len(), 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let mut st = Document::loading("d".into()).state.into_inner();
+            let _ = st.apply(&bytes);
+            let _ = st.diff(&bytes);
+            if decode_update(&bytes).is_ok() {
+                let _ = merge(&[&bytes, &bytes]);
+            }
+        }
+    }
+}
