@@ -22,6 +22,7 @@ function env() {
     HERALD_CLUSTER__REDIS_URL: redis.url,
     HERALD_CLUSTER__REQUEST_TIMEOUT_MS: "1000",
     HERALD_IM__ENABLED: "false",
+    HERALD_DOCS__ENABLED: "false",
     HERALD_AUTH__JWT_SECRET: SECRET,
     HERALD_API__KEY: KEY,
   };

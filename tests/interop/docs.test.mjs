@@ -7,6 +7,7 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import * as Y from "yjs";
 import { SocketIOProvider } from "y-socket.io";
+import * as bc from "lib0/broadcastchannel";
 import { io } from "socket.io-client";
 import { startHerald, tempStore, tempDatabase, dropDatabase, sleep, until, jwt, now, once } from "./harness.mjs";
 
@@ -63,7 +64,16 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of providers) p.destroy();
+  for (const p of providers) {
+    p.destroy();
+    // A provider whose server went keeps reconnecting; this stops it.
+    p.socket.close();
+    // y-socket.io publishes on a BroadcastChannel when it disconnects, even with
+    // disableBc (its own bug); that channel would keep the process alive.
+    const noop = () => {};
+    bc.subscribe(p.broadcastChannel, noop);
+    bc.unsubscribe(p.broadcastChannel, noop);
+  }
   for (const s of sockets) s.close();
   await server?.stop();
 });
@@ -108,7 +118,9 @@ describe("sync", () => {
     );
     const t = text(eds[0]);
     for (let i = 0; i < 3; i++) assert.ok(t.includes(`<${i}>`), t);
-    const svs = eds.map((e) => Buffer.from(Y.encodeStateVector(e.doc)).toString("hex"));
+    const sv = (e) => JSON.stringify([...Y.decodeStateVector(Y.encodeStateVector(e.doc))].sort((x, y) => x[0] - y[0]));
+    await until(() => eds.every((e) => sv(e) === sv(eds[0])), "state vectors equal");
+    const svs = eds.map(sv);
     assert.ok(svs.every((s) => s === svs[0]), "state vectors equal");
   });
 
@@ -275,12 +287,56 @@ describe("documents", () => {
       await until(() => text(b) === t.toString() && b.doc.getMap("meta").get("done") === true, "all back", 10_000);
       // The reloaded document takes edits as before.
       a.destroy();
+      a.socket.close();
       b.doc.getText("content").insert(0, "again ");
       const c = editor(name, { url: node.url, user: "carol" });
       await until(() => text(c).startsWith("again 0,1,"), "c has b's new edit on the old text");
     } finally {
       await node.stop();
       if (database) dropDatabase(database);
+    }
+  });
+
+  test("documents are compacted in the background and unloaded when idle, then load again", async () => {
+    const node = await start({
+      HERALD_DOCS__FLUSH_MS: "100",
+      HERALD_DOCS__COMPACT_UPDATES: "5",
+      HERALD_DOCS__IDLE_UNLOAD_MS: "300",
+    });
+    const metric = async (name) => {
+      const body = await (await fetch(`${node.url}/metrics`)).text();
+      return Number(new RegExp(`^${name} (\\d+)$`, "m").exec(body)?.[1]);
+    };
+    const listed = async (name) => {
+      const res = await fetch(`${node.url}/api/docs?prefix=${encodeURIComponent(name)}`, {
+        headers: { authorization: `Bearer ${KEY}` },
+      });
+      return (await res.json()).documents[0];
+    };
+    try {
+      const name = fresh("compact");
+      const a = editor(name, { url: node.url });
+      await synced(a);
+      const t = a.doc.getText("content");
+      // Thirty writes of their own (the writer runs every 25 ms here).
+      for (let i = 0; i < 30; i++) {
+        t.insert(t.length, `${i};`);
+        await sleep(30);
+      }
+      await until(async () => (await metric("herald_docs_compactions_total")) >= 1, "a compaction");
+      await until(async () => (await listed(name))?.pendingUpdates < 10, "few updates after the snapshot");
+      assert.equal(await metric("herald_docs_loaded"), 1);
+      const before = await metric("herald_docs_loads_total");
+      a.destroy();
+      await until(async () => (await metric("herald_docs_loaded")) === 0, "unloaded", 5000);
+      assert.ok((await metric("herald_docs_unloads_total")) >= 1);
+      // Compacted before it went: nothing left after the snapshot.
+      assert.equal((await listed(name)).pendingUpdates, 0);
+      const b = editor(name, { url: node.url, user: "bob" });
+      await until(() => text(b) === t.toString(), "the reloaded document is whole");
+      assert.equal(await metric("herald_docs_loads_total"), before + 1);
+    } finally {
+      await node.stop();
     }
   });
 

@@ -118,9 +118,27 @@ struct Client {
     clock: u64,
     /// `None` once removed (the clock is kept: an older update must not bring it back).
     state: Option<Arc<str>>,
-    /// The socket that brought the state in (sent it with a newer clock).
+    /// The socket that brought the state in (sent it with a newer clock); [`remote`]
+    /// for a state another node told.
     owner: Option<Sid>,
     updated: Instant,
+}
+
+/// The owner of states other nodes told (no socket of this node has this id).
+pub fn remote() -> Sid {
+    Sid::from_random([0xff; 15])
+}
+
+/// What changed, as [`Awareness::take_changes`] tells it.
+#[derive(Debug)]
+pub struct Changes {
+    /// The update of every change, for this node's sockets.
+    pub update: Vec<u8>,
+    /// The socket that made all of them, when one did (it is not told).
+    pub only: Option<Sid>,
+    /// The update of the changes of this node's sockets (not those other nodes told),
+    /// for the other nodes.
+    pub local: Option<Vec<u8>>,
 }
 
 /// What applying an update changed.
@@ -240,9 +258,8 @@ impl Awareness {
         !self.renewed.is_empty()
     }
 
-    /// The update telling what changed (and what was renewed) since the last call, and
-    /// the socket that made all of it when there is one only; `None` when nothing did.
-    pub fn take_changes(&mut self) -> Option<(Vec<u8>, Option<Sid>)> {
+    /// What changed (and what was renewed) since the last call; `None` when nothing did.
+    pub fn take_changes(&mut self) -> Option<Changes> {
         if self.changed.is_empty() && self.renewed.is_empty() {
             return None;
         }
@@ -255,15 +272,36 @@ impl Awareness {
             .map(|id| self.clients.get(id).and_then(|c| c.owner));
         let first = owners.next().flatten();
         let only = first.filter(|o| owners.all(|x| x == Some(*o)));
+        let remote = remote();
+        let mut ours = Vec::new();
         let entries: Vec<_> = ids
             .iter()
             .filter_map(|id| {
-                self.clients
-                    .get(id)
-                    .map(|c| (*id, c.clock, c.state.as_deref()))
+                self.clients.get(id).map(|c| {
+                    if c.owner != Some(remote) {
+                        ours.push((*id, c.clock, c.state.as_deref()));
+                    }
+                    (*id, c.clock, c.state.as_deref())
+                })
             })
             .collect();
-        Some((encode(entries.into_iter()), only))
+        Some(Changes {
+            local: (!ours.is_empty()).then(|| encode(ours.into_iter())),
+            update: encode(entries.into_iter()),
+            only,
+        })
+    }
+
+    /// The update of the live states of this node's sockets (what another node asks).
+    pub fn full_local(&self) -> Vec<u8> {
+        let remote = remote();
+        let entries: Vec<_> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.state.is_some() && c.owner != Some(remote))
+            .map(|(id, c)| (*id, c.clock, c.state.as_deref()))
+            .collect();
+        encode(entries.into_iter())
     }
 
     /// The update of every live state (what a socket gets when it joins).
@@ -365,9 +403,17 @@ mod tests {
         let moved = a.apply(sid(1), decode(&one(7, 3, Some(r#"{"x":2}"#))).unwrap(), now);
         assert_eq!(moved.changed, 1);
         assert!(!a.has_renewals(), "the change carries the renewal");
-        let (update, only) = a.take_changes().unwrap();
-        assert_eq!(only, Some(sid(1)));
-        assert_eq!(decode(&update).unwrap()[0].1, 3);
+        let changes = a.take_changes().unwrap();
+        assert_eq!(changes.only, Some(sid(1)));
+        assert_eq!(decode(&changes.update).unwrap()[0].1, 3);
+        assert_eq!(changes.local.as_ref(), Some(&changes.update));
+        // What another node told is not told back to the others.
+        a.apply(remote(), decode(&one(9, 1, Some("{}"))).unwrap(), now);
+        let changes = a.take_changes().unwrap();
+        assert_eq!(decode(&changes.update).unwrap().len(), 1);
+        assert_eq!(changes.local, None);
+        assert_eq!(decode(&a.full()).unwrap().len(), 2);
+        assert_eq!(decode(&a.full_local()).unwrap().len(), 1);
     }
 
     #[test]
@@ -378,8 +424,8 @@ mod tests {
         a.apply(sid(2), decode(&one(8, 1, Some("{}"))).unwrap(), now);
         a.take_changes();
         assert_eq!(a.remove_owned_by(sid(1)), 1);
-        let (update, _) = a.take_changes().unwrap();
-        assert_eq!(decode(&update).unwrap(), vec![(7, 5, None)]);
+        let changes = a.take_changes().unwrap();
+        assert_eq!(decode(&changes.update).unwrap(), vec![(7, 5, None)]);
         assert_eq!(a.len(), 1);
         assert_eq!(decode(&a.full()).unwrap().len(), 1);
         // Expiry: the other is removed after the timeout.

@@ -40,6 +40,9 @@ pub struct Config {
     /// over it has its connection closed, not its updates dropped: a dropped update would
     /// leave the server's copy behind; the client reconnects and syncs both ways.
     pub event_rate: Option<socketio::RateLimit>,
+    /// One node of many (`[cluster]`): copies are kept in step over the bus (see the
+    /// `relay` module).
+    pub clustered: bool,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
                 per_second: 500.0,
                 burst: 2_000,
             }),
+            clustered: false,
         }
     }
 }

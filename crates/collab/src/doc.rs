@@ -76,6 +76,10 @@ pub(crate) enum Op {
     Apply(Bytes),
     /// A client's awareness update.
     Awareness(SocketRef, Bytes),
+    /// An update another node told (it stores it).
+    Remote(Bytes),
+    /// An awareness update another node told.
+    RemoteAwareness(Bytes),
 }
 
 /// A socket that has the document open.
@@ -92,8 +96,8 @@ pub(crate) struct State {
     pub(crate) ydoc: Doc,
     pub(crate) awareness: Awareness,
     pub(crate) members: Vec<Member>,
-    /// Updates applied and not yet sent, with the socket they came from.
-    pub(crate) outbox: Vec<(Option<Sid>, Bytes)>,
+    /// Updates applied and not yet sent, with where they came from.
+    pub(crate) outbox: Vec<(Origin, Bytes)>,
     /// When the outbox goes out (a timer is set for it).
     pub(crate) out_due: Option<Instant>,
     pub(crate) last_out: Option<Instant>,
@@ -114,8 +118,23 @@ pub(crate) struct State {
     pub(crate) out: Vec<Out>,
 }
 
+/// Where an update came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A socket of this node.
+    Socket(Sid),
+    /// The HTTP API of this node.
+    Api,
+    /// Another node (stored there, not here; not told on).
+    Node,
+}
+
 /// Something to do for a socket after the document's lock is released.
 pub(crate) enum Out {
+    /// Tell the other nodes of this update (merged) of the document.
+    RelayUpdate(Vec<u8>),
+    /// Tell the other nodes of this awareness update of the document.
+    RelayAwareness(Vec<u8>),
     /// A packet.
     Send(SocketRef, socketio::Encoded),
     /// The server's `sync-step-1` with its state vector, and the awareness after it.
@@ -178,11 +197,23 @@ impl State {
     }
 
     /// Sends the outbox: every recipient gets the updates of the others, merged into one
-    /// frame, never its own.
-    pub(crate) fn send_updates(&mut self, now: Instant) -> u64 {
+    /// frame, never its own; with `clustered`, the other nodes get this node's.
+    pub(crate) fn send_updates(&mut self, now: Instant, clustered: bool) -> u64 {
         self.out_due = None;
         self.last_out = Some(now);
         let items = std::mem::take(&mut self.outbox);
+        if clustered {
+            let ours: Vec<&[u8]> = items
+                .iter()
+                .filter(|(from, _)| *from != Origin::Node)
+                .map(|(_, u)| &u[..])
+                .collect();
+            if !ours.is_empty() {
+                for merged in merge(&ours) {
+                    self.out.push(Out::RelayUpdate(merged));
+                }
+            }
+        }
         if items.is_empty() || self.members.is_empty() {
             return 0;
         }
@@ -197,11 +228,11 @@ impl State {
         let mut frames = 0;
         for m in &self.members {
             let id = m.socket.id();
-            let sent_some = items.iter().any(|(from, _)| *from == Some(id));
+            let sent_some = items.iter().any(|(from, _)| *from == Origin::Socket(id));
             let packets = if sent_some {
                 let others: Vec<&[u8]> = items
                     .iter()
-                    .filter(|(from, _)| *from != Some(id))
+                    .filter(|(from, _)| *from != Origin::Socket(id))
                     .map(|(_, u)| &u[..])
                     .collect();
                 if others.is_empty() {
@@ -219,13 +250,18 @@ impl State {
         frames
     }
 
-    /// Sends the awareness changes to every socket but the one that made them all.
-    pub(crate) fn send_awareness(&mut self, now: Instant) -> u64 {
+    /// Sends the awareness changes to every socket but the one that made them all; with
+    /// `clustered`, the other nodes get this node's.
+    pub(crate) fn send_awareness(&mut self, now: Instant, clustered: bool) -> u64 {
         self.aware_due = None;
         self.last_aware = Some(now);
-        let Some((update, only)) = self.awareness.take_changes() else {
+        let Some(changes) = self.awareness.take_changes() else {
             return 0;
         };
+        if let Some(local) = changes.local.filter(|_| clustered) {
+            self.out.push(Out::RelayAwareness(local));
+        }
+        let (update, only) = (changes.update, changes.only);
         let Some(first) = self.members.first() else {
             return 0;
         };

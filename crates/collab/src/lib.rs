@@ -28,6 +28,7 @@ pub mod config;
 pub mod stats;
 
 mod doc;
+mod relay;
 mod store_io;
 mod validate;
 
@@ -43,7 +44,7 @@ use store::Store;
 pub use config::Config;
 pub use stats::CollabStats;
 
-use crate::doc::{Document, Member, Op, Out, Phase, Refused, State};
+use crate::doc::{Document, Member, Op, Origin, Out, Phase, Refused, State};
 
 /// The prefix of document namespaces: `/yjs|<document name>`.
 pub const PREFIX: &str = "/yjs|";
@@ -126,6 +127,7 @@ impl Collab {
     /// Adds the document namespaces to `builder`; `authorize` decides each CONNECT.
     pub fn install(&self, builder: Builder, authorize: Authorize) -> Builder {
         let on_limit = self.inner.clone();
+        let on_node = self.inner.clone();
         let (on_connect, on_step1, on_update, on_awareness, on_leave) = (
             self.inner.clone(),
             self.inner.clone(),
@@ -168,6 +170,7 @@ impl Collab {
                 }
             })
             .on_disconnect(move |socket, _reason| on_leave.leave(socket))
+            .on_server_side_emit(move |ns, ev| relay::received(&on_node, ns, ev))
             .event_rate(self.inner.config.event_rate)
             .on_rate_limited(move |socket, _event, _limited| {
                 // Never drop an update (the copies would part): the client reconnects
@@ -176,6 +179,18 @@ impl Collab {
                 tracing::debug!(socket = %socket.id(), "document socket over its event rate: closed");
                 socket.close();
             })
+    }
+
+    /// On many nodes: the cluster's bus is up again (`true`): every document in memory
+    /// asks the others for what it missed meanwhile.
+    pub fn cluster_bus(&self, up: bool) {
+        if !up || !self.inner.config.clustered {
+            return;
+        }
+        let names: Vec<Arc<str>> = self.inner.docs.iter().map(|d| d.key().clone()).collect();
+        for name in names {
+            tokio::spawn(relay::sync(self.inner.clone(), name));
+        }
     }
 
     /// Stores every update received so far (the drain's flush step). Resolves when all
@@ -188,6 +203,19 @@ impl Collab {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Takes `update` as the service takes a client's (checked, decoded, applied to a new
+/// document), then sends the document to a client that knows `state_vector`; `false`
+/// when the update is refused. For fuzzing: it must never panic.
+pub fn take_update(update: &[u8], state_vector: &[u8]) -> bool {
+    let mut st = Document::loading(Arc::from("fuzz")).state.into_inner();
+    let taken = st.apply(update).is_ok();
+    let _ = st.diff(state_vector);
+    if taken {
+        let _ = doc::merge(&[update, update]);
+    }
+    taken
 }
 
 /// Whether `name` may name a document: not empty, at most 512 bytes, no control
@@ -212,15 +240,17 @@ impl Inner {
             let result = f(&doc, &mut st);
             let out = std::mem::take(&mut st.out);
             drop(st);
-            self.deliver(out);
+            self.deliver(&doc.name, out);
             return result;
         }
     }
 
     /// Does what the document's state left to do for sockets (its lock released).
-    pub(crate) fn deliver(self: &Arc<Self>, out: Vec<Out>) {
+    pub(crate) fn deliver(self: &Arc<Self>, name: &str, out: Vec<Out>) {
         for o in out {
             match o {
+                Out::RelayUpdate(u) => relay::tell(self, name, relay::UPDATE, "u", &u),
+                Out::RelayAwareness(a) => relay::tell(self, name, relay::AWARENESS, "a", &a),
                 Out::Send(socket, packet) => {
                     let _ = socket.send_encoded(&packet);
                 }
@@ -244,7 +274,7 @@ impl Inner {
         let result = f(&mut st);
         let out = std::mem::take(&mut st.out);
         drop(st);
-        self.deliver(out);
+        self.deliver(&doc.name, out);
         result
     }
 
@@ -309,7 +339,7 @@ impl Inner {
             }
             if st.awareness.remove_owned_by(id) > 0 {
                 // Told at once: nobody keeps a ghost cursor.
-                let frames = st.send_awareness(Instant::now());
+                let frames = st.send_awareness(Instant::now(), self.config.clustered);
                 CollabStats::add(&self.stats.awareness_frames_out, frames);
             }
             if st.members.is_empty() {
@@ -373,9 +403,28 @@ impl Inner {
                     CollabStats::add(&self.stats.updates_refused, 1);
                     return;
                 }
-                self.apply(doc, st, Some(&socket), update, now);
+                self.apply(
+                    doc,
+                    st,
+                    Origin::Socket(socket.id()),
+                    Some(&socket),
+                    update,
+                    now,
+                );
             }
-            Op::Apply(update) => self.apply(doc, st, None, update, now),
+            Op::Apply(update) => self.apply(doc, st, Origin::Api, None, update, now),
+            Op::Remote(update) => self.apply(doc, st, Origin::Node, None, update, now),
+            Op::RemoteAwareness(update) => {
+                if let Ok(entries) = awareness::decode(&update) {
+                    let applied = st.awareness.apply(awareness::remote(), entries, now);
+                    if applied.changed > 0 {
+                        self.schedule_awareness(doc, st, self.config.awareness_window, now);
+                    } else if applied.renewed > 0 {
+                        let delay = doc::renewal_delay(self.config.awareness_timeout);
+                        self.schedule_awareness(doc, st, delay, now);
+                    }
+                }
+            }
             Op::Awareness(socket, update) => match awareness::decode(&update) {
                 Ok(entries) => {
                     CollabStats::add(&self.stats.awareness_in, 1);
@@ -441,11 +490,13 @@ impl Inner {
         });
     }
 
-    /// Applies an update (from `from`, or the API), then has it sent and stored.
+    /// Applies an update (from the socket `from`, the API, or another node), then has it
+    /// sent, and stored unless another node told it (that node stores it).
     fn apply(
         self: &Arc<Self>,
         doc: &Arc<Document>,
         st: &mut State,
+        origin: Origin,
         from: Option<&SocketRef>,
         update: Bytes,
         now: Instant,
@@ -454,11 +505,13 @@ impl Inner {
             Ok(false) => {}
             Ok(true) => {
                 CollabStats::add(&self.stats.updates_in, 1);
-                st.outbox.push((from.map(|s| s.id()), update.clone()));
-                st.unsaved.push(update);
-                if !st.dirty {
-                    st.dirty = true;
-                    self.dirty.lock().push(doc.clone());
+                st.outbox.push((origin, update.clone()));
+                if origin != Origin::Node {
+                    st.unsaved.push(update);
+                    if !st.dirty {
+                        st.dirty = true;
+                        self.dirty.lock().push(doc.clone());
+                    }
                 }
                 self.schedule_updates(doc, st, now);
             }
@@ -498,7 +551,7 @@ impl Inner {
         }
         let quiet = st.last_out.is_none_or(|t| now.duration_since(t) >= window);
         if quiet {
-            let frames = st.send_updates(now);
+            let frames = st.send_updates(now, self.config.clustered);
             CollabStats::add(&self.stats.update_frames_out, frames);
             return;
         }
@@ -509,7 +562,7 @@ impl Inner {
             tokio::time::sleep_until(due).await;
             this.locked(&doc, |st| {
                 if st.out_due.is_some_and(|d| d <= Instant::now()) {
-                    let frames = st.send_updates(Instant::now());
+                    let frames = st.send_updates(Instant::now(), this.config.clustered);
                     CollabStats::add(&this.stats.update_frames_out, frames);
                 }
             });
@@ -528,7 +581,7 @@ impl Inner {
             .last_aware
             .is_none_or(|t| now.duration_since(t) >= window);
         if delay <= window && quiet && st.aware_due.is_none() {
-            let frames = st.send_awareness(now);
+            let frames = st.send_awareness(now, self.config.clustered);
             CollabStats::add(&self.stats.awareness_frames_out, frames);
             return;
         }
@@ -545,7 +598,7 @@ impl Inner {
             tokio::time::sleep_until(due).await;
             this.locked(&doc, |st| {
                 if st.aware_due.is_some_and(|d| d <= Instant::now()) {
-                    let frames = st.send_awareness(Instant::now());
+                    let frames = st.send_awareness(Instant::now(), this.config.clustered);
                     CollabStats::add(&this.stats.awareness_frames_out, frames);
                 }
             });

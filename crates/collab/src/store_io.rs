@@ -55,6 +55,9 @@ pub(crate) async fn load(inner: Arc<Inner>, doc: Arc<Document>) {
         st.compacting |= compact;
         compact
     });
+    if inner.config.clustered {
+        tokio::spawn(crate::relay::sync(inner.clone(), doc.name.clone()));
+    }
     if compact {
         tokio::spawn(compact_document(inner.clone(), doc));
     }
@@ -214,7 +217,7 @@ fn sweep(inner: &Arc<Inner>, d: &Arc<Document>, now: Instant) {
             return Then::Nothing;
         }
         if st.awareness.expire(inner.config.awareness_timeout, now) > 0 {
-            let frames = st.send_awareness(now);
+            let frames = st.send_awareness(now, inner.config.clustered);
             CollabStats::add(&inner.stats.awareness_frames_out, frames);
         }
         let idle = st.members.is_empty()

@@ -1966,8 +1966,24 @@ fn validate(raw: &RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
     let demo = raw.demo.check(&mut c);
     let log = raw.log.check(&mut c);
     let mut im = raw.im.check(&mut c);
-    let docs = raw.docs.check(&mut c, &raw.im);
+    let mut docs = raw.docs.check(&mut c, &raw.im);
     let cluster = raw.cluster.check(&mut c);
+    if let Some(docs) = docs.as_mut() {
+        docs.collab.clustered = cluster.is_some();
+        // Each node would store its documents apart: their copies would part.
+        if docs.collab.clustered && docs.collab.store.url.starts_with("sqlite:")
+            // With IM on the same store, its own check says it.
+            && (!raw.docs.store.is_empty() || !raw.im.enabled)
+        {
+            c.fail(
+                "docs.store",
+                "the embedded SQLite store serves one node only, and cluster.redis_url makes \
+                 this node one of many: set docs.store to a postgres:// URL shared by every \
+                 node (HERALD_DOCS__STORE), or turn documents off (HERALD_DOCS__ENABLED=false)"
+                    .to_owned(),
+            );
+        }
+    }
     if let Some(im) = im.as_mut() {
         im.clustered = cluster.is_some();
     }
@@ -2173,21 +2189,26 @@ mod tests {
         assert!(!cluster.ready_requires_redis);
         assert_eq!(cluster.options.sharded, None);
         let off = ("HERALD_IM__ENABLED", "false");
+        let docs_off = ("HERALD_DOCS__ENABLED", "false");
+        // Documents on SQLite, IM off: the documents would split between the nodes.
+        let split = load_env(&[("HERALD_CLUSTER__REDIS_URL", "redis://r:1"), off]).unwrap_err();
+        assert!(format!("{split:?}").contains("docs.store"), "{split:?}");
         let sharded = load_env(&[
             ("HERALD_CLUSTER__REDIS_URL", "redis://r:1"),
             ("HERALD_CLUSTER__ADAPTER", "sharded"),
             ("HERALD_CLUSTER__SUBSCRIPTION_MODE", "dynamic-private"),
             off,
+            docs_off,
         ])
         .unwrap();
         assert_eq!(
             sharded.config.cluster.as_ref().unwrap().options.sharded,
             Some(cluster::SubscriptionMode::DynamicPrivate)
         );
-        assert!(load_env(&[("HERALD_CLUSTER__REDIS_URL", "redis://r:1"), off]).is_ok());
+        assert!(load_env(&[("HERALD_CLUSTER__REDIS_URL", "redis://r:1"), off, docs_off]).is_ok());
         for (pairs, named) in [
             (
-                vec![("HERALD_CLUSTER__REDIS_URL", "http://r:1"), off],
+                vec![("HERALD_CLUSTER__REDIS_URL", "http://r:1"), off, docs_off],
                 "cluster.redis_url",
             ),
             (
@@ -2196,6 +2217,7 @@ mod tests {
                     ("HERALD_CLUSTER__ADAPTER", "sharded"),
                     ("HERALD_CLUSTER__SUBSCRIPTION_MODE", "shards"),
                     off,
+                    docs_off,
                 ],
                 "cluster.subscription_mode",
             ),
@@ -2204,6 +2226,7 @@ mod tests {
                     ("HERALD_CLUSTER__REDIS_URL", "redis://r:1"),
                     ("HERALD_CLUSTER__ADAPTER", "mesh"),
                     off,
+                    docs_off,
                 ],
                 "adapter",
             ),
@@ -2212,6 +2235,7 @@ mod tests {
                     ("HERALD_CLUSTER__REDIS_URL", "redis://r:1"),
                     ("HERALD_CLUSTER__KEY_PREFIX", "a#b"),
                     off,
+                    docs_off,
                 ],
                 "cluster.key_prefix",
             ),
@@ -2220,6 +2244,7 @@ mod tests {
                     ("HERALD_CLUSTER__REDIS_URL", "redis://r:1"),
                     ("HERALD_CLUSTER__REQUEST_TIMEOUT_MS", "5"),
                     off,
+                    docs_off,
                 ],
                 "cluster.request_timeout_ms",
             ),

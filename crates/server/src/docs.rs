@@ -125,6 +125,10 @@ impl Service for DocsService {
         self.collab.started(io);
     }
 
+    fn cluster_bus(&self, up: bool) {
+        self.collab.cluster_bus(up);
+    }
+
     fn routes(&self) -> Router<Arc<AppState>> {
         let (list, state, text, apply, delete) = (
             self.collab.clone(),
