@@ -166,7 +166,17 @@ impl State {
         }
         let ydoc = &self.ydoc;
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            ydoc.transact_mut().apply_update(decoded)
+            let mut txn = ydoc.transact_mut();
+            txn.apply_update(decoded)?;
+            // What waits for missing predecessors is merged into every later sync reply;
+            // `yrs` keeps some hostile updates there that it cannot read back (it
+            // panics on them at each sync): try it now, while this update can still be
+            // refused (the copy is then reloaded without it).
+            if txn.store().pending_update().is_some() || txn.store().pending_ds().is_some() {
+                let sv = txn.state_vector();
+                let _ = txn.encode_state_as_update_v1(&sv);
+            }
+            Ok::<_, yrs::error::UpdateError>(())
         }));
         match result {
             Ok(Ok(())) => Ok(true),

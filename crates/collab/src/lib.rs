@@ -418,7 +418,7 @@ impl Inner {
                 if let Ok(entries) = awareness::decode(&update) {
                     let applied = st.awareness.apply(awareness::remote(), entries, now);
                     if applied.changed > 0 {
-                        self.schedule_awareness(doc, st, self.config.awareness_window, now);
+                        self.schedule_awareness(doc, st, std::time::Duration::ZERO, now);
                     } else if applied.renewed > 0 {
                         let delay = doc::renewal_delay(self.config.awareness_timeout);
                         self.schedule_awareness(doc, st, delay, now);
@@ -430,7 +430,7 @@ impl Inner {
                     CollabStats::add(&self.stats.awareness_in, 1);
                     let applied = st.awareness.apply(socket.id(), entries, now);
                     if applied.changed > 0 {
-                        self.schedule_awareness(doc, st, self.config.awareness_window, now);
+                        self.schedule_awareness(doc, st, std::time::Duration::ZERO, now);
                     } else if applied.renewed > 0 {
                         let delay = doc::renewal_delay(self.config.awareness_timeout);
                         self.schedule_awareness(doc, st, delay, now);
@@ -569,6 +569,9 @@ impl Inner {
         });
     }
 
+    /// Has the awareness changes go out `delay` from now at the earliest (zero for
+    /// changes, longer for renewals only), and never sooner than a window after the
+    /// last time they went out.
     pub(crate) fn schedule_awareness(
         self: &Arc<Self>,
         doc: &Arc<Document>,
@@ -580,15 +583,13 @@ impl Inner {
         let quiet = st
             .last_aware
             .is_none_or(|t| now.duration_since(t) >= window);
-        if delay <= window && quiet && st.aware_due.is_none() {
+        if delay.is_zero() && quiet && st.aware_due.is_none() {
             let frames = st.send_awareness(now, self.config.clustered);
             CollabStats::add(&self.stats.awareness_frames_out, frames);
             return;
         }
-        let due = now
-            + delay.max(
-                window.saturating_sub(st.last_aware.map_or(window, |t| now.duration_since(t))),
-            );
+        let earliest = st.last_aware.map_or(now, |t| t + window);
+        let due = (now + delay).max(earliest);
         if st.aware_due.is_some_and(|d| d <= due) {
             return;
         }

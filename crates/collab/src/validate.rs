@@ -200,15 +200,22 @@ impl<'a> Reader<'a> {
 pub(crate) fn update_v1(update: &[u8]) -> Result<(), Invalid> {
     let mut r = Reader { buf: update, at: 0 };
     let clients = r.count()?;
+    // Yjs writes each client once per section; `yrs` mis-integrates repeats.
+    let mut seen = std::collections::HashSet::with_capacity(clients.min(1024));
     for _ in 0..clients {
         let blocks = r.count()?;
-        r.client()?;
+        if !seen.insert(r.client()?) {
+            return Err("a client twice");
+        }
         let mut clock = u64::from(r.var_u32()?);
         for _ in 0..blocks {
             let info = r.u8()?;
             let len = match info {
-                // Skip, GC.
-                10 | 0 => u64::from(r.var_u32()?),
+                // Skip, GC: never empty (`yrs` takes one from the length).
+                10 | 0 => match r.var_u32()? {
+                    0 => return Err("an empty range"),
+                    n => u64::from(n),
+                },
                 _ => {
                     let copies_parent = info & (0x80 | 0x40) != 0;
                     if info & 0x80 != 0 {
@@ -237,11 +244,17 @@ pub(crate) fn update_v1(update: &[u8]) -> Result<(), Invalid> {
         }
     }
     // The delete set.
+    seen.clear();
     for _ in 0..r.count()? {
-        r.client()?;
+        if !seen.insert(r.client()?) {
+            return Err("a client twice in the delete set");
+        }
         for _ in 0..r.count()? {
             let start = u64::from(r.var_u32()?);
             let len = u64::from(r.var_u32()?);
+            if len == 0 {
+                return Err("an empty deleted range");
+            }
             if start + len > u64::from(u32::MAX) {
                 return Err("delete range past 2^32");
             }
@@ -341,5 +354,44 @@ mod tests {
             let _ = st.apply(&update);
             let _ = st.diff(&update);
         }
+    }
+}
+
+#[cfg(test)]
+mod found {
+    use super::*;
+
+    /// Inputs the fuzzer found (`fuzz/fuzz_targets/yjs_update.rs`) that made `yrs`
+    /// panic or misbehave: refused before it reads them.
+    #[test]
+    fn refused() {
+        // Empty GC blocks: `yrs` subtracts one from their length.
+        assert!(update_v1(&[1, 4, 0, 0, 0, 0, 0, 0, 0, 4, 0, 1, 0]).is_err());
+        // An empty deleted range.
+        assert!(update_v1(&[0, 1, 1, 1, 5, 0]).is_err());
+        // One client twice, its ranges overlapping.
+        assert!(update_v1(&[3, 1, 1, 0, 0, 3, 1, 1, 2, 0, 2, 0, 1, 0xe8, 0, 1, 0, 0]).is_err());
+        assert!(update_v1(&[0, 2, 1, 1, 0, 1, 1, 1, 0, 1]).is_err());
+        // A string that is not UTF-8.
+        assert!(update_v1(&[1, 1, 1, 0, 4, 1, 1, 116, 2, 0xc3, 0x28, 0]).is_err());
+        // The same with a good string passes.
+        assert_eq!(
+            update_v1(&[1, 1, 1, 0, 4, 1, 1, 116, 2, b'o', b'k', 0]),
+            Ok(())
+        );
+    }
+
+    /// A well-formed update `yrs` keeps as pending and then cannot read back (it
+    /// panicked at every later sync reply): refused when applied, the copy unharmed.
+    #[test]
+    fn unreadable_pending_refused() {
+        let update: &[u8] = &[
+            1, 4, 147, 0, 129, 0, 1, 0, 0, 1, 0, 1, 134, 1, 2, 0, 1, 1, 1, 2, 0, 0, 147, 0, 66, 4,
+            58, 0, 1, 0, 2, 0, 1, 15, 232, 15, 11, 0,
+        ];
+        let mut st = crate::doc::Document::loading("d".into()).state.into_inner();
+        assert_eq!(st.apply(update), Err(crate::doc::Refused::Broken));
+        // The copy is spoilt: the service drops it and loads the document again without
+        // the update (never stored).
     }
 }
