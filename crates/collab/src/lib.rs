@@ -350,31 +350,10 @@ impl Inner {
 
     /// Counts a malformed thing from `socket`; past the limit, disconnects it.
     fn bad(self: &Arc<Self>, socket: &SocketRef, what: &str) {
-        CollabStats::add(&self.stats.updates_refused, 1);
-        let name = Self::name_of(socket).to_owned();
-        let too_many = self
-            .docs
-            .get(name.as_str())
-            .map(|d| d.value().clone())
-            .and_then(|doc| {
-                self.locked(&doc, |st| {
-                    st.member(socket.id()).map(|m| {
-                        m.bad += 1;
-                        m.bad > self.config.max_bad_events
-                    })
-                })
-            })
-            .unwrap_or(false);
-        tracing::debug!(document = name, socket = %socket.id(), what, "refused");
-        if too_many {
-            CollabStats::add(&self.stats.abusers, 1);
-            tracing::warn!(
-                document = name,
-                socket = %socket.id(),
-                what,
-                "disconnected: repeated malformed input"
-            );
-            socket.disconnect();
+        let name = Self::name_of(socket);
+        match self.docs.get(name).map(|d| d.value().clone()) {
+            Some(doc) => self.locked(&doc, |st| self.bad_locked(st, socket, what)),
+            None => CollabStats::add(&self.stats.updates_refused, 1),
         }
     }
 

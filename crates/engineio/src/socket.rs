@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Weak;
 
 use engineio_proto::{Sid, Transport};
@@ -91,14 +91,16 @@ impl Opening {
 pub struct Socket<D> {
     /// parking_lot mutex: held for a few instructions at a time, never across `.await`.
     pub(crate) outbox: Mutex<Outbox>,
-    /// Bytes queued at most (see [`Socket::send_all`]); raised by [`Socket::raise_limits`].
-    max_buffered: AtomicUsize,
+    /// Bytes queued at most (see [`Socket::send_all`]), up to 4 GiB; raised by
+    /// [`Socket::raise_limits`].
+    max_buffered: AtomicU32,
+    /// The largest message accepted from the peer when raised above the engine's
+    /// `max_payload` ([`Socket::raise_limits`]); 0 for the engine's. With `max_buffered`,
+    /// in the room one `usize` took: the session is no larger for it.
+    max_message: AtomicU32,
     sid: Sid,
     /// This session's ping interval in milliseconds; 0 for the engine's.
     ping_interval_ms: AtomicU32,
-    /// The largest message accepted from the peer when raised above the engine's
-    /// `max_payload` ([`Socket::raise_limits`]); 0 for the engine's.
-    max_message: AtomicU32,
     /// Heartbeat, in milliseconds since the engine started: when the next ping is due,
     /// and when an unanswered ping times out (0 while no ping is outstanding).
     pub(crate) next_ping: AtomicU64,
@@ -223,7 +225,7 @@ impl<D> Socket<D> {
                 waker: None,
                 guard: None,
             }),
-            max_buffered: AtomicUsize::new(max_buffered),
+            max_buffered: AtomicU32::new(u32::try_from(max_buffered).unwrap_or(u32::MAX)),
             max_message: AtomicU32::new(0),
             closer,
             data,
@@ -237,7 +239,8 @@ impl<D> Socket<D> {
     pub fn raise_limits(&self, max_message: usize, max_buffered: usize) {
         let message = u32::try_from(max_message).unwrap_or(u32::MAX);
         self.max_message.fetch_max(message, Ordering::Relaxed);
-        self.max_buffered.fetch_max(max_buffered, Ordering::Relaxed);
+        let buffered = u32::try_from(max_buffered).unwrap_or(u32::MAX);
+        self.max_buffered.fetch_max(buffered, Ordering::Relaxed);
     }
 
     /// The largest message taken from the peer: `engine_max`, or more when raised.
@@ -380,7 +383,7 @@ impl<D> Socket<D> {
             // 4 GiB a frame).
             if too_long
                 || (outbox.bytes > 0
-                    && outbox.bytes + added > self.max_buffered.load(Ordering::Relaxed))
+                    && outbox.bytes + added > self.max_buffered.load(Ordering::Relaxed) as usize)
             {
                 outbox.queue.truncate(before);
                 return Err(SendError::QueueFull);
