@@ -82,8 +82,8 @@ pub(crate) async fn writer(inner: Weak<Inner>) {
     }
 }
 
-/// One write of every dirty document's unsaved updates (each document's merged into one
-/// row), in one transaction. `true` when nothing was left unsaved.
+/// One write of every dirty document's unsaved updates (each document's merged into a
+/// row per [`doc::merge`] run), in one transaction. `true` when nothing was left unsaved.
 pub(crate) async fn write_once(inner: &Arc<Inner>) -> bool {
     let docs = std::mem::take(&mut *inner.dirty.lock());
     if docs.is_empty() {
