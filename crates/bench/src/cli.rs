@@ -311,6 +311,77 @@ enum Mode {
         #[arg(long)]
         secret: String,
     },
+    /// Documents: DOCS Yjs documents with EDITORS each (the `y-socket.io` protocol),
+    /// spread over CONNECTIONS, making RATE updates a second together: propagation
+    /// latency, lost deliveries, server memory per open document and CPU, and at the end
+    /// the copies of the first VERIFY_DOCS documents compared (state vectors, text).
+    DocsEdit {
+        /// Documents.
+        #[arg(long, default_value_t = 1)]
+        docs: usize,
+        /// Editors per document.
+        #[arg(long, default_value_t = 50)]
+        editors: usize,
+        /// Engine.IO connections to spread the editors over (at least EDITORS; one
+        /// socket per document on each).
+        #[arg(long, default_value_t = 0)]
+        connections: usize,
+        /// Updates per second, all editors together.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Seconds of editing.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Seconds to wait for deliveries after the last update, at most.
+        #[arg(long, default_value_t = 10)]
+        drain: u64,
+        /// Connections opened per second while setting up.
+        #[arg(long, default_value_t = 2000)]
+        connect_rate: u32,
+        /// Document sockets joined per second while setting up.
+        #[arg(long, default_value_t = 5000)]
+        join_rate: u32,
+        /// Seconds to wait before each reading of the server's memory.
+        #[arg(long, default_value_t = 3)]
+        settle: u64,
+        /// Documents whose copies are compared at the end.
+        #[arg(long, default_value_t = 1)]
+        verify_docs: usize,
+    },
+    /// Documents, cursors: USERS on one document, each moving its cursor HZ times a
+    /// second: the awareness frames they got against relaying each move to every other
+    /// user, and how soon a move was seen.
+    DocsCursors {
+        /// Users on the document.
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Cursor moves per second per user.
+        #[arg(long, default_value_t = 30.0)]
+        hz: f64,
+        /// Seconds of moving.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Seconds to wait for frames after the last move, at most.
+        #[arg(long, default_value_t = 5)]
+        drain: u64,
+    },
+    /// Documents, cold load: UPDATES written to one document, then after the server
+    /// unloaded it, LOADS fresh clients each timed from the TCP connect to the whole state.
+    DocsCold {
+        /// Updates written.
+        #[arg(long, default_value_t = 100_000)]
+        updates: usize,
+        /// Characters each update inserts.
+        #[arg(long, default_value_t = 10)]
+        chars: usize,
+        /// Loads measured.
+        #[arg(long, default_value_t = 3)]
+        loads: usize,
+        /// Seconds to wait after the writer leaves and after each load (the server's
+        /// idle unload must have run).
+        #[arg(long, default_value_t = 5)]
+        unload_wait: u64,
+    },
     /// The IM service, presence: USERS on `/im`, each watcher watching WATCH others, a
     /// pool of CHURNERS coming and going CHURN_PER_MIN times a minute (the server's CPU
     /// over a quiet phase's), then FLAPPERS flapping ten times in ten seconds (what each
@@ -433,6 +504,9 @@ pub fn run(cli: Cli) -> i32 {
                 | Mode::ImPresence { .. }
                 | Mode::ImKick { .. }
                 | Mode::ImStorm { .. }
+                | Mode::DocsEdit { .. }
+                | Mode::DocsCursors { .. }
+                | Mode::DocsCold { .. }
         )
     {
         eprintln!("bench: --procs is for idle, connect-storm, fanout, fanout-max and echo");
@@ -729,6 +803,68 @@ pub fn run(cli: Cli) -> i32 {
                     server_pid,
                 };
                 crate::im_storm::run(&target, &opts).await
+            }
+            Mode::DocsEdit {
+                docs,
+                editors,
+                connections,
+                rate,
+                duration,
+                drain,
+                connect_rate,
+                join_rate,
+                settle,
+                verify_docs,
+            } => {
+                let opts = crate::docs::DocsOptions {
+                    docs,
+                    editors,
+                    connections,
+                    activity: crate::docs::Activity::Edit { rate },
+                    duration: Duration::from_secs(duration),
+                    drain: Duration::from_secs(drain),
+                    connect_rate,
+                    join_rate,
+                    settle: Duration::from_secs(settle),
+                    verify_docs,
+                    server_pid,
+                };
+                crate::docs::run(&target, &opts).await
+            }
+            Mode::DocsCursors {
+                users,
+                hz,
+                duration,
+                drain,
+            } => {
+                let opts = crate::docs::DocsOptions {
+                    docs: 1,
+                    editors: users,
+                    connections: users,
+                    activity: crate::docs::Activity::Cursors { hz },
+                    duration: Duration::from_secs(duration),
+                    drain: Duration::from_secs(drain),
+                    connect_rate: 2000,
+                    join_rate: 5000,
+                    settle: Duration::from_secs(1),
+                    verify_docs: 0,
+                    server_pid,
+                };
+                crate::docs::run(&target, &opts).await
+            }
+            Mode::DocsCold {
+                updates,
+                chars,
+                loads,
+                unload_wait,
+            } => {
+                let opts = crate::docs::ColdOptions {
+                    updates,
+                    chars,
+                    loads,
+                    unload_wait: Duration::from_secs(unload_wait),
+                };
+                crate::docs::run_cold(&target, &opts).await
             }
             Mode::ImKick { iterations, secret } => {
                 let opts = crate::im_presence::KickOptions { iterations, secret };

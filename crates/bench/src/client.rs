@@ -299,6 +299,25 @@ impl Conn {
         )
     }
 
+    /// Sends a raw Engine.IO text packet and one binary frame after it (a Socket.IO
+    /// packet with one attachment), in one write.
+    ///
+    /// # Errors
+    ///
+    /// The write error.
+    pub async fn send_raw_with_binary(
+        &mut self,
+        packet: &[u8],
+        binary: &[u8],
+    ) -> Result<(), ClientError> {
+        let mut out = Frame::client(OpCode::Text, packet, rand::random())
+            .as_bytes()
+            .to_vec();
+        out.extend_from_slice(Frame::client(OpCode::Binary, binary, rand::random()).as_bytes());
+        self.stream.write_all(&out).await?;
+        Ok(())
+    }
+
     /// Sends a raw Engine.IO text packet (`3`, `4...`).
     ///
     /// # Errors
@@ -334,6 +353,28 @@ impl Writer {
         Ok(())
     }
 
+    /// Sends a raw Engine.IO text packet followed by binary frames (a Socket.IO
+    /// `BINARY_EVENT` or `BINARY_ACK` and its attachments), in one write.
+    ///
+    /// # Errors
+    ///
+    /// The write error.
+    pub async fn send_with_binary(
+        &self,
+        packet: &[u8],
+        binary: &[&[u8]],
+    ) -> Result<(), ClientError> {
+        let mut out = Frame::client(OpCode::Text, packet, rand::random())
+            .as_bytes()
+            .to_vec();
+        for b in binary {
+            out.extend_from_slice(Frame::client(OpCode::Binary, b, rand::random()).as_bytes());
+        }
+        // tokio mutex: held across the write, which may wait for the socket.
+        self.0.lock().await.write_all(&out).await?;
+        Ok(())
+    }
+
     /// Sends a raw Engine.IO text packet.
     ///
     /// # Errors
@@ -356,6 +397,15 @@ pub struct Reader {
     writer: Writer,
 }
 
+/// An Engine.IO message and whether it came in a binary frame.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A text message (`4` stripped).
+    Text(Bytes),
+    /// A binary message (a Socket.IO attachment).
+    Binary(Bytes),
+}
+
 impl Reader {
     /// The next Engine.IO message (text or binary); pings are answered, noops skipped.
     ///
@@ -363,6 +413,17 @@ impl Reader {
     ///
     /// [`ClientError::Closed`] on a close frame, a close packet or EOF.
     pub async fn recv_message(&mut self) -> Result<Bytes, ClientError> {
+        match self.recv_incoming().await? {
+            Incoming::Text(m) | Incoming::Binary(m) => Ok(m),
+        }
+    }
+
+    /// As [`Reader::recv_message`], saying whether the message was binary.
+    ///
+    /// # Errors
+    ///
+    /// As [`Reader::recv_message`].
+    pub async fn recv_incoming(&mut self) -> Result<Incoming, ClientError> {
         loop {
             while let Some(message) = self.decoder.decode(&mut self.buf)? {
                 let packet = match message {
@@ -383,7 +444,8 @@ impl Reader {
                     Message::Close(_) => return Err(ClientError::Closed),
                 };
                 match packet {
-                    Packet::Message(m) | Packet::Binary(m) => return Ok(m),
+                    Packet::Message(m) => return Ok(Incoming::Text(m)),
+                    Packet::Binary(m) => return Ok(Incoming::Binary(m)),
                     Packet::Ping(_) => self.writer.send_raw(b"3").await?,
                     Packet::Close => return Err(ClientError::Closed),
                     _ => {}

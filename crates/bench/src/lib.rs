@@ -16,6 +16,8 @@
 //!   latency, loss, order, the highest sustained rate.
 //! - [`echo`]: events with acks at an aggregate rate; round-trip time.
 //! - [`storm`]: `connect-storm`, handshakes per second.
+//! - [`docs`]: `docs-edit`, `docs-cursors`, `docs-cold`: Yjs editors on `y-socket.io`
+//!   namespaces; propagation, memory per open document, merged cursors, cold loads.
 //! - [`report`]: the JSON line and the human summary.
 //! - [`shard`]: several load-generator processes (`--procs`): the parent spawns the
 //!   children, tells them when to start and stop, and merges what they measured.
@@ -24,6 +26,7 @@
 pub mod burst;
 pub mod cli;
 pub mod client;
+pub mod docs;
 pub mod echo;
 pub mod fanout;
 pub mod idle;
