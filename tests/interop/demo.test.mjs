@@ -1,16 +1,22 @@
 // The demo page at `/` in headless Chromium: two pages exchange a message through
 // Herald, with the official socket.io client served from the local npm package (this
-// machine has no internet), and a backend message published with the HTTP API.
+// machine has no internet), and a backend message published with the HTTP API; the
+// Messages tab; the Document tab, a shared text editor with live carets, on a bundle of
+// yjs and y-socket.io built here with esbuild (demo-docs-entry.mjs).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
 import { chromium } from "playwright-core";
-import { startHerald, jwt, now } from "./harness.mjs";
+import { startHerald, jwt, now, until } from "./harness.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const clientJs = path.join(here, "node_modules", "socket.io-client", "dist", "socket.io.min.js");
+const msgpackClientJs = path.join(here, "node_modules", "socket.io-client", "dist", "socket.io.msgpack.min.js");
+// The Document tab's bundle, as `npm run demo-docs` builds it (git-ignored).
+const docsJs = path.join(here, "build", "demo-docs.js");
 const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 let srv;
@@ -18,7 +24,15 @@ let browser;
 
 before(async () => {
   assert.ok(existsSync(browserPath), `Chromium is required at ${browserPath} (scripts/test-interop.sh installs it)`);
-  srv = await startHerald({ HERALD_DEMO__CLIENT_JS: clientJs, HERALD_API__KEY: "demo-key" });
+  await build({
+    entryPoints: [path.join(here, "demo-docs-entry.mjs")],
+    bundle: true,
+    format: "esm",
+    minify: true,
+    outfile: docsJs,
+    logLevel: "warning",
+  });
+  srv = await startHerald({ HERALD_DEMO__CLIENT_JS: clientJs, HERALD_DEMO__DOCS_JS: docsJs, HERALD_API__KEY: "demo-key" });
   browser = await chromium.launch({
     executablePath: browserPath,
     args: [
@@ -90,6 +104,10 @@ test("page and client are served", async () => {
   const js = await fetch(`${srv.url}/demo/socket.io.min.js`);
   assert.equal(js.status, 200);
   assert.match(js.headers.get("content-type"), /javascript/);
+  const docs = await fetch(`${srv.url}/demo/docs.js`);
+  assert.equal(docs.status, 200);
+  assert.match(docs.headers.get("content-type"), /^text\/javascript/);
+  assert.match(await docs.text(), /SocketIOProvider/);
 });
 
 /** A browser context of its own on the Messages tab of `server` as `user`, connected. */
@@ -205,6 +223,223 @@ test("the Messages tab shows presence dots, typing, and the kicked notice", asyn
     // The new one is served.
     assert.equal(await alice2.page.textContent("#im-status"), "connected as alice");
     assert.deepEqual([...alice.errors, ...bobErrors, ...alice2.errors], []);
+  } finally {
+    for (const c of contexts) await c.close();
+    await s.stop();
+  }
+});
+
+// === The Document tab ===
+
+const DOCS_SECRET = "demo-docs-secret-demo-docs-secret-1234";
+
+/**
+ * A browser context of its own on the Document tab of `server`, on document `doc`, as
+ * `user` with `color` (and `token` when given); waits until it synced unless `ready` is
+ * false.
+ */
+async function openDocPage(server, { doc, user, color, token, contexts, ready = true }) {
+  const context = await browser.newContext();
+  contexts.push(context);
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  const q = new URLSearchParams({ tab: "docs", doc, name: user, color, ...(token ? { token } : {}) });
+  await page.goto(`${server.url}/?${q}`);
+  if (ready) {
+    await page.waitForSelector("#doc-text:not([disabled])", { timeout: 10_000 });
+    assert.equal(await page.textContent("#doc-status"), `editing ${doc}`);
+  }
+  return { page, errors, context };
+}
+
+/** The carets of the others drawn in `page`: name, label, index, position, visible. */
+const carets = (page) =>
+  page.$$eval(".doc-caret", (els) =>
+    els.map((e) => {
+      const r = e.getBoundingClientRect();
+      return { name: e.dataset.name, label: e.textContent, index: Number(e.dataset.index), left: r.left, top: r.top, visible: r.width > 0 && r.height > 0 };
+    }),
+  );
+const caretOf = async (page, name) => (await carets(page)).find((c) => c.name === name);
+const users = (page) => page.$$eval("#doc-users li", (els) => els.map((e) => e.textContent));
+const value = (page) => page.inputValue("#doc-text");
+const waitFor = (page, fn, arg) => page.waitForFunction(fn, arg, { timeout: 10_000 });
+const valueIs = (page, text) => waitFor(page, (t) => document.querySelector("#doc-text").value === t, text);
+const caretAt = (page, name, index) =>
+  waitFor(page, ([n, i]) => [...document.querySelectorAll(".doc-caret")].some((e) => e.dataset.name === n && e.dataset.index === String(i)), [name, index]);
+
+// Two browsers on one document: what one types the other sees (and the HTTP API reads),
+// each sees the other's caret under its name where it is, a local caret stays on its
+// characters when the other edits before it, concurrent typing converges, and the caret
+// of a browser that closes goes from the other at once.
+test("the Document tab: a shared text with live carets", async () => {
+  const s = await startHerald({
+    HERALD_DEMO__CLIENT_JS: clientJs,
+    HERALD_DEMO__DOCS_JS: docsJs,
+    HERALD_AUTH__JWT_SECRET: DOCS_SECRET,
+    HERALD_API__KEY: "docs-key",
+  });
+  const contexts = [];
+  const doc = `demo-${process.pid}`;
+  const apiText = async () => {
+    const res = await fetch(`${s.url}/api/docs/${encodeURIComponent(doc)}/text`, { headers: { authorization: "Bearer docs-key" } });
+    assert.equal(res.status, 200);
+    return res.text();
+  };
+  try {
+    const token = (sub, docs) => jwt({ sub, docs, exp: now(600) }, { secret: DOCS_SECRET });
+    const open = (user, color, docs = ["demo-*"]) => openDocPage(s, { doc, user, color, token: token(user, docs), contexts });
+    const alice = await open("alice", "#d62828");
+    const bob = await open("bob", "#2f5bd3");
+    // Each lists both: itself first.
+    await waitFor(alice.page, () => document.querySelectorAll("#doc-users li").length === 2);
+    await waitFor(bob.page, () => document.querySelectorAll("#doc-users li").length === 2);
+    assert.deepEqual(await users(alice.page), ["alice (you)", "bob"]);
+    assert.deepEqual(await users(bob.page), ["bob (you)", "alice"]);
+
+    // Alice types (key by key): bob's text follows, and so does the document on the server.
+    await alice.page.click("#doc-text");
+    await alice.page.keyboard.type("hello from alice", { delay: 10 });
+    await valueIs(bob.page, "hello from alice");
+    await until(async () => (await apiText()) === "hello from alice", "the API reads alice's text", 5000);
+
+    // Her caret in bob's page: named, visible, where she is; it moves as she moves.
+    await caretAt(bob.page, "alice", 16);
+    const atEnd = await caretOf(bob.page, "alice");
+    assert.equal(atEnd.label, "alice");
+    assert.ok(atEnd.visible, JSON.stringify(atEnd));
+    await alice.page.keyboard.press("Control+Home");
+    await caretAt(bob.page, "alice", 0);
+    const atStart = await caretOf(bob.page, "alice");
+    assert.equal(atStart.top, atEnd.top, "one line");
+    assert.ok(atEnd.left - atStart.left > 16 * 5, `16 characters apart: ${atStart.left} → ${atEnd.left}`);
+
+    // Bob puts his caret after "hello"; alice inserts before it: bob's caret stays after
+    // "hello" (in his textarea, and in alice's page without a word from bob).
+    await bob.page.click("#doc-text");
+    await bob.page.evaluate(() => document.querySelector("#doc-text").setSelectionRange(5, 5));
+    await caretAt(alice.page, "bob", 5);
+    await alice.page.keyboard.type(">> ");
+    await valueIs(bob.page, ">> hello from alice");
+    assert.deepEqual(await bob.page.$eval("#doc-text", (t) => [t.selectionStart, t.selectionEnd]), [8, 8]);
+    await caretAt(alice.page, "bob", 8);
+    // A selection is drawn as one.
+    await bob.page.evaluate(() => document.querySelector("#doc-text").setSelectionRange(9, 13, "backward"));
+    await caretAt(alice.page, "bob", 9);
+    await waitFor(alice.page, () => document.querySelectorAll(".doc-sel").length === 1);
+
+    // Both type at once, bob at the start and alice at the end: each keeps typing where
+    // their caret is while the other's keys arrive.
+    await bob.page.keyboard.press("Control+Home");
+    await alice.page.keyboard.press("Control+End");
+    await Promise.all([alice.page.keyboard.type("AAAAAA", { delay: 25 }), bob.page.keyboard.type("BBBBBB", { delay: 25 })]);
+    const both = "BBBBBB>> hello from aliceAAAAAA";
+    await valueIs(alice.page, both);
+    await valueIs(bob.page, both);
+    // Both at the same place at once: any order, but one text, with every key.
+    await bob.page.keyboard.press("Control+End");
+    await Promise.all([alice.page.keyboard.type("xyz", { delay: 20 }), bob.page.keyboard.type("123", { delay: 20 })]);
+    await waitFor(alice.page, (n) => document.querySelector("#doc-text").value.length === n, both.length + 6);
+    await waitFor(bob.page, (n) => document.querySelector("#doc-text").value.length === n, both.length + 6);
+    await until(async () => (await value(alice.page)) === (await value(bob.page)), "both show one text", 5000);
+    const final = await value(alice.page);
+    assert.ok(final.startsWith(both), final);
+    assert.deepEqual([...final.slice(both.length)].sort(), [..."123xyz"].sort());
+    assert.match(final, /x.*y.*z/);
+    assert.match(final, /1.*2.*3/);
+    await until(async () => (await apiText()) === final, "the API reads the merged text", 5000);
+
+    // Each sees the other's caret, named.
+    for (const [page, other] of [[alice.page, "bob"], [bob.page, "alice"]]) {
+      const c = await caretOf(page, other);
+      assert.ok(c && c.visible && c.label === other, JSON.stringify(await carets(page)));
+      assert.equal(await page.locator(`.doc-caret[data-name="${other}"]`).isVisible(), true);
+    }
+
+    // Bob closes his browser: his caret and his name leave alice's page within a couple
+    // of seconds (Herald removes a socket's awareness when it goes).
+    const bobErrors = bob.errors;
+    const closed = Date.now();
+    await bob.context.close();
+    contexts.splice(contexts.indexOf(bob.context), 1);
+    await alice.page.waitForFunction(
+      () => !document.querySelector('.doc-caret[data-name="bob"]') && document.querySelectorAll("#doc-users li").length === 1,
+      null,
+      { timeout: 3000 },
+    );
+    assert.ok(Date.now() - closed < 2500, `gone after ${Date.now() - closed} ms`);
+    assert.deepEqual(await carets(alice.page), []);
+    assert.deepEqual(await users(alice.page), ["alice (you)"]);
+
+    // A token without this document is refused, and the page says so.
+    const carol = await openDocPage(s, { doc, user: "carol", color: "#2a9d4b", token: token("carol", ["other-*"]), contexts, ready: false });
+    await waitFor(carol.page, () => document.querySelector("#doc-status").textContent === "refused: doc_forbidden");
+    assert.equal(await carol.page.$eval("#doc-text", (t) => t.disabled), true);
+    assert.deepEqual(await users(alice.page), ["alice (you)"]);
+    assert.deepEqual([...alice.errors, ...bobErrors, ...carol.errors], []);
+  } finally {
+    for (const c of contexts) await c.close();
+    await s.stop();
+  }
+});
+
+// The Document tab on a Herald that speaks msgpack, without auth (anonymous editors): the
+// provider gets the msgpack parser from the bundle; a reload brings the text back.
+test("the Document tab with the msgpack parser", async () => {
+  const s = await startHerald({
+    HERALD_DEMO__CLIENT_JS: msgpackClientJs,
+    HERALD_DEMO__DOCS_JS: docsJs,
+    HERALD_SOCKETIO__PARSER: "msgpack",
+    HERALD_API__KEY: "docs-key",
+  });
+  const contexts = [];
+  try {
+    const doc = "notes/msgpack";
+    const a = await openDocPage(s, { doc, user: "ann", color: "#b5179e", contexts });
+    const b = await openDocPage(s, { doc, user: "ben", color: "#00838f", contexts });
+    await a.page.click("#doc-text");
+    await a.page.keyboard.type("packed");
+    await valueIs(b.page, "packed");
+    await caretAt(b.page, "ann", 6);
+    const res = await fetch(`${s.url}/api/docs/${encodeURIComponent(doc)}/text`, { headers: { authorization: "Bearer docs-key" } });
+    assert.equal(await res.text(), "packed");
+    await b.page.reload();
+    await b.page.waitForSelector("#doc-text:not([disabled])", { timeout: 10_000 });
+    await valueIs(b.page, "packed");
+    assert.deepEqual([...a.errors, ...b.errors], []);
+  } finally {
+    for (const c of contexts) await c.close();
+    await s.stop();
+  }
+});
+
+// Without demo.docs_js, /demo/docs.js is a 404 that says why, and the page falls back to
+// the pinned packages on esm.sh (blocked here: the page says it cannot load them).
+test("the Document tab without a local bundle falls back to esm.sh", async () => {
+  const s = await startHerald({ HERALD_DEMO__CLIENT_JS: clientJs });
+  const contexts = [];
+  try {
+    const res = await fetch(`${s.url}/demo/docs.js`);
+    assert.equal(res.status, 404);
+    assert.match(await res.text(), /demo\.docs_js/);
+    const context = await browser.newContext();
+    contexts.push(context);
+    const asked = [];
+    await context.route("https://esm.sh/**", (route) => {
+      asked.push(route.request().url());
+      return route.abort();
+    });
+    const page = await context.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(`${s.url}/?tab=docs`);
+    await waitFor(page, () => /^cannot load yjs and y-socket\.io \(offline\? set demo\.docs_js\)/.test(document.querySelector("#doc-status").textContent));
+    assert.deepEqual(asked.sort(), [
+      "https://esm.sh/y-socket.io@1.1.3?deps=yjs@13.6.33,socket.io-client@4.8.4",
+      "https://esm.sh/yjs@13.6.33",
+    ]);
+    assert.deepEqual(errors, []);
   } finally {
     for (const c of contexts) await c.close();
     await s.stop();

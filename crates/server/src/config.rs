@@ -869,6 +869,10 @@ pub struct DemoSection {
     /// `socket.io-client`) for the demo page; without one, the page loads it from a CDN.
     /// Defaults to none.
     pub client_js: String,
+    /// A local ES-module bundle of `yjs` and the `y-socket.io` provider (exports `Y`,
+    /// `SocketIOProvider`, `msgpackParser`) for the demo page's editor; without one, the
+    /// page loads them from a CDN. Defaults to none.
+    pub docs_js: String,
 }
 
 impl Default for DemoSection {
@@ -876,31 +880,33 @@ impl Default for DemoSection {
         DemoSection {
             enabled: true,
             client_js: String::new(),
+            docs_js: String::new(),
         }
     }
 }
 
 impl DemoSection {
-    /// The demo page (the local client read once here).
+    /// The demo page (the local scripts read once here).
     fn check(&self, c: &mut Checker) -> DemoConfig {
-        let client_js = if self.client_js.is_empty() {
-            None
-        } else {
-            let path = PathBuf::from(&self.client_js);
-            match std::fs::read(&path) {
-                Ok(js) => Some((path, bytes::Bytes::from(js))),
-                Err(e) => {
-                    c.fail(
-                        "demo.client_js",
-                        format!("cannot read {}: {e}", path.display()),
-                    );
-                    None
-                }
-            }
-        };
         DemoConfig {
             enabled: self.enabled,
-            client_js,
+            client_js: read_script(c, "demo.client_js", &self.client_js),
+            docs_js: read_script(c, "demo.docs_js", &self.docs_js),
+        }
+    }
+}
+
+/// The file `path` names (none when empty), or a failure of `key` when it cannot be read.
+fn read_script(c: &mut Checker, key: &str, path: &str) -> Option<(PathBuf, bytes::Bytes)> {
+    if path.is_empty() {
+        return None;
+    }
+    let path = PathBuf::from(path);
+    match std::fs::read(&path) {
+        Ok(js) => Some((path, bytes::Bytes::from(js))),
+        Err(e) => {
+            c.fail(key, format!("cannot read {}: {e}", path.display()));
+            None
         }
     }
 }
@@ -1452,6 +1458,8 @@ pub struct DemoConfig {
     pub enabled: bool,
     /// The socket.io client served to it, read at start.
     pub client_js: Option<(PathBuf, bytes::Bytes)>,
+    /// The Yjs and y-socket.io bundle served to its editor, read at start.
+    pub docs_js: Option<(PathBuf, bytes::Bytes)>,
 }
 
 /// Logging.
@@ -2468,6 +2476,30 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(ok.config.admission.ipv6_prefix_len, 48);
+    }
+
+    /// The demo page's local scripts are read at load; a file that cannot be read is a
+    /// failure of its own key.
+    #[test]
+    fn demo_scripts_are_read_at_load() {
+        let missing = "/nonexistent/herald-demo-docs.js";
+        for (var, key) in [
+            ("HERALD_DEMO__CLIENT_JS", "demo.client_js"),
+            ("HERALD_DEMO__DOCS_JS", "demo.docs_js"),
+        ] {
+            let err = load_env(&[(var, missing)]).unwrap_err();
+            assert_eq!(err.0[0].key.as_deref(), Some(key));
+            assert!(err.0[0].message.contains(missing), "{}", err.0[0].message);
+        }
+        let dir = std::env::temp_dir().join(format!("herald-demo-js-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("docs.js");
+        std::fs::write(&file, "export const Y = 1;\n").unwrap();
+        let loaded = load_env(&[("HERALD_DEMO__DOCS_JS", file.to_str().unwrap())]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let demo = loaded.unwrap().config.demo;
+        assert_eq!(demo.docs_js.unwrap().1.as_ref(), b"export const Y = 1;\n");
+        assert!(demo.client_js.is_none());
     }
 
     /// Paths that would hide Herald's own routes are refused; anonymous rights must be

@@ -9,7 +9,9 @@
 //! - `GET /readyz`: 200 while Herald takes new connections, 503 once it shuts down.
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /`: the demo page (unless `demo.enabled = false`), and
-//!   `GET /demo/socket.io.min.js`: the client copy it loads first (`demo.client_js`).
+//!   `GET /demo/socket.io.min.js`: the client copy it loads first (`demo.client_js`),
+//!   `GET /demo/docs.js`: the Yjs and y-socket.io bundle its editor imports first
+//!   (`demo.docs_js`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -42,7 +44,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     if state.config.demo.enabled {
         router = router
             .route("/", get(demo_page))
-            .route("/demo/socket.io.min.js", get(demo_client));
+            .route("/demo/socket.io.min.js", get(demo_client))
+            .route("/demo/docs.js", get(demo_docs));
     }
     for service in &state.services {
         router = router.merge(service.routes());
@@ -121,7 +124,25 @@ async fn demo_page(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn demo_client(State(state): State<Arc<AppState>>) -> Response {
-    match &state.config.demo.client_js {
+    demo_script(
+        state.config.demo.client_js.as_ref(),
+        "no local client (demo.client_js); the page loads it from a CDN\n",
+    )
+}
+
+async fn demo_docs(State(state): State<Arc<AppState>>) -> Response {
+    demo_script(
+        state.config.demo.docs_js.as_ref(),
+        "no local Yjs bundle (demo.docs_js); the page loads yjs and y-socket.io from a CDN\n",
+    )
+}
+
+/// A script the demo page loads, or 404 with `missing` when none was configured.
+fn demo_script(
+    script: Option<&(std::path::PathBuf, bytes::Bytes)>,
+    missing: &'static str,
+) -> Response {
+    match script {
         Some((_, js)) => (
             [
                 (
@@ -136,11 +157,7 @@ async fn demo_client(State(state): State<Arc<AppState>>) -> Response {
             js.clone(),
         )
             .into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            "no local client (demo.client_js); the page loads it from a CDN\n",
-        )
-            .into_response(),
+        None => (StatusCode::NOT_FOUND, missing).into_response(),
     }
 }
 

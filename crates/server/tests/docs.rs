@@ -61,7 +61,15 @@ fn example_lists_every_key_and_loads() {
                         .entry(current.clone())
                         .or_default()
                         .push(key.to_owned());
-                    if !["public_key_file", "client_js", "cert_file", "key_file"].contains(&key) {
+                    if ![
+                        "public_key_file",
+                        "client_js",
+                        "docs_js",
+                        "cert_file",
+                        "key_file",
+                    ]
+                    .contains(&key)
+                    {
                         uncommented.push_str(setting);
                         uncommented.push('\n');
                     }
