@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import * as Y from "yjs";
 import { SocketIOProvider } from "y-socket.io";
-import * as bc from "lib0/broadcastchannel";
+import { closeProviders } from "./providers.mjs";
 import { dropDatabase, jwt, logged, now, privateRedis, sleep, startHerald, tempDatabase, until } from "./harness.mjs";
 
 process.setMaxListeners(100);
@@ -51,16 +51,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of providers) {
-    p.destroy();
-    // A provider whose server went keeps reconnecting; this stops it.
-    p.socket.close();
-    // y-socket.io publishes on a BroadcastChannel when it disconnects, even with
-    // disableBc (its own bug); that channel would keep the process alive.
-    const noop = () => {};
-    bc.subscribe(p.broadcastChannel, noop);
-    bc.unsubscribe(p.broadcastChannel, noop);
-  }
+  closeProviders(providers);
   for (const h of nodes ?? []) await h.stop();
   await redis?.stop();
   if (db) dropDatabase(db);

@@ -7,7 +7,7 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import * as Y from "yjs";
 import { SocketIOProvider } from "y-socket.io";
-import * as bc from "lib0/broadcastchannel";
+import { closeProviders } from "./providers.mjs";
 import { io } from "socket.io-client";
 import { startHerald, tempStore, tempDatabase, dropDatabase, sleep, until, jwt, now, once } from "./harness.mjs";
 
@@ -64,16 +64,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of providers) {
-    p.destroy();
-    // A provider whose server went keeps reconnecting; this stops it.
-    p.socket.close();
-    // y-socket.io publishes on a BroadcastChannel when it disconnects, even with
-    // disableBc (its own bug); that channel would keep the process alive.
-    const noop = () => {};
-    bc.subscribe(p.broadcastChannel, noop);
-    bc.unsubscribe(p.broadcastChannel, noop);
-  }
+  closeProviders(providers);
   for (const s of sockets) s.close();
   await server?.stop();
 });
@@ -369,6 +360,11 @@ describe("documents", () => {
     assert.equal(listed.ok, true);
     assert.deepEqual(listed.documents.map((d) => d.name), [name]);
     assert.ok(listed.documents[0].bytes > 0);
+    for (const limit of [0, 1001]) {
+      const res = await api("GET", `/api/docs?limit=${limit}`);
+      assert.equal(res.status, 400, `limit=${limit} is refused`);
+      assert.equal((await res.json()).error.code, "bad_request");
+    }
     const missing = await api("GET", `/api/docs/${encodeURIComponent(fresh("nothing"))}`);
     assert.equal(missing.status, 404);
     const unauthorized = await fetch(`${server.url}/api/docs/${encodeURIComponent(name)}`);

@@ -149,7 +149,12 @@ impl Service for DocsService {
                 get(
                     move |_: ApiKey, q: Result<Query<ListQuery>, QueryRejection>| async move {
                         let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-                        let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+                        let limit = q.limit.unwrap_or(100);
+                        if !(1..=1000).contains(&limit) {
+                            return Err(ApiError::bad_request(format!(
+                                "limit must be 1 to 1000, not {limit}"
+                            )));
+                        }
                         let mut docs = list
                             .api_list(q.prefix.as_deref().unwrap_or(""), q.after, limit + 1)
                             .await
