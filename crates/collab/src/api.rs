@@ -25,7 +25,9 @@ impl std::fmt::Display for ApiError {
             ApiError::BadName => {
                 f.write_str("a document name is 1 to 512 bytes without control characters")
             }
-            ApiError::Malformed => f.write_str("the body is not a Yjs v1 update"),
+            ApiError::Malformed => f.write_str(
+                "the body is not a Yjs v1 update Herald takes (malformed, or a run of more than 2,048 chained items: merge fewer)",
+            ),
             ApiError::Store(e) => write!(f, "the store failed: {e}"),
         }
     }
@@ -104,7 +106,7 @@ impl Collab {
     /// [`ApiError::Malformed`] when it does not decode; [`ApiError::BadName`].
     pub fn api_apply(&self, name: &str, update: Bytes) -> Result<(), ApiError> {
         check(name)?;
-        doc::decode_update(&update).map_err(|_| ApiError::Malformed)?;
+        doc::decode_incoming(&update).map_err(|_| ApiError::Malformed)?;
         let mut op = Some(Op::Apply(update));
         self.inner.with_doc(name, |d, st| {
             if let Some(op) = op.take() {

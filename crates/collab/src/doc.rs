@@ -157,10 +157,20 @@ pub(crate) enum Refused {
 }
 
 impl State {
-    /// Applies a Yjs v1 update. `Ok(false)` when it carried nothing (an empty answer to
-    /// a sync step): nothing to send or store.
+    /// Applies a Yjs v1 update from a client or the API (refused beyond [`MAX_CHAINED`]).
+    /// `Ok(false)` when it carried nothing (an empty answer to a sync step): nothing to
+    /// send or store.
     pub(crate) fn apply(&mut self, update: &[u8]) -> Result<bool, Refused> {
-        let decoded = decode_update(update)?;
+        self.apply_decoded(decode_incoming(update)?)
+    }
+
+    /// As [`State::apply`], for an update another node took and merged (its runs may be
+    /// longer than a client may send).
+    pub(crate) fn apply_relayed(&mut self, update: &[u8]) -> Result<bool, Refused> {
+        self.apply_decoded(decode_update(update)?)
+    }
+
+    fn apply_decoded(&mut self, decoded: Update) -> Result<bool, Refused> {
         if decoded.is_empty() {
             return Ok(false);
         }
@@ -293,9 +303,29 @@ impl State {
     }
 }
 
-/// Decodes a Yjs v1 update, never panicking.
+/// Items of one update that each continue the one before it (a run typed in a row, as a
+/// merge of many small updates carries it) a client may send at most. `yrs` integrates such
+/// a run in time quadratic in its length (20,000: one second under the document's lock),
+/// so an update with more is refused as malformed. A client's own updates carry a few; a
+/// whole-state diff carries each run squashed into one item.
+pub(crate) const MAX_CHAINED: usize = 2048;
+
+/// Decodes a Yjs v1 update from a client (or the API, or another node), never panicking:
+/// as [`decode_update`], and refused with more than [`MAX_CHAINED`] chained items.
+pub(crate) fn decode_incoming(update: &[u8]) -> Result<Update, Refused> {
+    match crate::validate::update_v1(update) {
+        Ok(chained) if chained <= MAX_CHAINED => decode_checked(update),
+        _ => Err(Refused::Malformed),
+    }
+}
+
+/// Decodes a Yjs v1 update, never panicking (what the store holds: any length of run).
 pub(crate) fn decode_update(update: &[u8]) -> Result<Update, Refused> {
     crate::validate::update_v1(update).map_err(|_| Refused::Malformed)?;
+    decode_checked(update)
+}
+
+fn decode_checked(update: &[u8]) -> Result<Update, Refused> {
     match std::panic::catch_unwind(|| Update::decode_v1(update)) {
         Ok(Ok(u)) => Ok(u),
         _ => Err(Refused::Malformed),
@@ -457,6 +487,36 @@ mod tests {
             from_merged.transact().state_vector(),
             one_by_one.transact().state_vector()
         );
+    }
+
+    #[test]
+    fn long_chained_runs_are_refused_from_clients_but_read_from_the_store() {
+        let typed = |n: usize| {
+            let d = Doc::with_client_id(5);
+            let t = d.get_or_insert_text("t");
+            let updates: Vec<Vec<u8>> = (0..n)
+                .map(|_| {
+                    let mut txn = d.transact_mut();
+                    let at = t.len(&txn);
+                    t.insert(&mut txn, at, "k");
+                    txn.encode_update_v1()
+                })
+                .collect();
+            let refs: Vec<&[u8]> = updates.iter().map(Vec::as_slice).collect();
+            let merged = yrs::merge_updates_v1(&refs).unwrap();
+            (merged, encode_whole(&d))
+        };
+        let (long, squashed) = typed(MAX_CHAINED + 100);
+        let mut st = Document::loading("d".into()).state.into_inner();
+        assert_eq!(st.apply(&long), Err(Refused::Malformed), "a long chained run");
+        assert!(decode_update(&long).is_ok(), "the store's rows are read whatever their runs");
+        // The same text as a whole-state diff: one item.
+        assert_eq!(st.apply(&squashed), Ok(true));
+        let text = st.ydoc.get_or_insert_text("t");
+        assert_eq!(text.len(&st.ydoc.transact()) as usize, MAX_CHAINED + 100);
+        let (short, _) = typed(MAX_CHAINED);
+        let mut st = Document::loading("d".into()).state.into_inner();
+        assert_eq!(st.apply(&short), Ok(true), "a run of MAX_CHAINED is taken");
     }
 
     proptest::proptest! {

@@ -480,7 +480,12 @@ impl Inner {
         update: Bytes,
         now: Instant,
     ) {
-        match st.apply(&update) {
+        let applied = if origin == Origin::Node {
+            st.apply_relayed(&update)
+        } else {
+            st.apply(&update)
+        };
+        match applied {
             Ok(false) => {}
             Ok(true) => {
                 CollabStats::add(&self.stats.updates_in, 1);
