@@ -101,6 +101,27 @@ test("cursors are seen across nodes and removed at once when their tab goes", as
   assert.ok(Date.now() - gone < 2000, `removed after ${Date.now() - gone} ms`);
 });
 
+test("an update applied through the API of a node where nobody opened the document reaches the editors on the others", async () => {
+  const name = fresh("api");
+  const b = editor(nodes[1], name);
+  const c = editor(nodes[2], name, "cy");
+  await Promise.all([synced(b), synced(c)]);
+  b.doc.getText("content").insert(0, "typed");
+  await until(() => text(c) === "typed", "node 3 has node 2's edit");
+  // A backend's edit, made on a copy of the document, sent to node 1.
+  const backend = new Y.Doc();
+  Y.applyUpdate(backend, Y.encodeStateAsUpdate(b.doc));
+  const before = Y.encodeStateVector(backend);
+  backend.getText("content").insert(0, "[api] ");
+  const res = await fetch(`${nodes[0].url}/api/docs/${encodeURIComponent(name)}/update`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${KEY}`, "content-type": "application/octet-stream" },
+    body: Y.encodeStateAsUpdate(backend, before),
+  });
+  assert.equal(res.status, 202);
+  await until(() => text(b) === "[api] typed" && text(c) === "[api] typed", "both editors have the API's edit", 5000);
+});
+
 test("a late joiner on another node gets edits the store does not have; each update is stored once, by its node", async () => {
   const name = fresh("late");
   const a = editor(nodes[0], name);

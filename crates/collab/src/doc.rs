@@ -508,8 +508,15 @@ mod tests {
         };
         let (long, squashed) = typed(MAX_CHAINED + 100);
         let mut st = Document::loading("d".into()).state.into_inner();
-        assert_eq!(st.apply(&long), Err(Refused::Malformed), "a long chained run");
-        assert!(decode_update(&long).is_ok(), "the store's rows are read whatever their runs");
+        assert_eq!(
+            st.apply(&long),
+            Err(Refused::Malformed),
+            "a long chained run"
+        );
+        assert!(
+            decode_update(&long).is_ok(),
+            "the store's rows are read whatever their runs"
+        );
         // The same text as a whole-state diff: one item.
         assert_eq!(st.apply(&squashed), Ok(true));
         let text = st.ydoc.get_or_insert_text("t");

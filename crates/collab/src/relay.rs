@@ -53,9 +53,14 @@ fn namespace(inner: &Inner, name: &str) -> Option<Arc<Namespace>> {
 
 /// Tells the other nodes `event` of document `name`.
 pub(crate) fn tell(inner: &Inner, name: &str, event: &str, key: &str, bytes: &[u8]) {
-    let Some(ns) = namespace(inner, name) else {
-        // No namespace: no socket here ever opened it (an API update on a document
-        // nobody has open here); the others load it from the store.
+    // Made when no socket here ever opened the document (an API update on a document
+    // nobody has open on this node): the nodes that have it open must hear of it. It
+    // goes when the document is unloaded.
+    let Some(ns) = inner
+        .io
+        .get()
+        .and_then(|io| io.of_or_create(&format!("{PREFIX}{name}")))
+    else {
         return;
     };
     let body = json!({ key: b64(bytes) });

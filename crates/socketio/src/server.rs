@@ -389,6 +389,18 @@ impl Server {
             .map(|n| n.value().clone())
     }
 
+    /// The namespace `name`, made now if it does not exist and a dynamic namespace
+    /// accepts the name (as a client's CONNECT would make it): to emit on it, to this
+    /// node's sockets and, clustered, to the other nodes', before any client joined here.
+    pub fn of_or_create(&self, name: &str) -> Option<Arc<Namespace>> {
+        let name = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("/{name}")
+        };
+        self.inner.namespace(&Str::from(name))
+    }
+
     /// The layer's counters and histograms.
     pub fn stats(&self) -> &Arc<crate::Stats> {
         &self.inner.common.stats
