@@ -78,7 +78,13 @@ impl Collab {
     ///
     /// [`ApiError`].
     pub async fn api_state(&self, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
-        self.read(name, doc::encode_whole).await
+        match self.read(name, doc::encode_whole).await? {
+            None => Ok(None),
+            Some(Some(update)) => Ok(Some(update)),
+            Some(None) => Err(ApiError::Store(
+                "the document cannot be encoded (a broken copy): try again after it reloads".into(),
+            )),
+        }
     }
 
     /// The text of the document's `Y.Text` named `field` (empty when it has none);

@@ -178,18 +178,24 @@ impl State {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut txn = ydoc.transact_mut();
             txn.apply_update(decoded)?;
-            // What waits for missing predecessors is merged into every later sync reply;
-            // `yrs` keeps some hostile updates there that it cannot read back (it
-            // panics on them at each sync): try it now, while this update can still be
+            // What waits for missing predecessors is encoded and read back (unchecked)
+            // into every later sync reply. From some hostile updates `yrs` keeps there
+            // what it cannot read back: strings cut inside a character (reading them is
+            // undefined behaviour, an abort with debug assertions) or blocks it panics
+            // on. Checked now as a client's update is, while this one can still be
             // refused (the copy is then reloaded without it).
-            if txn.store().pending_update().is_some() || txn.store().pending_ds().is_some() {
-                let sv = txn.state_vector();
-                let _ = txn.encode_state_as_update_v1(&sv);
-            }
-            Ok::<_, yrs::error::UpdateError>(())
+            let pending_ok = txn
+                .store()
+                .pending_update()
+                .is_none_or(|p| crate::validate::update_v1(&p.update.encode_v1()).is_ok());
+            Ok::<_, yrs::error::UpdateError>(pending_ok)
         }));
         match result {
-            Ok(Ok(())) => Ok(true),
+            Ok(Ok(true)) => Ok(true),
+            Ok(Ok(false)) => {
+                tracing::debug!("an update left what cannot be read back pending");
+                Err(Refused::Broken)
+            }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "an update did not integrate");
                 Err(Refused::Broken)
@@ -203,13 +209,15 @@ impl State {
         self.ydoc.transact().state_vector().encode_v1()
     }
 
-    /// What a client with state vector `sv` lacks, as one update.
+    /// What a client with state vector `sv` lacks, as one update; `None` for a malformed
+    /// state vector, or when the copy cannot be encoded into an update that reads back
+    /// ([`encode_checked`]).
     pub(crate) fn diff(&self, sv: &[u8]) -> Option<Vec<u8>> {
         crate::validate::state_vector_v1(sv).ok()?;
         let sv = std::panic::catch_unwind(|| StateVector::decode_v1(sv))
             .ok()?
             .ok()?;
-        Some(self.ydoc.transact().encode_state_as_update_v1(&sv))
+        encode_checked(&self.ydoc, &sv)
     }
 
     pub(crate) fn member(&mut self, id: Sid) -> Option<&mut Member> {
@@ -395,10 +403,47 @@ pub(crate) fn build(name: &str, stored: &store::StoredDocument) -> Doc {
     doc
 }
 
-/// The whole document as one update.
-pub(crate) fn encode_whole(doc: &Doc) -> Vec<u8> {
-    doc.transact()
-        .encode_state_as_update_v1(&StateVector::default())
+/// The whole document as one update, checked as a client's update is (what is stored as
+/// a snapshot is read back through that check); `None` when it cannot be encoded into an
+/// update that reads back ([`encode_checked`]).
+pub(crate) fn encode_whole(doc: &Doc) -> Option<Vec<u8>> {
+    let whole = encode_checked(doc, &StateVector::default())?;
+    crate::validate::update_v1(&whole).ok()?;
+    Some(whole)
+}
+
+/// What `yrs`'s `encode_state_as_update_v1` gives (the blocks a peer at `sv` lacks, the
+/// delete set, and what waits pending, merged), without letting `yrs` read its own output
+/// unchecked: when something is pending it decodes the encoding to merge it, and some
+/// hostile updates leave blocks whose strings it cut inside a character (reading them back
+/// is undefined behaviour). Each part is checked as a client's update is before the merge;
+/// `None` when one fails (the copy is broken) or `yrs` panics.
+pub(crate) fn encode_checked(doc: &Doc, sv: &StateVector) -> Option<Vec<u8>> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let txn = doc.transact();
+        let blocks = txn.encode_diff_v1(sv);
+        let store = txn.store();
+        if store.pending_update().is_none() && store.pending_ds().is_none() {
+            return Some(blocks);
+        }
+        let mut parts = vec![blocks];
+        if let Some(p) = store.pending_update() {
+            parts.push(p.update.encode_v1());
+        }
+        if let Some(ds) = store.pending_ds() {
+            // An update of no blocks (no clients) and this delete set.
+            let mut u = vec![0];
+            u.extend_from_slice(&ds.encode_v1());
+            parts.push(u);
+        }
+        if parts.iter().any(|p| crate::validate::update_v1(p).is_err()) {
+            return None;
+        }
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        yrs::merge_updates_v1(&refs).ok()
+    }))
+    .ok()
+    .flatten()
 }
 
 /// When a renewal-only awareness change goes out: a third of the timeout, so that the
@@ -415,7 +460,7 @@ mod tests {
     fn update_of(f: impl FnOnce(&Doc)) -> Vec<u8> {
         let doc = Doc::new();
         f(&doc);
-        encode_whole(&doc)
+        encode_whole(&doc).unwrap()
     }
 
     #[test]
@@ -504,7 +549,7 @@ mod tests {
                 .collect();
             let refs: Vec<&[u8]> = updates.iter().map(Vec::as_slice).collect();
             let merged = yrs::merge_updates_v1(&refs).unwrap();
-            (merged, encode_whole(&d))
+            (merged, encode_whole(&d).unwrap())
         };
         let (long, squashed) = typed(MAX_CHAINED + 100);
         let mut st = Document::loading("d".into()).state.into_inner();
@@ -524,6 +569,52 @@ mod tests {
         let (short, _) = typed(MAX_CHAINED);
         let mut st = Document::loading("d".into()).state.into_inner();
         assert_eq!(st.apply(&short), Ok(true), "a run of MAX_CHAINED is taken");
+    }
+
+    /// A fuzzer's find: an update `yrs` keeps pending and then panics encoding. It is
+    /// refused (the service reloads the document), and a sync reply from the broken copy
+    /// is none rather than a panic.
+    #[test]
+    fn an_update_yrs_cannot_encode_back_is_refused_and_never_panics_a_sync() {
+        let update = [
+            2u8, 2, 216, 0, 0, 39, 91, 1, 0, 0, 4, 39, 0, 2, 2, 0, 2, 2, 2, 216, 50, 2, 0, 39, 1,
+            0, 0, 0, 39, 0,
+        ];
+        let mut st = Document::loading("d".into()).state.into_inner();
+        assert_eq!(st.apply(&update), Err(Refused::Broken));
+        assert!(st.diff(&[0]).is_none());
+        assert!(!crate::take_update(&update, &[0]));
+    }
+
+    /// A fuzzer's find: an update after which `yrs` keeps pending a string cut inside a
+    /// character (reading it back is undefined behaviour): refused.
+    #[test]
+    fn an_update_leaving_a_cut_string_pending_is_refused() {
+        let data = [
+            0u8, 2, 1, 0, 255, 255, 4, 7, 4, 4, 4, 0, 4, 4, 4, 4, 4, 1, 36, 4, 4, 4, 68, 0, 2, 1,
+            0, 6, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 4,
+            4, 4, 4, 4, 4, 0, 4, 4, 4, 4, 1, 1, 4, 4, 4, 4, 31, 4, 36, 1, 36, 0, 4, 4, 4, 1, 36, 4,
+            4, 4, 68, 5, 4, 4, 4, 4, 0, 4, 4, 4, 4, 31, 4, 4, 4, 4, 4, 64, 0, 0, 0, 4, 4, 4, 4, 1,
+            4, 4, 4, 4, 68, 4, 4, 4, 255, 91, 255, 8, 0, 3, 0, 2, 8, 0,
+        ];
+        let update = &data[1..];
+        assert!(
+            crate::validate::update_v1(update).is_ok(),
+            "well-formed itself"
+        );
+        let mut st = Document::loading("d".into()).state.into_inner();
+        assert_eq!(st.apply(update), Err(Refused::Broken));
+        // A variant the pending check lets through: the copy's own blocks then hold the
+        // cut string; a sync reply is refused rather than read back (under debug
+        // assertions, reading it aborts this test).
+        let mut variant = update.to_vec();
+        let at = variant.len() - 7;
+        assert_eq!(variant[at], 8);
+        variant[at] = 93;
+        let mut st = Document::loading("d".into()).state.into_inner();
+        let _ = st.apply(&variant);
+        let _ = st.diff(&[0]);
+        let _ = encode_whole(&st.ydoc);
     }
 
     proptest::proptest! {

@@ -162,7 +162,13 @@ pub(crate) async fn compact_document(inner: Arc<Inner>, doc: Arc<Document>) {
         let snapshot =
             tokio::task::spawn_blocking(move || doc::encode_whole(&doc::build(&n, &stored)))
                 .await
-                .map_err(|e| store::StoreError::Unavailable(format!("compaction failed: {e}")))?;
+                .map_err(|e| store::StoreError::Unavailable(format!("compaction failed: {e}")))?
+                // The rows stay as they are.
+                .ok_or_else(|| {
+                    store::StoreError::Unavailable(
+                        "compaction failed: the merged document does not encode".into(),
+                    )
+                })?;
         inner
             .store
             .compact_document(&name, upto, snapshot, now_ms())
