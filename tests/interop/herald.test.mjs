@@ -413,6 +413,12 @@ describe("http api", () => {
     assert.equal(res.json.delivered, 2);
     assert.deepEqual(await Promise.all(got), [null, null]);
 
+    // Volatile: delivered to sockets whose queue has room (all of these).
+    got = [once(a1, "flash"), once(b, "flash")];
+    res = await api("POST", "/api/emit", { rooms: ["news"], event: "flash", data: 1, volatile: true });
+    assert.deepEqual(res.json, { ok: true, delivered: 2 });
+    assert.deepEqual(await Promise.all(got), [1, 1]);
+
     // Lists given but empty reach nobody; leaving them out reaches everyone.
     const none = gather(b, "nobody");
     res = await api("POST", "/api/emit", { users: [], rooms: [], event: "nobody" });
@@ -446,6 +452,7 @@ describe("http api", () => {
       ["/api/emit", { rooms: ["a"] }, /event/],
       ["/api/emit", { event: "x", room: ["a"] }, /unknown field `room`/],
       ["/api/emit", { event: "x", rooms: "a" }, /invalid type/],
+      ["/api/emit", { event: "x", volatile: "yes" }, /invalid type/],
       ["/api/emit", { event: "disconnect" }, /reserved/],
       ["/api/emit", { event: "" }, /empty/],
       ["/api/emit", { event: "x", rooms: [""] }, /rooms/],

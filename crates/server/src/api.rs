@@ -183,6 +183,10 @@ struct EmitBody {
     event: String,
     #[serde(default, deserialize_with = "present")]
     data: Option<Value>,
+    /// As Socket.IO's `volatile`: a socket whose queue is full does not get it (and is
+    /// not closed for it), and it is never replayed.
+    #[serde(default)]
+    volatile: bool,
 }
 
 fn check_names(state: &AppState, what: &str, names: &[String]) -> Result<(), ApiError> {
@@ -215,6 +219,9 @@ async fn emit(
         return Ok(Json(json!({ "ok": true, "delivered": 0 })));
     }
     let mut op = state.root.broadcast();
+    if req.volatile {
+        op = op.volatile();
+    }
     for room in rooms.iter().cloned() {
         op = op.to(room);
     }
