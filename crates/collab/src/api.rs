@@ -149,6 +149,10 @@ impl Collab {
     /// [`ApiError`].
     pub async fn api_delete(&self, name: &str) -> Result<bool, ApiError> {
         check(name)?;
+        // No write of unsaved updates runs from here to the store's delete: one that took
+        // this document's updates has committed them (or put them back), so what is
+        // cleared below is all there is, and the delete removes every row.
+        let _writing = self.inner.writing.lock().await;
         let mut loaded = false;
         if let Some((_, d)) = self.inner.docs.remove(name) {
             loaded = true;

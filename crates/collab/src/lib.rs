@@ -83,6 +83,10 @@ pub(crate) struct Inner {
     pub(crate) docs: DashMap<Arc<str>, Arc<Document>>,
     /// Documents with unsaved updates.
     pub(crate) dirty: Mutex<Vec<Arc<Document>>>,
+    /// Held by a write of unsaved updates from taking them to their commit, and by a
+    /// delete around its own: a delete never runs between the two, so no row of a
+    /// deleted document outlives it.
+    pub(crate) writing: tokio::sync::Mutex<()>,
     pub(crate) stats: Arc<CollabStats>,
     pub(crate) io: OnceLock<socketio::Server>,
 }
@@ -95,6 +99,7 @@ impl Collab {
             store,
             docs: DashMap::new(),
             dirty: Mutex::new(Vec::new()),
+            writing: tokio::sync::Mutex::new(()),
             stats,
             io: OnceLock::new(),
         });

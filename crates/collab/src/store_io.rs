@@ -85,6 +85,8 @@ pub(crate) async fn writer(inner: Weak<Inner>) {
 /// One write of every dirty document's unsaved updates (each document's merged into a
 /// row per [`doc::merge`] run), in one transaction. `true` when nothing was left unsaved.
 pub(crate) async fn write_once(inner: &Arc<Inner>) -> bool {
+    // tokio mutex: held across the store's commit.
+    let _writing = inner.writing.lock().await;
     let docs = std::mem::take(&mut *inner.dirty.lock());
     if docs.is_empty() {
         return true;
