@@ -504,7 +504,7 @@ pub async fn run(target: &Target, opts: &DocsOptions) -> Report {
     let client_cpu = CpuMeter::start(std::process::id());
 
     // Phase 1: the Engine.IO connections.
-    let mut writers: Vec<Option<(Writer, crate::client::Reader)>> = Vec::new();
+    let mut opened: Vec<Option<(Writer, crate::client::Reader)>> = Vec::new();
     let setup = Instant::now();
     let per_slice = (opts.connect_rate as usize / 100).max(1);
     let mut failed = 0u64;
@@ -522,12 +522,12 @@ pub async fn run(target: &Target, opts: &DocsOptions) -> Report {
             )
         });
     }
-    writers.resize_with(connections, || None);
+    opened.resize_with(connections, || None);
     while let Some(done) = pending.join_next().await {
         match done {
             Ok((i, Ok(Ok(conn)))) => {
                 let (reader, writer) = conn.split();
-                writers[i] = Some((writer, reader));
+                opened[i] = Some((writer, reader));
             }
             _ => failed += 1,
         }
@@ -540,7 +540,7 @@ pub async fn run(target: &Target, opts: &DocsOptions) -> Report {
     let join_start = Instant::now();
     let mut conns: Vec<(usize, Writer)> = Vec::new();
     let mut joined = 0usize;
-    for (i, slot) in writers.into_iter().enumerate() {
+    for (i, slot) in opened.into_iter().enumerate() {
         let Some((writer, reader)) = slot else {
             continue;
         };

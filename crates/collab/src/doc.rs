@@ -318,8 +318,8 @@ impl State {
 /// whole-state diff carries each run squashed into one item.
 pub(crate) const MAX_CHAINED: usize = 2048;
 
-/// Decodes a Yjs v1 update from a client (or the API, or another node), never panicking:
-/// as [`decode_update`], and refused with more than [`MAX_CHAINED`] chained items.
+/// Decodes a Yjs v1 update from a client or the API, never panicking: as
+/// [`decode_update`], and refused with more than [`MAX_CHAINED`] chained items.
 pub(crate) fn decode_incoming(update: &[u8]) -> Result<Update, Refused> {
     match crate::validate::update_v1(update) {
         Ok(chained) if chained <= MAX_CHAINED => decode_checked(update),
@@ -604,17 +604,20 @@ mod tests {
         );
         let mut st = Document::loading("d".into()).state.into_inner();
         assert_eq!(st.apply(update), Err(Refused::Broken));
-        // A variant the pending check lets through: the copy's own blocks then hold the
-        // cut string; a sync reply is refused rather than read back (under debug
-        // assertions, reading it aborts this test).
+        // A variant whose cut string the copy keeps (the service reloads it): neither a
+        // sync reply nor a snapshot is read back from it (under debug assertions, reading
+        // it would abort this test).
         let mut variant = update.to_vec();
         let at = variant.len() - 7;
         assert_eq!(variant[at], 8);
         variant[at] = 93;
         let mut st = Document::loading("d".into()).state.into_inner();
-        let _ = st.apply(&variant);
-        let _ = st.diff(&[0]);
-        let _ = encode_whole(&st.ydoc);
+        assert_eq!(st.apply(&variant), Err(Refused::Broken));
+        assert!(
+            st.diff(&[0]).is_none(),
+            "no sync reply from the broken copy"
+        );
+        assert!(encode_whole(&st.ydoc).is_none(), "no snapshot of it");
     }
 
     proptest::proptest! {

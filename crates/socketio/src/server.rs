@@ -342,6 +342,15 @@ impl Inner {
     }
 }
 
+/// A namespace name with its leading `/` (`chat` and `/chat` are the same).
+fn rooted(name: &str) -> Str {
+    if name.starts_with('/') {
+        Str::from(name.to_owned())
+    } else {
+        Str::from(format!("/{name}"))
+    }
+}
+
 /// A Socket.IO server. Cheap to clone.
 #[derive(Clone)]
 pub struct Server {
@@ -378,14 +387,9 @@ impl Server {
 
     /// The namespace `name`, if it exists (dynamic ones once a client joined).
     pub fn of(&self, name: &str) -> Option<Arc<Namespace>> {
-        let name = if name.starts_with('/') {
-            name.to_owned()
-        } else {
-            format!("/{name}")
-        };
         self.inner
             .namespaces
-            .get(&Str::from(name))
+            .get(&rooted(name))
             .map(|n| n.value().clone())
     }
 
@@ -393,12 +397,7 @@ impl Server {
     /// accepts the name (as a client's CONNECT would make it): to emit on it, to this
     /// node's sockets and, clustered, to the other nodes', before any client joined here.
     pub fn of_or_create(&self, name: &str) -> Option<Arc<Namespace>> {
-        let name = if name.starts_with('/') {
-            name.to_owned()
-        } else {
-            format!("/{name}")
-        };
-        self.inner.namespace(&Str::from(name))
+        self.inner.namespace(&rooted(name))
     }
 
     /// The layer's counters and histograms.
